@@ -1,0 +1,117 @@
+"""The asyncio adapter: transport, deadlines and exception mapping around the shared client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from smtp_core import SMTPConnectError, SMTPConnectTimeoutError, SMTPReadTimeoutError
+from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
+
+from ._tls import build_tls_context
+from ._transport import StreamProtocol
+
+__all__ = ["SMTP"]
+
+T = TypeVar("T")
+
+
+class SMTP(SMTPClientBase):
+    """An asyncio SMTP client with aiosmtplib's API.
+
+    >>> async def main():
+    ...     async with SMTP(hostname="127.0.0.1", port=1025) as smtp:
+    ...         await smtp.sendmail("a@example.org", ["b@example.org"], "Subject: hi\\n\\nhello")
+    """
+
+    async def _open_transport(self, options: ConnectOptions) -> Transport:
+        loop = asyncio.get_running_loop()
+        protocol = StreamProtocol(loop)
+        ssl_args: dict[str, Any] = {}
+        if options.use_tls:
+            ssl_args = {
+                "ssl": options.tls_context,
+                "server_hostname": options.server_hostname or options.hostname,
+                "ssl_handshake_timeout": options.timeout,
+            }
+        if options.sock is not None:
+            if options.use_tls and not options.server_hostname:
+                ssl_args["server_hostname"] = options.hostname
+            coro = loop.create_connection(lambda: protocol, sock=options.sock, **ssl_args)
+        elif options.socket_path is not None:
+            coro = loop.create_unix_connection(
+                lambda: protocol, path=options.socket_path, **ssl_args
+            )
+        else:
+            coro = loop.create_connection(
+                lambda: protocol,
+                host=options.hostname,
+                port=options.port or 25,
+                local_addr=options.source_address,
+                **ssl_args,
+            )
+        where = f"{options.hostname} on port {options.port}"
+        try:
+            await asyncio.wait_for(coro, timeout=options.timeout)
+        except asyncio.TimeoutError as exc:
+            raise SMTPConnectTimeoutError(f"Timed out connecting to {where}") from exc
+        except OSError as exc:
+            raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
+        return protocol
+
+    async def _with_deadline(
+        self, timeout: float | None, operation: Callable[[], Awaitable[T]]
+    ) -> T:
+        if timeout is None:
+            return await operation()
+        if sys.version_info >= (3, 11):
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    return await operation()
+            except TimeoutError as exc:
+                if deadline.expired():
+                    raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+                raise
+        try:  # pragma: no cover - Python 3.10
+            return await asyncio.wait_for(operation(), timeout)
+        except asyncio.TimeoutError as exc:  # pragma: no cover
+            raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+
+    def _build_tls_context(self) -> Any:
+        return build_tls_context(
+            tls_context=self.tls_context,
+            validate_certs=self.validate_certs,
+            cert_bundle=self.cert_bundle,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+        )
+
+    def _new_lock(self) -> Any:
+        return asyncio.Lock()
+
+    async def _default_local_hostname(self) -> str:
+        return await asyncio.get_running_loop().run_in_executor(None, socket.getfqdn)
+
+    def sendmail_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
+        """Blocking :meth:`sendmail`: connect, send, QUIT, in a fresh event loop."""
+
+        async def run() -> tuple[dict[str, Any], str]:
+            async with self:
+                return await self.sendmail(*args, **kwargs)
+
+        return asyncio.run(run())
+
+    def send_message_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
+        """Blocking :meth:`send_message`: connect, send, QUIT, in a fresh event loop."""
+
+        async def run() -> tuple[dict[str, Any], str]:
+            async with self:
+                return await self.send_message(*args, **kwargs)
+
+        return asyncio.run(run())
+
+

@@ -1,0 +1,139 @@
+"""The asyncio transport: a ``Protocol`` with a bounded receive queue and flow control."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+
+from smtp_core import RemoteProtocolError, SMTPServerDisconnected
+
+__all__ = ["StreamProtocol"]
+
+_HIGH_WATER = 256 * 1024  # stop reading from the socket past this many unread bytes
+
+
+class StreamProtocol(asyncio.Protocol):
+    """Bytes in a queue for :meth:`read`, :meth:`write` with back-pressure, STARTTLS."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._lost: BaseException | None = None
+        self._closed = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused_writing = False
+        self._paused_reading = False
+        self._tls = False
+
+    # asyncio.Protocol callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _HIGH_WATER and not self._paused_reading and self.transport:
+            self.transport.pause_reading()
+            self._paused_reading = True
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._eof = True
+        if exc is not None:
+            self._lost = exc
+        self._wake_reader()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # the Transport interface of smtp_core._client --------------------------------------
+
+    async def read(self) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                if self._lost is not None:
+                    raise SMTPServerDisconnected(f"Connection lost: {self._lost}") from self._lost
+                return b""
+            self._read_waiter = self._loop.create_future()
+            await self._read_waiter
+        data = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused_reading and self.transport is not None and not self._closed:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self._closed or transport.is_closing():
+            raise SMTPServerDisconnected("Connection lost")
+        transport.write(data)
+        if self._paused_writing:
+            self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter
+            if self._closed:
+                raise SMTPServerDisconnected("Connection lost")
+
+    async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
+        if self._chunks:
+            raise RemoteProtocolError(
+                "server sent data after the STARTTLS 220 reply, before TLS started "
+                "(possible response injection)"
+            )
+        transport = self.transport
+        if transport is None or self._closed:
+            raise SMTPServerDisconnected("Connection lost")
+        try:
+            new_transport = await self._loop.start_tls(
+                transport, self, tls_context, server_hostname=server_hostname
+            )
+        except ssl.SSLError:
+            raise
+        except ConnectionError as exc:
+            raise SMTPServerDisconnected(
+                f"Connection reset while upgrading transport: {exc}"
+            ) from exc
+        if new_transport is None:
+            raise SMTPServerDisconnected("Connection lost while upgrading transport")
+        self.transport = new_transport
+        self._tls = True
+
+    def get_extra_info(self, key: str) -> Any:
+        if self.transport is None:
+            return None
+        return self.transport.get_extra_info(key)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self._closed = True
+        self._wake_reader()

@@ -1,0 +1,1023 @@
+"""The caller-facing SMTP client API, written once for every adapter.
+
+:class:`SMTPClientBase` implements aiosmtplib's ``SMTP`` class (arguments, checks,
+results, exceptions and their messages) on top of the I/O-free flows. An adapter
+subclasses it and supplies only I/O: opening a transport, driving a flow with a
+deadline, starting TLS, closing, and a lock. No SMTP verb or reply code is needed
+in an adapter.
+"""
+
+from __future__ import annotations
+
+import abc
+import email.message
+import warnings
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeVar
+
+from ._commands import (
+    Ehlo,
+    Expn,
+    Help,
+    Mail,
+    Noop,
+    Rcpt,
+    Rset,
+    Vrfy,
+    parse_command,
+)
+from ._connection import ClientConnection
+from ._email import prepare_message
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._exceptions import (
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPConnectTimeoutError,
+    SMTPException,
+    SMTPNotSupported,
+    SMTPRecipientRefused,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from ._flows import (
+    Flow,
+    Read,
+    TransactionResult,
+    UpgradeTLS,
+    Write,
+    authenticate,
+    command,
+    content_size,
+    data_flow,
+    greeting,
+    hello,
+    mail_transaction,
+    starttls,
+)
+from ._flows import ehlo as ehlo_flow
+from ._flows import helo as helo_flow
+from ._flows import quit as quit_flow
+from ._replies import Reply
+from ._response import Default, SMTPResponse, SMTPTokenGenerator, _default
+from ._sasl import PREFERENCE, CramMD5, Login, Plain, SASLMechanism, XOAuth2
+from ._state import State
+
+__all__ = [
+    "SMTPClientBase",
+    "Transport",
+    "ConnectOptions",
+    "SMTP_PORT",
+    "SMTP_TLS_PORT",
+    "SMTP_STARTTLS_PORT",
+    "DEFAULT_TIMEOUT",
+    "validate_local_hostname",
+    "send_with",
+]
+
+SMTP_PORT = 25
+SMTP_TLS_PORT = 465
+SMTP_STARTTLS_PORT = 587
+DEFAULT_TIMEOUT = 60.0
+
+T = TypeVar("T")
+Timeout = float | Literal[Default.token] | None
+_SelfT = TypeVar("_SelfT", bound="SMTPClientBase")
+
+
+def validate_local_hostname(hostname: str) -> str:
+    """Strip whitespace around a local host name and refuse control characters inside."""
+    hostname = hostname.strip()
+    if hostname == "":
+        raise ValueError("The local_hostname param must not be empty")
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in hostname):
+        raise ValueError(
+            "The local_hostname param contains prohibited whitespace or control characters"
+        )
+    return hostname
+
+
+class Transport(Protocol):
+    """What an adapter's byte stream offers the shared client."""
+
+    async def write(self, data: bytes) -> None:
+        """Write all of ``data``; raise ``SMTPServerDisconnected`` if the connection broke."""
+
+    async def read(self) -> bytes:
+        """Read some bytes; ``b""`` when the server closed the connection."""
+
+    async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
+        """Replace the stream with a TLS one over it (STARTTLS)."""
+
+    def get_extra_info(self, key: str) -> Any:
+        """asyncio-style transport information (peername, sslcontext, ...)."""
+
+    def close(self) -> None:
+        """Close at once, without waiting."""
+
+
+@dataclass
+class ConnectOptions:
+    """Everything :meth:`SMTPClientBase.connect` needs to open a transport."""
+
+    hostname: str
+    port: int | None
+    use_tls: bool
+    tls_context: Any
+    server_hostname: str | None
+    socket_path: Any
+    sock: Any
+    source_address: tuple[str, int] | None
+    timeout: float | None
+
+
+class SMTPClientBase(abc.ABC):
+    """An SMTP client with aiosmtplib's API. Adapters provide the I/O.
+
+    Arguments are aiosmtplib's: connection options given here are defaults that
+    :meth:`connect` may override. ``hostname`` and ``port`` may also be given
+    positionally, as in aiosmtplib 1.0. ``loop`` is accepted for aiosmtplib 1.0
+    programs, ignored, and warns ``DeprecationWarning``.
+    """
+
+    #: Preferred AUTH methods first (lower case, as aiosmtplib lists them).
+    AUTH_METHODS: tuple[str, ...] = tuple(name.lower() for name in PREFERENCE)
+
+    def __init__(
+        self,
+        hostname: str | None = None,
+        port: int | None = None,
+        *,
+        username: str | bytes | None = None,
+        password: str | bytes | None = None,
+        oauth_token_generator: SMTPTokenGenerator | None = None,
+        local_hostname: str | None = None,
+        source_address: tuple[str, int] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        use_tls: bool = False,
+        start_tls: bool | None = None,
+        validate_certs: bool = True,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        tls_context: Any = None,
+        cert_bundle: str | None = None,
+        socket_path: Any = None,
+        sock: Any = None,
+        loop: Any = None,
+    ) -> None:
+        if loop is not None:
+            warnings.warn(
+                "the loop argument is deprecated and ignored", DeprecationWarning, stacklevel=2
+            )
+        self.hostname = hostname
+        self.port = port
+        self._login_username = username
+        self._login_password = password
+        self._oauth_token_generator = oauth_token_generator
+        self.local_hostname = local_hostname
+        self.source_address = source_address
+        self.timeout = timeout
+        self.use_tls = use_tls
+        self._start_tls_on_connect = start_tls
+        self.validate_certs = validate_certs
+        self.client_cert = client_cert
+        self.client_key = client_key
+        self.tls_context = tls_context
+        self.cert_bundle = cert_bundle
+        self.socket_path = socket_path
+        self.sock = sock
+
+        self._transport: Transport | None = None
+        self._conn: ClientConnection | None = None
+        self._lock: Any = None
+        self.last_helo_response: SMTPResponse | None = None
+        self._last_ehlo_response: SMTPResponse | None = None
+        self.esmtp_extensions: dict[str, str] = {}
+        self.supports_esmtp = False
+        self.server_auth_methods: list[str] = []
+        self._validate_config()
+
+    # -- what an adapter provides ----------
+
+    @abc.abstractmethod
+    async def _open_transport(self, options: ConnectOptions) -> Transport:
+        """Connect (and for implicit TLS, handshake); map failures to SMTPConnectError."""
+
+    @abc.abstractmethod
+    async def _with_deadline(
+        self, timeout: float | None, operation: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Await ``operation()``; past ``timeout`` seconds raise ``SMTPReadTimeoutError``."""
+
+    @abc.abstractmethod
+    def _build_tls_context(self) -> Any:
+        """Make an ``ssl.SSLContext`` from the TLS options (or return ``tls_context``)."""
+
+    @abc.abstractmethod
+    def _new_lock(self) -> Any:
+        """A lock usable with ``async with`` on the adapter's event loop."""
+
+    @abc.abstractmethod
+    async def _default_local_hostname(self) -> str:
+        """The local machine's fully qualified name, without blocking the loop."""
+
+    # -- configuration ----------
+
+    def _update_settings_from_kwargs(self, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            if key in ("use_tls", "validate_certs"):
+                if value is not None:
+                    setattr(self, key, value)
+                continue
+            if value is _default:
+                continue
+            if key == "username":
+                self._login_username = value
+            elif key == "password":
+                self._login_password = value
+            elif key == "oauth_token_generator":
+                self._oauth_token_generator = value
+            elif key == "start_tls":
+                self._start_tls_on_connect = value
+            else:
+                setattr(self, key, value)
+
+    def _validate_config(self) -> None:
+        if self._login_password is not None and self._oauth_token_generator is not None:
+            raise ValueError("password and oauth_token_generator are mutually exclusive")
+        if self._start_tls_on_connect and self.use_tls:
+            raise ValueError("The start_tls and use_tls options are not compatible.")
+        if self.tls_context is not None and self.client_cert is not None:
+            raise ValueError("Either a TLS context or a certificate/key must be provided")
+        if self.sock is not None and self.socket_path is not None:
+            raise ValueError("Either a socket or a socket path must be provided, not both")
+        if (self.sock or self.socket_path) and self.port is not None:
+            raise ValueError("If using a socket, port is not required")
+        if (self.sock or self.socket_path) and self.use_tls and self.hostname is None:
+            raise ValueError("If using a socket with TLS, hostname is required")
+        if self.local_hostname is not None:
+            self.local_hostname = validate_local_hostname(self.local_hostname)
+        if self.hostname is not None and any(c in self.hostname for c in "\r\n\0"):
+            raise ValueError("The hostname param contains prohibited newline characters")
+
+    def _get_default_port(self) -> int:
+        if self.use_tls:
+            return SMTP_TLS_PORT
+        if self._start_tls_on_connect:
+            return SMTP_STARTTLS_PORT
+        return SMTP_PORT
+
+    def _timeout(self, timeout: Timeout) -> float | None:
+        return self.timeout if timeout is _default else timeout
+
+    # -- state ----------
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a connection is open and usable."""
+        return (
+            self._transport is not None
+            and self._conn is not None
+            and self._conn.state not in (State.CLOSED, State.ERROR)
+        )
+
+    @property
+    def protocol_connection(self) -> ClientConnection | None:
+        """The underlying :class:`smtp_core.ClientConnection` (None when disconnected)."""
+        return self._conn
+
+    @property
+    def last_ehlo_response(self) -> SMTPResponse | None:
+        """The last successful EHLO reply."""
+        return self._last_ehlo_response
+
+    @last_ehlo_response.setter
+    def last_ehlo_response(self, response: SMTPResponse | None) -> None:
+        self._last_ehlo_response = response
+
+    @property
+    def is_ehlo_or_helo_needed(self) -> bool:
+        """True until an EHLO or HELO succeeded on this connection."""
+        return self.last_ehlo_response is None and self.last_helo_response is None
+
+    @property
+    def supported_auth_methods(self) -> list[str]:
+        """AUTH methods both the server and this client support, preferred first."""
+        return [auth for auth in self.AUTH_METHODS if auth in self.server_auth_methods]
+
+    def supports_extension(self, extension: str, /) -> bool:
+        """Whether the server advertised ``extension`` in its EHLO reply."""
+        return extension.lower() in self.esmtp_extensions
+
+    def get_transport_info(self, key: str) -> Any:
+        """Transport information: peername, sockname, socket, sslcontext, peercert, cipher..."""
+        if not self.is_connected or self._transport is None:
+            raise SMTPServerDisconnected("Server not connected")
+        return self._transport.get_extra_info(key)
+
+    def _reset_server_state(self) -> None:
+        self.last_helo_response = None
+        self._last_ehlo_response = None
+        self.esmtp_extensions = {}
+        self.supports_esmtp = False
+        self.server_auth_methods = []
+
+    def _sync_capabilities(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        caps = conn.capabilities
+        self.esmtp_extensions = caps.as_esmtp_extensions()
+        self.server_auth_methods = [mech.lower() for mech in caps.auth_mechanisms]
+        self.supports_esmtp = conn.extended
+
+    # -- running flows ----------
+
+    def _require_connection(self, message: str = "Server not connected") -> ClientConnection:
+        if not self.is_connected or self._conn is None:
+            raise SMTPServerDisconnected(message)
+        return self._conn
+
+    async def _run(self, flow: Flow[T], timeout: Timeout = _default) -> T:
+        """Drive ``flow`` over the transport within the deadline; close when it breaks."""
+        conn = self._require_connection()
+        transport = self._transport
+        assert transport is not None
+        tls_context_holder: list[Any] = []
+
+        async def trampoline() -> T:
+            value: Any = None
+            while True:
+                try:
+                    request = flow.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                if isinstance(request, Write):
+                    await transport.write(request.data)
+                    value = None
+                elif isinstance(request, Read):
+                    value = await transport.read()
+                elif isinstance(request, UpgradeTLS):
+                    if not tls_context_holder:
+                        tls_context_holder.append(self._build_tls_context())
+                    await transport.start_tls(tls_context_holder[0], request.server_hostname)
+                    value = None
+                else:  # pragma: no cover
+                    raise AssertionError(f"unknown request {request!r}")
+
+        try:
+            result = await self._with_deadline(self._timeout(timeout), trampoline)
+        except RemoteProtocolError as exc:
+            self.close()
+            raise SMTPResponseException(-1, f"Malformed SMTP response: {exc}") from exc
+        except (SMTPResponseException, SMTPRecipientsRefused, LocalProtocolError):
+            if not self._is_clean(conn):
+                self.close()
+            raise
+        except BaseException:
+            # Timeouts, disconnects, cancellation: the session is out of step; never reuse it.
+            self.close()
+            raise
+        finally:
+            flow.close()
+        if not self._is_clean(conn):
+            self.close()
+        return result
+
+    def _is_clean(self, conn: ClientConnection) -> bool:
+        return (
+            conn is self._conn
+            and not conn.pending
+            and conn.state
+            in (
+                State.HELLO,
+                State.READY,
+                State.MAIL,
+                State.RCPT,
+                State.BDAT,
+            )
+        )
+
+    async def _reply(self, cmd: Any, timeout: Timeout) -> SMTPResponse:
+        reply = await self._run(command(self._require_connection(), cmd), timeout)
+        return _response(reply)
+
+    async def _ehlo_or_helo_if_needed(self, timeout: Timeout = _default) -> None:
+        if self.is_ehlo_or_helo_needed:
+            conn = self._require_connection()
+            reply = await self._run(hello(conn, self.local_hostname), timeout)
+            self._record_hello(reply)
+
+    def _record_hello(self, reply: Reply) -> None:
+        conn = self._conn
+        if conn is not None and conn.extended:
+            self._last_ehlo_response = _response(reply)
+        else:
+            self.last_helo_response = _response(reply)
+        self._sync_capabilities()
+
+    # -- connection ----------
+
+    async def __aenter__(self: _SelfT) -> _SelfT:
+        if not self.is_connected:
+            await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            self.close()
+            return
+        try:
+            if self.is_connected:
+                await self.quit()
+        except (SMTPServerDisconnected, SMTPResponseException, SMTPTimeoutError):
+            pass
+        finally:
+            self.close()
+
+    async def connect(
+        self,
+        *,
+        hostname: str | Literal[Default.token] | None = _default,
+        port: int | Literal[Default.token] | None = _default,
+        username: str | bytes | Literal[Default.token] | None = _default,
+        password: str | bytes | Literal[Default.token] | None = _default,
+        oauth_token_generator: SMTPTokenGenerator | Literal[Default.token] | None = _default,
+        local_hostname: str | Literal[Default.token] | None = _default,
+        source_address: tuple[str, int] | Literal[Default.token] | None = _default,
+        timeout: Timeout = _default,
+        use_tls: bool | None = None,
+        start_tls: bool | Literal[Default.token] | None = _default,
+        validate_certs: bool | None = None,
+        client_cert: str | Literal[Default.token] | None = _default,
+        client_key: str | Literal[Default.token] | None = _default,
+        tls_context: Any = _default,
+        cert_bundle: str | Literal[Default.token] | None = _default,
+        socket_path: Any = _default,
+        sock: Any = _default,
+    ) -> SMTPResponse:
+        """Connect, read the greeting, then STARTTLS and log in as configured.
+
+        Options given here override those given to the constructor. With
+        ``start_tls=None`` the connection is upgraded when the server offers STARTTLS;
+        ``True`` requires it (``SMTPException`` when not offered); ``False`` never.
+        """
+        self._update_settings_from_kwargs(
+            hostname=hostname,
+            port=port,
+            username=username,
+            password=password,
+            oauth_token_generator=oauth_token_generator,
+            local_hostname=local_hostname,
+            source_address=source_address,
+            use_tls=use_tls,
+            start_tls=start_tls,
+            validate_certs=validate_certs,
+            client_cert=client_cert,
+            client_key=client_key,
+            tls_context=tls_context,
+            cert_bundle=cert_bundle,
+            socket_path=socket_path,
+            sock=sock,
+        )
+        if timeout is not _default:
+            self.timeout = timeout
+        self._validate_config()
+        if self.is_connected:
+            raise SMTPException("SMTP instance is already connected")
+        if self.local_hostname is None:
+            self.local_hostname = validate_local_hostname(await self._default_local_hostname())
+        try:
+            response = await self._create_connection()
+            await self._maybe_start_tls_on_connect()
+            await self._maybe_login_on_connect()
+        except BaseException:
+            self.close()
+            raise
+        return response
+
+    async def _create_connection(self) -> SMTPResponse:
+        timeout = self.timeout
+        hostname = self.hostname or "localhost"
+        port = self.port
+        if self.sock is None and self.socket_path is None and port is None:
+            port = self._get_default_port()
+        options = ConnectOptions(
+            hostname=hostname,
+            port=port,
+            use_tls=self.use_tls,
+            tls_context=self._build_tls_context() if self.use_tls else None,
+            server_hostname=self.hostname if self.use_tls else None,
+            socket_path=self.socket_path,
+            sock=self.sock,
+            source_address=self.source_address,
+            timeout=timeout,
+        )
+        self._transport = await self._open_transport(options)
+        self._conn = ClientConnection(local_hostname=self._ehlo_name())
+        if self.use_tls:
+            self._conn.mark_tls()
+        try:
+            reply = await self._run(greeting(self._conn), timeout)
+        except SMTPServerDisconnected as exc:
+            raise SMTPConnectError(f"Error connecting to {hostname} on port {port}: {exc}") from exc
+        except SMTPTimeoutError as exc:
+            raise SMTPConnectTimeoutError("Timed out waiting for server ready message") from exc
+        return _response(reply)
+
+    def _ehlo_name(self) -> str | None:
+        """The name for EHLO: ``local_hostname``, or an address literal if it is not a domain."""
+        name = self.local_hostname
+        if name is None:
+            return None
+        try:
+            Ehlo(name)
+        except LocalProtocolError:
+            return "[127.0.0.1]"
+        return name
+
+    async def _maybe_start_tls_on_connect(self) -> None:
+        if self._start_tls_on_connect is True:
+            await self.starttls()
+        elif self._start_tls_on_connect is None and not self.use_tls:
+            await self._ehlo_or_helo_if_needed()
+            if self.supports_extension("starttls"):
+                await self.starttls()
+
+    async def _maybe_login_on_connect(self) -> None:
+        if self._oauth_token_generator is not None:
+            if self._login_username is None:
+                raise SMTPException("username is required when using oauth_token_generator")
+            await self._ehlo_or_helo_if_needed()
+            if "xoauth2" not in self.server_auth_methods:
+                raise SMTPException(
+                    "oauth_token_generator provided but server does not support XOAUTH2"
+                )
+            token = await self._oauth_token_generator()
+            await self.auth_xoauth2(self._login_username, token)
+        elif self._login_username is not None:
+            password = self._login_password if self._login_password is not None else ""
+            await self.login(self._login_username, password)
+
+    def close(self) -> None:
+        """Close the connection at once (no QUIT) and forget the server's state."""
+        transport, self._transport = self._transport, None
+        self._conn = None
+        if transport is not None:
+            transport.close()
+        self._reset_server_state()
+
+    # -- commands ----------
+
+    async def execute_command(
+        self, *args: bytes | str, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """Send one command line (its words given as arguments) and return the reply.
+
+        The line is validated like the typed commands (no CR, LF or NUL; addresses by
+        RFC 5321 syntax) before anything is sent. A 421 reply closes the connection.
+        """
+        self._require_connection()
+        cmd = parse_command(*args)
+        return await self._reply(cmd, timeout)
+
+    async def helo(
+        self, *, hostname: str | None = None, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """HELO; raises ``SMTPHeloError`` unless the server answers 250."""
+        conn = self._require_connection()
+        name = self.local_hostname if hostname is None else validate_local_hostname(hostname)
+        reply = await self._run(helo_flow(conn, name), timeout)
+        self._last_ehlo_response = None
+        self._record_hello(reply)
+        return _response(reply)
+
+    async def ehlo(
+        self, *, hostname: str | None = None, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """EHLO; raises ``SMTPHeloError`` unless the server answers 250."""
+        conn = self._require_connection()
+        name = self.local_hostname if hostname is None else validate_local_hostname(hostname)
+        reply = await self._run(ehlo_flow(conn, name), timeout)
+        self.last_helo_response = None
+        self._record_hello(reply)
+        return _response(reply)
+
+    async def help(self, *, timeout: Timeout = _default) -> str:
+        """HELP; returns the help text."""
+        await self._ehlo_or_helo_if_needed(timeout)
+        response = await self._reply(Help(), timeout)
+        if response.code not in (211, 214, 250):
+            raise SMTPResponseException(response.code, response.message)
+        return response.message
+
+    async def rset(self, *, timeout: Timeout = _default) -> SMTPResponse:
+        """RSET: abandon the current mail transaction."""
+        await self._ehlo_or_helo_if_needed(timeout)
+        response = await self._reply(Rset(), timeout)
+        if response.code != 250:
+            raise SMTPResponseException(response.code, response.message)
+        return response
+
+    async def noop(self, *, timeout: Timeout = _default) -> SMTPResponse:
+        """NOOP: check that the server is still there."""
+        await self._ehlo_or_helo_if_needed(timeout)
+        response = await self._reply(Noop(), timeout)
+        if response.code != 250:
+            raise SMTPResponseException(response.code, response.message)
+        return response
+
+    def _check_utf8_options(self, address: str, options: Iterable[str]) -> None:
+        wants_utf8 = any(opt.lower() == "smtputf8" for opt in options)
+        if wants_utf8 and not self.supports_extension("smtputf8"):
+            raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+        if not address.isascii() and not self.supports_extension("smtputf8"):
+            raise SMTPNotSupported(
+                f"address {address!r} contains non-ASCII characters, but SMTPUTF8 is not "
+                "supported by this server"
+            )
+
+    async def vrfy(
+        self, address: str, /, *, options: Iterable[str] | None = None, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """VRFY: ask the server whether ``address`` is valid."""
+        await self._ehlo_or_helo_if_needed(timeout)
+        options = list(options or ())
+        self._check_utf8_options(address, options)
+        cmd = Vrfy(" ".join([address, *options]))
+        response = await self._reply(cmd, timeout)
+        if response.code not in (250, 251, 252):
+            raise SMTPResponseException(response.code, response.message)
+        return response
+
+    async def expn(
+        self, address: str, /, *, options: Iterable[str] | None = None, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """EXPN: ask the server to expand a mailing list."""
+        await self._ehlo_or_helo_if_needed(timeout)
+        options = list(options or ())
+        self._check_utf8_options(address, options)
+        response = await self._reply(Expn(" ".join([address, *options])), timeout)
+        if response.code != 250:
+            raise SMTPResponseException(response.code, response.message)
+        return response
+
+    async def quit(self, *, timeout: Timeout = _default) -> SMTPResponse:
+        """QUIT, then close the connection."""
+        conn = self._require_connection()
+        try:
+            reply = await self._run(quit_flow(conn), timeout)
+        finally:
+            self.close()
+        return _response(reply)
+
+    def _check_options(self, options: Sequence[str], what: str) -> None:
+        conn = self._require_connection()
+        probe = Mail("", tuple(options)) if what == "MAIL" else Rcpt("postmaster", tuple(options))
+        missing = sorted(e for e in probe.required_extensions() if e not in conn.capabilities)
+        if missing:
+            raise SMTPNotSupported(
+                f"{what} options {list(options)!r} need {', '.join(missing)}, which this "
+                "server does not support"
+            )
+
+    async def mail(
+        self,
+        sender: str,
+        /,
+        *,
+        options: Iterable[str] | None = None,
+        encoding: str = "ascii",
+        timeout: Timeout = _default,
+    ) -> SMTPResponse:
+        """MAIL FROM: start a mail transaction; raises ``SMTPSenderRefused`` unless 250."""
+        await self._ehlo_or_helo_if_needed(timeout)
+        options = list(options or ())
+        cmd = Mail(sender, tuple(options))
+        self._check_address_encoding(sender, encoding)
+        self._check_options(options, "MAIL")
+        response = await self._reply(cmd, timeout)
+        if response.code != 250:
+            raise SMTPSenderRefused(response.code, response.message, sender)
+        return response
+
+    async def rcpt(
+        self,
+        recipient: str,
+        /,
+        *,
+        options: Iterable[str] | None = None,
+        encoding: str = "ascii",
+        timeout: Timeout = _default,
+    ) -> SMTPResponse:
+        """RCPT TO: add a recipient; raises ``SMTPRecipientRefused`` unless 250 or 251."""
+        await self._ehlo_or_helo_if_needed(timeout)
+        options = list(options or ())
+        cmd = Rcpt(recipient, tuple(options))
+        self._check_address_encoding(recipient, encoding)
+        self._check_options(options, "RCPT")
+        response = await self._reply(cmd, timeout)
+        if response.code not in (250, 251):
+            raise SMTPRecipientRefused(response.code, response.message, recipient)
+        return response
+
+    def _check_address_encoding(self, address: str, encoding: str) -> None:
+        if not address.isascii():
+            if encoding.lower().replace("-", "") != "utf8":
+                raise SMTPNotSupported(
+                    f"address {address!r} contains non-ASCII characters; pass "
+                    "encoding='utf-8' and the SMTPUTF8 option"
+                )
+            if not self.supports_extension("smtputf8"):
+                raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+
+    async def data(self, message: str | bytes, /, *, timeout: Timeout = _default) -> SMTPResponse:
+        """DATA and the message content; raises ``SMTPDataError`` on refusal."""
+        conn = self._require_connection("Connection lost")
+        await self._ehlo_or_helo_if_needed(timeout)
+        content = message.encode("ascii") if isinstance(message, str) else bytes(message)
+        reply = await self._run(data_flow(conn, content), timeout)
+        return _response(reply)
+
+    async def starttls(
+        self,
+        *,
+        server_hostname: str | None = None,
+        validate_certs: bool | None = None,
+        client_cert: str | Literal[Default.token] | None = _default,
+        client_key: str | Literal[Default.token] | None = _default,
+        cert_bundle: str | Literal[Default.token] | None = _default,
+        tls_context: Any = _default,
+        timeout: Timeout = _default,
+    ) -> SMTPResponse:
+        """STARTTLS: upgrade the connection to TLS, then forget the server's capabilities.
+
+        Raises ``SMTPException`` when the server does not offer STARTTLS and
+        ``SMTPResponseException`` when it refuses it; the connection never goes on in
+        plaintext after a failed upgrade that the caller required.
+        """
+        conn = self._require_connection()
+        if conn.tls_active:
+            raise SMTPException("Connection already using TLS")
+        self._update_settings_from_kwargs(
+            validate_certs=validate_certs,
+            client_cert=client_cert,
+            client_key=client_key,
+            cert_bundle=cert_bundle,
+            tls_context=tls_context,
+        )
+        self._validate_config()
+        await self._ehlo_or_helo_if_needed(timeout)
+        if server_hostname is None:
+            server_hostname = self.hostname
+        if not self.supports_extension("starttls"):
+            raise SMTPException("SMTP STARTTLS extension not supported by server.")
+        reply = await self._run(starttls(conn, server_hostname), timeout)
+        self._reset_server_state()
+        return _response(reply)
+
+    # -- authentication ----------
+
+    async def login(
+        self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """Log in with the best mechanism both sides support (CRAM-MD5, PLAIN, LOGIN).
+
+        Servers sometimes advertise mechanisms they do not support, so on an
+        authentication failure the next mechanism is tried.
+        """
+        await self._ehlo_or_helo_if_needed(timeout)
+        if not self.supports_extension("auth"):
+            conn = self._require_connection()
+            if not conn.tls_active:
+                raise SMTPException(
+                    "The SMTP AUTH extension is not supported by this server. Try "
+                    "connecting via TLS (or STARTTLS)."
+                )
+            raise SMTPException("The SMTP AUTH extension is not supported by this server.")
+        response: SMTPResponse | None = None
+        exception: SMTPAuthenticationError | None = None
+        methods = {
+            "cram-md5": self.auth_crammd5,
+            "plain": self.auth_plain,
+            "login": self.auth_login,
+        }
+        for name in self.supported_auth_methods:
+            try:
+                response = await methods[name](username, password, timeout=timeout)
+            except SMTPAuthenticationError as exc:
+                exception = exc
+                if not self.is_connected:
+                    raise
+            else:
+                break
+        if response is None:
+            raise exception or SMTPException("No suitable authentication method found.")
+        return response
+
+    async def auth(
+        self, mechanism: SASLMechanism, /, *, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """Authenticate with any :class:`~smtp_core.SASLMechanism` (built-in or your own).
+
+        Raises ``SMTPAuthenticationError`` unless the server answers 235.
+        """
+        await self._ehlo_or_helo_if_needed(timeout)
+        conn = self._require_connection()
+        if "AUTH" not in conn.capabilities:
+            raise SMTPException("The SMTP AUTH extension is not supported by this server.")
+        reply = await self._run(authenticate(conn, mechanism), timeout)
+        if reply.code != 235:
+            raise SMTPAuthenticationError(reply.code, reply.message)
+        return _response(reply)
+
+    async def auth_crammd5(
+        self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """AUTH CRAM-MD5 (RFC 2195)."""
+        return await self.auth(CramMD5(username, password), timeout=timeout)
+
+    async def auth_plain(
+        self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """AUTH PLAIN (RFC 4616)."""
+        return await self.auth(Plain(username, password), timeout=timeout)
+
+    async def auth_login(
+        self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """AUTH LOGIN."""
+        return await self.auth(Login(username, password), timeout=timeout)
+
+    async def auth_xoauth2(
+        self, username: str | bytes, access_token: str | bytes, /, *, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """AUTH XOAUTH2 with an OAuth 2.0 access token."""
+        return await self.auth(XOAuth2(username, access_token), timeout=timeout)
+
+    # -- sending ----------
+
+    async def sendmail(
+        self,
+        sender: str,
+        recipients: str | Sequence[str],
+        message: str | bytes,
+        /,
+        *,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        timeout: Timeout = _default,
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        """Send ``message`` from ``sender`` to ``recipients`` in one mail transaction.
+
+        Returns ``(refused, text)``: the recipients the server refused, each with its
+        reply, and the text of the server's final reply. Every address is validated
+        before any byte is sent. With PIPELINING, MAIL, RCPT and DATA go in one write.
+
+        Raises ``SMTPSenderRefused``, ``SMTPRecipientsRefused`` (all refused) or
+        ``SMTPDataError``; the transaction is reset (RSET) after a refusal.
+        """
+        recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
+        mail_opts = list(mail_options or ())
+        rcpt_opts = list(rcpt_options or ())
+        # Validate everything before any byte is sent.
+        Mail(sender, tuple(mail_opts))
+        for rcpt in recipients_list:
+            Rcpt(rcpt, tuple(rcpt_opts))
+        if not recipients_list:
+            raise ValueError("No recipients given")
+        content = message.encode("ascii") if isinstance(message, str) else bytes(message)
+        result = await self._send_transaction(
+            sender, recipients_list, content, mail_opts, rcpt_opts, timeout
+        )
+        refused = {rcpt: _response(reply) for rcpt, reply in result.refused.items()}
+        assert result.data_reply is not None
+        return refused, result.data_reply.message
+
+    async def _send_transaction(
+        self,
+        sender: str,
+        recipients: list[str],
+        content: bytes,
+        mail_options: list[str],
+        rcpt_options: list[str],
+        timeout: Timeout,
+    ) -> TransactionResult:
+        if self._lock is None:
+            self._lock = self._new_lock()
+        async with self._lock:
+            if not self.is_connected and self._transport is None and self._conn is None:
+                await self.connect()
+            await self._ehlo_or_helo_if_needed(timeout)
+            conn = self._require_connection()
+            utf8 = any(opt.lower() == "smtputf8" for opt in mail_options)
+            non_ascii = not sender.isascii() or not all(r.isascii() for r in recipients)
+            if (utf8 or non_ascii) and not conn.capabilities.smtputf8:
+                raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+            if non_ascii and not utf8:
+                mail_options = [*mail_options, "SMTPUTF8"]
+            if conn.capabilities.size is not None or "SIZE" in conn.capabilities:
+                size = content_size(content)
+                limit = conn.capabilities.size
+                if limit is not None and size > limit:
+                    raise SMTPSenderRefused(
+                        552,
+                        f"Message size ({size} bytes) exceeds the server's limit of "
+                        f"{limit} bytes (SIZE)",
+                        sender,
+                    )
+                if not any(opt.lower().startswith("size=") for opt in mail_options):
+                    mail_options = [f"SIZE={size}", *mail_options]
+            self._check_options(mail_options, "MAIL")
+            self._check_options(rcpt_options, "RCPT")
+            return await self._run(
+                mail_transaction(
+                    conn,
+                    sender,
+                    recipients,
+                    content,
+                    mail_options=mail_options,
+                    rcpt_options=rcpt_options,
+                ),
+                timeout,
+            )
+
+    async def send_message(
+        self,
+        message: email.message.Message | email.message.EmailMessage,
+        /,
+        *,
+        sender: str | None = None,
+        recipients: str | Sequence[str] | None = None,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        timeout: Timeout = _default,
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        """Send an ``email.message.Message``; sender and recipients default to its headers.
+
+        Bcc and Resent-Bcc headers are not transmitted. SMTPUTF8 and BODY=8BITMIME are
+        added when the addresses or the content need them.
+        """
+        if not self.is_connected and self._transport is None and self._conn is None:
+            await self.connect()
+        await self._ehlo_or_helo_if_needed(timeout)
+        prepared = prepare_message(
+            message,
+            sender=sender,
+            recipients=recipients,
+            mail_options=list(mail_options or ()),
+            smtputf8_supported=self.supports_extension("smtputf8"),
+            eightbitmime_supported=self.supports_extension("8bitmime"),
+        )
+        return await self.sendmail(
+            prepared.sender,
+            prepared.recipients,
+            prepared.content,
+            mail_options=prepared.mail_options,
+            rcpt_options=rcpt_options,
+            timeout=timeout,
+        )
+
+
+def _response(reply: Reply) -> SMTPResponse:
+    return SMTPResponse(reply.code, reply.message)
+
+
+async def send_with(
+    client: SMTPClientBase,
+    message: email.message.Message | email.message.EmailMessage | str | bytes,
+    *,
+    sender: str | None = None,
+    recipients: str | Sequence[str] | None = None,
+    mail_options: Iterable[str] | None = None,
+    rcpt_options: Iterable[str] | None = None,
+) -> tuple[dict[str, SMTPResponse], str]:
+    """The body of the module-level ``send()``: connect, send one message, QUIT."""
+    if isinstance(message, (str, bytes)):
+        if not recipients:
+            raise ValueError("Recipients must be provided with raw messages.")
+        if not sender:
+            raise ValueError("Sender must be provided with raw messages.")
+    async with client:
+        if isinstance(message, (str, bytes)):
+            assert sender is not None and recipients is not None
+            return await client.sendmail(
+                sender, recipients, message, mail_options=mail_options, rcpt_options=rcpt_options
+            )
+        return await client.send_message(
+            message,
+            sender=sender,
+            recipients=recipients,
+            mail_options=mail_options,
+            rcpt_options=rcpt_options,
+        )

@@ -1,0 +1,640 @@
+"""One type per SMTP command, validated when built, serialised by ``to_bytes()``.
+
+Every argument is checked when the command object is created, so a malformed
+address or parameter raises :class:`LocalProtocolError` before any byte exists.
+Nothing is ever "repaired" into a different value: input is accepted exactly as
+given or refused with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ._errors import LocalProtocolError
+
+__all__ = [
+    "Command",
+    "Ehlo",
+    "Helo",
+    "Lhlo",
+    "Mail",
+    "Rcpt",
+    "Data",
+    "Bdat",
+    "Rset",
+    "Noop",
+    "Quit",
+    "Vrfy",
+    "Expn",
+    "Help",
+    "StartTLS",
+    "Auth",
+    "AuthResponse",
+    "RawCommand",
+    "parse_command",
+    "validate_address",
+    "validate_domain",
+    "xtext_encode",
+    "xtext_decode",
+]
+
+_NON_ASCII = "\x80-\U0010ffff"
+_ATEXT = rf"A-Za-z0-9!#$%&'*+\-/=?^_`{{|}}~{_NON_ASCII}"
+_DOT_STRING_RE = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*\Z")
+_QUOTED_RE = re.compile(rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_NON_ASCII}]|\\[\x20-\x7e])*"\Z')
+_LABEL = rf"[A-Za-z0-9_{_NON_ASCII}](?:[A-Za-z0-9_\-{_NON_ASCII}]*[A-Za-z0-9_{_NON_ASCII}])?"
+_DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+_GENERAL_LITERAL_RE = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")
+_KEYWORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+_VALUE_RE = re.compile(rf"[\x21-\x3c\x3e-\x7e{_NON_ASCII}]+\Z")
+_XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
+_MECH_RE = re.compile(r"[A-Za-z0-9_-]{1,20}\Z")
+
+_PARAM_EXTENSIONS: dict[str, frozenset[str]] = {
+    "SIZE": frozenset({"SIZE"}),
+    "SMTPUTF8": frozenset({"SMTPUTF8"}),
+    "RET": frozenset({"DSN"}),
+    "ENVID": frozenset({"DSN"}),
+    "NOTIFY": frozenset({"DSN"}),
+    "ORCPT": frozenset({"DSN"}),
+    "REQUIRETLS": frozenset({"REQUIRETLS"}),
+    "MT-PRIORITY": frozenset({"MT-PRIORITY"}),
+    "AUTH": frozenset({"AUTH"}),
+}
+
+
+def _check_text(value: str, what: str) -> None:
+    """Refuse CR, LF and NUL: they could end the command line early (injection)."""
+    for char, name in (("\r", "CR"), ("\n", "LF"), ("\0", "NUL")):
+        if char in value:
+            raise LocalProtocolError(f"{what} {value!r}: {name} is not allowed")
+
+
+def _utf8_len(value: str) -> int:
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
+def validate_domain(domain: str, what: str = "domain") -> str:
+    """Check an RFC 5321 Domain (U-labels allowed) or address literal; return it."""
+    _check_text(domain, what)
+    if not domain:
+        raise LocalProtocolError(f"{what} is empty")
+    if _utf8_len(domain) > 255:
+        raise LocalProtocolError(f"{what} {domain[:40]!r}...: longer than 255 octets")
+    if domain.startswith("["):
+        if not domain.endswith("]"):
+            raise LocalProtocolError(f"{what} {domain!r}: unterminated address literal")
+        inner = domain[1:-1]
+        if inner[:5].lower() == "ipv6:":
+            try:
+                ipaddress.IPv6Address(inner[5:])
+            except ValueError:
+                raise LocalProtocolError(f"{what} {domain!r}: invalid IPv6 literal") from None
+            return domain
+        try:
+            ipaddress.IPv4Address(inner)
+            return domain
+        except ValueError:
+            pass
+        if _GENERAL_LITERAL_RE.match(inner):
+            return domain
+        raise LocalProtocolError(f"{what} {domain!r}: invalid address literal")
+    if _DOMAIN_RE.match(domain) is None:
+        if any(char.isspace() for char in domain):
+            reason = "whitespace is not allowed"
+        elif ".." in domain or domain.startswith(".") or domain.endswith("."):
+            reason = "empty label"
+        elif any(label.startswith("-") or label.endswith("-") for label in domain.split(".")):
+            reason = "a label may not start or end with a hyphen"
+        else:
+            reason = "not a valid domain name"
+        raise LocalProtocolError(f"{what} {domain!r}: {reason}")
+    return domain
+
+
+def validate_address(address: str, *, allow_null: bool = False) -> str:
+    """Validate an RFC 5321 / RFC 6531 mailbox and return its path contents.
+
+    ``address`` is ``local@domain`` or ``<local@domain>``. Display names, comments,
+    source routes, whitespace and anything else are refused, never rewritten. With
+    ``allow_null``, ``""`` and ``<>`` (the null reverse-path) are accepted.
+    """
+    if not isinstance(address, str):
+        raise LocalProtocolError(f"address must be a str, not {type(address).__name__}")
+    _check_text(address, "address")
+    inner = address
+    if inner.startswith("<") or inner.endswith(">"):
+        if not (inner.startswith("<") and inner.endswith(">") and len(inner) >= 2):
+            raise LocalProtocolError(f"address {address!r}: unbalanced angle brackets")
+        inner = inner[1:-1]
+    if inner == "":
+        if allow_null:
+            return ""
+        raise LocalProtocolError("address is empty (the null path <> is only valid for MAIL)")
+    if "<" in inner or ">" in inner:
+        raise LocalProtocolError(
+            f"address {address!r}: angle brackets inside the address (a display name? "
+            "pass the bare address)"
+        )
+    if inner.startswith("@"):
+        raise LocalProtocolError(f"address {address!r}: source routes are not supported")
+    local, at, domain = inner.rpartition("@")
+    if not at:
+        raise LocalProtocolError(f"address {address!r}: no '@' and domain")
+    if not local:
+        raise LocalProtocolError(f"address {address!r}: empty local part")
+    if local.startswith('"'):
+        if _QUOTED_RE.match(local) is None:
+            raise LocalProtocolError(f"address {address!r}: invalid quoted local part")
+    elif _DOT_STRING_RE.match(local) is None:
+        if any(char.isspace() for char in local):
+            reason = "space not allowed in an unquoted local part"
+        elif "@" in local:
+            reason = "more than one '@'"
+        elif local.startswith(".") or local.endswith(".") or ".." in local:
+            reason = "a dot may not start or end the local part or follow another dot"
+        else:
+            bad = sorted({c for c in local if not re.match(rf"[{_ATEXT}.]", c)})
+            reason = f"character(s) {''.join(bad)!r} need a quoted local part"
+        raise LocalProtocolError(f"address {address!r}: {reason}")
+    if _utf8_len(local) > 64:
+        raise LocalProtocolError(f"address {address!r}: local part longer than 64 octets")
+    validate_domain(domain, f"address {address!r}: domain")
+    if _utf8_len(inner) > 254:
+        raise LocalProtocolError(f"address {address!r}: path longer than 256 octets")
+    return inner
+
+
+def xtext_encode(value: str) -> str:
+    """RFC 3461 xtext: characters outside ``!``..``~``, ``+`` and ``=`` become ``+HH``."""
+    out = []
+    for byte in value.encode("utf-8"):
+        if 33 <= byte <= 126 and byte not in (0x2B, 0x3D):
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
+
+
+def xtext_decode(value: str) -> str:
+    """Decode RFC 3461 xtext; malformed input raises LocalProtocolError."""
+    if _XTEXT_RE.match(value) is None:
+        raise LocalProtocolError(f"invalid xtext {value!r}")
+    data = bytearray()
+    i = 0
+    while i < len(value):
+        if value[i] == "+":
+            data.append(int(value[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            data.append(ord(value[i]))
+            i += 1
+    return data.decode("utf-8", "replace")
+
+
+def _parse_params(parameters: Iterable[str], what: str) -> tuple[tuple[str, str | None], ...]:
+    parsed: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for param in parameters:
+        if not isinstance(param, str):
+            raise LocalProtocolError(f"{what} parameter must be a str, not {type(param).__name__}")
+        _check_text(param, f"{what} parameter")
+        keyword, eq, value = param.partition("=")
+        if _KEYWORD_RE.match(keyword) is None:
+            raise LocalProtocolError(f"{what} parameter {param!r}: invalid keyword")
+        if eq and _VALUE_RE.match(value) is None:
+            raise LocalProtocolError(
+                f"{what} parameter {param!r}: invalid value (no spaces, '=' or control characters)"
+            )
+        upper = keyword.upper()
+        if upper in seen:
+            raise LocalProtocolError(f"{what} parameter {keyword!r} given twice")
+        seen.add(upper)
+        if upper == "ENVID" and eq:
+            xtext_decode(value)
+        if upper == "ORCPT" and eq:
+            addr_type, semi, xtext = value.partition(";")
+            if not semi or not addr_type:
+                raise LocalProtocolError(f"ORCPT {value!r}: expected addr-type;xtext")
+            xtext_decode(xtext)
+        parsed.append((upper, value if eq else None))
+    return tuple(parsed)
+
+
+def _param_extensions(params: tuple[tuple[str, str | None], ...]) -> set[str]:
+    needed: set[str] = set()
+    for keyword, value in params:
+        if keyword == "BODY" and value is not None:
+            upper = value.upper()
+            if upper == "8BITMIME":
+                needed.add("8BITMIME")
+            elif upper == "BINARYMIME":
+                needed |= {"BINARYMIME", "CHUNKING"}
+        else:
+            needed |= _PARAM_EXTENSIONS.get(keyword, frozenset())
+        if value is not None and not value.isascii():
+            needed.add("SMTPUTF8")
+    return needed
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Base class of all commands."""
+
+    verb: ClassVar[str] = ""
+    group_last: ClassVar[bool] = True
+    """True when RFC 2920 says the command must end a PIPELINING group."""
+
+    def to_bytes(self) -> bytes:
+        """The command line as sent, ending with CRLF."""
+        return self._line().encode("utf-8") + b"\r\n"
+
+    def _line(self) -> str:
+        return self.verb
+
+    def trace(self) -> str:
+        """The command for protocol logs, secrets redacted, without CRLF."""
+        return self._line()
+
+    def required_extensions(self) -> frozenset[str]:
+        """Upper-case EHLO keywords the server must advertise for this command."""
+        return frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Hello(Command):
+    hostname: str
+
+    def __post_init__(self) -> None:
+        validate_domain(self.hostname, f"{self.verb} host name")
+
+    def _line(self) -> str:
+        return f"{self.verb} {self.hostname}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ehlo(_Hello):
+    """EHLO (RFC 5321 4.1.1.1)."""
+
+    verb: ClassVar[str] = "EHLO"
+
+
+@dataclass(frozen=True, slots=True)
+class Helo(_Hello):
+    """HELO (RFC 5321 4.1.1.1)."""
+
+    verb: ClassVar[str] = "HELO"
+
+
+@dataclass(frozen=True, slots=True)
+class Lhlo(_Hello):
+    """LHLO (RFC 2033, LMTP)."""
+
+    verb: ClassVar[str] = "LHLO"
+
+
+@dataclass(frozen=True, slots=True)
+class Mail(Command):
+    """MAIL FROM:<sender> [parameters] (RFC 5321 4.1.1.2)."""
+
+    sender: str
+    parameters: tuple[str, ...] = ()
+    params: tuple[tuple[str, str | None], ...] = field(init=False, repr=False, compare=False)
+
+    verb: ClassVar[str] = "MAIL"
+    group_last: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        validate_address(self.sender, allow_null=True)
+        parameters = (self.parameters,) if isinstance(self.parameters, str) else self.parameters
+        object.__setattr__(self, "parameters", tuple(parameters))
+        object.__setattr__(self, "params", _parse_params(self.parameters, "MAIL"))
+
+    @property
+    def path(self) -> str:
+        """The reverse-path without angle brackets (``""`` for the null sender)."""
+        return validate_address(self.sender, allow_null=True)
+
+    @property
+    def requires_smtputf8(self) -> bool:
+        """True if the address or a parameter value is not ASCII."""
+        return not self.sender.isascii() or not all(p.isascii() for p in self.parameters)
+
+    def _line(self) -> str:
+        return " ".join([f"MAIL FROM:<{self.path}>", *self.parameters])
+
+    def required_extensions(self) -> frozenset[str]:
+        needed = _param_extensions(self.params)
+        if not self.sender.isascii():
+            needed.add("SMTPUTF8")
+        return frozenset(needed)
+
+
+@dataclass(frozen=True, slots=True)
+class Rcpt(Command):
+    """RCPT TO:<recipient> [parameters] (RFC 5321 4.1.1.3)."""
+
+    recipient: str
+    parameters: tuple[str, ...] = ()
+    params: tuple[tuple[str, str | None], ...] = field(init=False, repr=False, compare=False)
+
+    verb: ClassVar[str] = "RCPT"
+    group_last: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        self._path()
+        parameters = (self.parameters,) if isinstance(self.parameters, str) else self.parameters
+        object.__setattr__(self, "parameters", tuple(parameters))
+        object.__setattr__(self, "params", _parse_params(self.parameters, "RCPT"))
+
+    def _path(self) -> str:
+        inner = self.recipient
+        if inner.startswith("<") and inner.endswith(">"):
+            inner = inner[1:-1]
+        if inner.lower() == "postmaster":
+            return inner
+        return validate_address(self.recipient)
+
+    @property
+    def path(self) -> str:
+        """The forward-path without angle brackets."""
+        return self._path()
+
+    @property
+    def requires_smtputf8(self) -> bool:
+        """True if the address or a parameter value is not ASCII."""
+        return not self.recipient.isascii() or not all(p.isascii() for p in self.parameters)
+
+    def _line(self) -> str:
+        return " ".join([f"RCPT TO:<{self.path}>", *self.parameters])
+
+    def required_extensions(self) -> frozenset[str]:
+        needed = _param_extensions(self.params)
+        if not self.recipient.isascii():
+            needed.add("SMTPUTF8")
+        return frozenset(needed)
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Command):
+    """DATA (RFC 5321 4.1.1.4); the content follows the 354 reply."""
+
+    verb: ClassVar[str] = "DATA"
+
+
+@dataclass(frozen=True, slots=True)
+class Bdat(Command):
+    """BDAT <size> [LAST] followed by the payload (RFC 3030 CHUNKING)."""
+
+    payload: bytes = b""
+    last: bool = False
+
+    verb: ClassVar[str] = "BDAT"
+    group_last: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.payload, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError("BDAT payload must be bytes")
+        object.__setattr__(self, "payload", bytes(self.payload))
+
+    def _line(self) -> str:
+        return f"BDAT {len(self.payload)}" + (" LAST" if self.last else "")
+
+    def to_bytes(self) -> bytes:
+        return self._line().encode("ascii") + b"\r\n" + self.payload
+
+    def required_extensions(self) -> frozenset[str]:
+        return frozenset({"CHUNKING"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rset(Command):
+    """RSET (RFC 5321 4.1.1.5)."""
+
+    verb: ClassVar[str] = "RSET"
+    group_last: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Command):
+    """QUIT (RFC 5321 4.1.1.10)."""
+
+    verb: ClassVar[str] = "QUIT"
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS(Command):
+    """STARTTLS (RFC 3207)."""
+
+    verb: ClassVar[str] = "STARTTLS"
+
+    def required_extensions(self) -> frozenset[str]:
+        return frozenset({"STARTTLS"})
+
+
+@dataclass(frozen=True, slots=True)
+class _OptionalArgument(Command):
+    argument: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.argument is not None:
+            _check_text(self.argument, f"{self.verb} argument")
+
+    def _line(self) -> str:
+        return self.verb if not self.argument else f"{self.verb} {self.argument}"
+
+
+@dataclass(frozen=True, slots=True)
+class Noop(_OptionalArgument):
+    """NOOP (RFC 5321 4.1.1.9)."""
+
+    verb: ClassVar[str] = "NOOP"
+
+
+@dataclass(frozen=True, slots=True)
+class Help(_OptionalArgument):
+    """HELP (RFC 5321 4.1.1.8)."""
+
+    verb: ClassVar[str] = "HELP"
+
+
+@dataclass(frozen=True, slots=True)
+class _Query(Command):
+    argument: str
+
+    def __post_init__(self) -> None:
+        _check_text(self.argument, f"{self.verb} argument")
+        if not self.argument.strip():
+            raise LocalProtocolError(f"{self.verb} needs an argument")
+
+    def _line(self) -> str:
+        return f"{self.verb} {self.argument}"
+
+    def required_extensions(self) -> frozenset[str]:
+        return frozenset() if self.argument.isascii() else frozenset({"SMTPUTF8"})
+
+
+@dataclass(frozen=True, slots=True)
+class Vrfy(_Query):
+    """VRFY (RFC 5321 4.1.1.6)."""
+
+    verb: ClassVar[str] = "VRFY"
+
+
+@dataclass(frozen=True, slots=True)
+class Expn(_Query):
+    """EXPN (RFC 5321 4.1.1.7)."""
+
+    verb: ClassVar[str] = "EXPN"
+
+
+@dataclass(frozen=True, slots=True)
+class Auth(Command):
+    """AUTH <mechanism> [initial-response] (RFC 4954); an empty response is sent as ``=``."""
+
+    mechanism: str
+    initial_response: bytes | None = field(default=None, repr=False)
+
+    verb: ClassVar[str] = "AUTH"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mechanism, str) or _MECH_RE.match(self.mechanism) is None:
+            raise LocalProtocolError(f"invalid SASL mechanism name {self.mechanism!r}")
+
+    def _line(self) -> str:
+        line = f"AUTH {self.mechanism.upper()}"
+        if self.initial_response is None:
+            return line
+        encoded = base64.b64encode(self.initial_response).decode("ascii")
+        return f"{line} {encoded or '='}"
+
+    def trace(self) -> str:
+        line = f"AUTH {self.mechanism.upper()}"
+        return line if self.initial_response is None else f"{line} <redacted>"
+
+    def required_extensions(self) -> frozenset[str]:
+        return frozenset({"AUTH"})
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse(Command):
+    """A response to a 334 AUTH challenge, base64-encoded; ``cancel`` sends ``*``."""
+
+    data: bytes = field(default=b"", repr=False)
+    cancel: bool = False
+
+    def _line(self) -> str:
+        return "*" if self.cancel else base64.b64encode(self.data).decode("ascii")
+
+    def trace(self) -> str:
+        return "*" if self.cancel else "<redacted>"
+
+
+@dataclass(frozen=True, slots=True)
+class RawCommand(Command):
+    """A command line this library has no type for (sent as given, after validation)."""
+
+    line: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.line, str):
+            raise LocalProtocolError("command line must be a str")
+        _check_text(self.line, "command line")
+        if not self.line.strip():
+            raise LocalProtocolError("command line is empty")
+
+    @property
+    def verb(self) -> str:  # type: ignore[override]
+        """The first word, upper-cased."""
+        return self.line.split(None, 1)[0].upper()
+
+    def _line(self) -> str:
+        return self.line
+
+
+def _decode_arg(arg: str | bytes) -> str:
+    if isinstance(arg, str):
+        return arg
+    try:
+        return bytes(arg).decode("utf-8")
+    except UnicodeDecodeError:
+        raise LocalProtocolError(f"command argument {arg!r} is not valid UTF-8") from None
+
+
+def _split_path(rest: str, keyword: str, line: str) -> tuple[str, tuple[str, ...]]:
+    if rest[: len(keyword)].upper() != keyword:
+        raise LocalProtocolError(f"command {line!r}: expected {keyword}")
+    rest = rest[len(keyword) :].lstrip(" ")
+    if rest.startswith("<"):
+        end = rest.find(">")
+        if end < 0:
+            raise LocalProtocolError(f"command {line!r}: unterminated <path>")
+        path, params = rest[: end + 1], rest[end + 1 :]
+        if params and not params.startswith(" "):
+            raise LocalProtocolError(f"command {line!r}: text after the path")
+    else:
+        path, _, params = rest.partition(" ")
+    return path, tuple(params.split())
+
+
+def parse_command(*args: str | bytes) -> Command:
+    """Build the command for a line given as words (aiosmtplib's ``execute_command``).
+
+    Known verbs give their typed command, validated the same way; others give a
+    :class:`RawCommand`.
+    """
+    words = [_decode_arg(arg) for arg in args]
+    line = " ".join(words)
+    _check_text(line, "command line")
+    if not line.strip():
+        raise LocalProtocolError("command line is empty")
+    verb, _, rest = line.strip().partition(" ")
+    verb = verb.upper()
+    rest = rest.strip()
+    if verb in ("EHLO", "HELO", "LHLO"):
+        cls = {"EHLO": Ehlo, "HELO": Helo, "LHLO": Lhlo}[verb]
+        return cls(rest)
+    if verb == "MAIL":
+        sender, params = _split_path(rest, "FROM:", line)
+        return Mail(sender, params)
+    if verb == "RCPT":
+        recipient, params = _split_path(rest, "TO:", line)
+        return Rcpt(recipient, params)
+    simple: dict[str, type[Command]] = {
+        "DATA": Data,
+        "RSET": Rset,
+        "QUIT": Quit,
+        "STARTTLS": StartTLS,
+    }
+    if verb in simple:
+        if rest:
+            raise LocalProtocolError(f"{verb} takes no argument")
+        return simple[verb]()
+    if verb == "NOOP":
+        return Noop(rest or None)
+    if verb == "HELP":
+        return Help(rest or None)
+    if verb == "VRFY":
+        return Vrfy(rest)
+    if verb == "EXPN":
+        return Expn(rest)
+    if verb == "AUTH":
+        mechanism, _, initial = rest.partition(" ")
+        initial = initial.strip()
+        if not initial:
+            return Auth(mechanism)
+        if initial == "=":
+            return Auth(mechanism, b"")
+        try:
+            return Auth(mechanism, base64.b64decode(initial, validate=True))
+        except (binascii.Error, ValueError):
+            raise LocalProtocolError(f"AUTH initial response {initial!r}: invalid base64") from None
+    if verb == "BDAT":
+        raise LocalProtocolError("BDAT needs its payload: send a Bdat command")
+    return RawCommand(line)

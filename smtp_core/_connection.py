@@ -1,0 +1,405 @@
+"""The SMTP client protocol machine: bytes in, events out; commands in, bytes out."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal, NoReturn
+
+from ._capabilities import Capabilities
+from ._commands import (
+    Auth,
+    AuthResponse,
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    Helo,
+    Lhlo,
+    Mail,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTLS,
+)
+from ._content import DataEncoder, LineNormalizer
+from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import (
+    NEED_DATA,
+    CommandReply,
+    ConnectionClosed,
+    Content,
+    EndOfData,
+    Event,
+    Greeting,
+)
+from ._replies import Reply, ReplyParser
+from ._state import State, Trigger, transition
+
+__all__ = ["ClientConnection", "Sendable"]
+
+Sendable = Command | Content | EndOfData
+"""Anything :meth:`ClientConnection.send` accepts."""
+
+_Pending = Command | EndOfData
+
+_HELLO = (Ehlo, Helo, Lhlo)
+
+
+class ClientConnection:
+    """One SMTP client session, without any I/O.
+
+    Feed the server's bytes to :meth:`receive_data` and collect events from
+    :meth:`next_event`; turn commands into bytes with :meth:`send` and write them
+    yourself. After STARTTLS's 220 reply, upgrade the transport and call
+    :meth:`tls_established`.
+
+    Keyword arguments:
+
+    * ``local_hostname``: the name to announce in EHLO/HELO (default ``"localhost"``;
+      the adapters pass the machine's fully qualified name).
+    * ``max_line_length`` (8192): longest accepted reply line, in bytes.
+    * ``max_reply_lines`` (128): most lines in one multi-line reply.
+    * ``max_buffer_size`` (1 MiB): most bytes buffered and not yet parsed.
+    * ``max_auth_rounds`` (8): most 334 challenges in one AUTH exchange.
+    * ``bare_line_endings`` (``"normalize"``): bare CR and bare LF in message content
+      become CRLF; ``"reject"`` raises :class:`LocalProtocolError` instead.
+
+    Exceeding a limit raises :class:`RemoteProtocolError`. After any
+    :class:`ProtocolError` from :meth:`send`, :meth:`next_event`,
+    :meth:`receive_data` or :meth:`tls_established`, the state is ``ERROR`` for good.
+    """
+
+    def __init__(
+        self,
+        *,
+        local_hostname: str | None = None,
+        max_line_length: int = 8192,
+        max_reply_lines: int = 128,
+        max_buffer_size: int = 1024 * 1024,
+        max_auth_rounds: int = 8,
+        bare_line_endings: Literal["normalize", "reject"] = "normalize",
+    ) -> None:
+        if local_hostname is not None:
+            Ehlo(local_hostname)  # validates
+        self.local_hostname = local_hostname or "localhost"
+        self.max_auth_rounds = max_auth_rounds
+        self.bare_line_endings: Literal["normalize", "reject"] = bare_line_endings
+        self._parser = ReplyParser(
+            max_line_length=max_line_length,
+            max_reply_lines=max_reply_lines,
+            max_buffer_size=max_buffer_size,
+        )
+        self._state = State.GREETING
+        self._pending: deque[_Pending] = deque()
+        self._capabilities = Capabilities()
+        self._extended = False
+        self._tls = False
+        self._eof = False
+        self._auth_rounds = 0
+        self._encoder: DataEncoder | None = None
+        self._normalizer: LineNormalizer | None = None
+
+    # -- properties ----------
+
+    @property
+    def state(self) -> State:
+        """The current :class:`State`."""
+        return self._state
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the last successful EHLO/LHLO advertised (empty before it and after HELO)."""
+        return self._capabilities
+
+    @property
+    def extended(self) -> bool:
+        """True when the session was opened with EHLO or LHLO (ESMTP), not HELO."""
+        return self._extended
+
+    @property
+    def tls_active(self) -> bool:
+        """True after :meth:`tls_established` (STARTTLS) or :meth:`mark_tls` (implicit TLS)."""
+        return self._tls
+
+    @property
+    def pending(self) -> tuple[Command | EndOfData, ...]:
+        """Commands sent and still awaiting their replies, oldest first."""
+        return tuple(self._pending)
+
+    # -- receiving ----------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the server; ``b""`` means the server closed the connection."""
+        self._check_not_error()
+        if not data:
+            self._eof = True
+            return
+        if self._state is State.CLOSED:
+            return  # nothing more is expected; late bytes are ignored
+        if self._state is State.TLS_HANDSHAKE:
+            self._fail(
+                RemoteProtocolError(
+                    "server sent data after the STARTTLS 220 reply, before TLS started "
+                    "(possible response injection)"
+                )
+            )
+        try:
+            self._parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+
+    def next_event(self) -> Event | type[NEED_DATA]:
+        """Return the next event, or ``NEED_DATA`` when more bytes must be read first."""
+        self._check_not_error()
+        if self._state is State.CLOSED and not self._parser.in_reply:
+            if self._eof:
+                return ConnectionClosed(expected=True)
+            return NEED_DATA
+        try:
+            reply = self._parser.next_reply()
+        except ProtocolError as exc:
+            self._fail(exc)
+        if reply is None:
+            if self._eof:
+                expected = self._state in (State.QUIT, State.CLOSED)
+                self._apply(Trigger.SERVER_CLOSED)
+                self._pending.clear()
+                return ConnectionClosed(expected=expected)
+            return NEED_DATA
+        try:
+            return self._handle_reply(reply)
+        except ProtocolError as exc:
+            self._fail(exc)
+
+    def _handle_reply(self, reply: Reply) -> Event:
+        if self._state is State.GREETING:
+            if reply.code == 421:
+                self._apply(Trigger.SERVICE_CLOSING)
+            elif reply.is_success:
+                self._apply(Trigger.GREETING_OK)
+            elif reply.code >= 400:
+                self._apply(Trigger.GREETING_REFUSED)
+            else:
+                raise RemoteProtocolError(f"greeting has code {reply.code}; expected 220")
+            return Greeting(reply)
+        if not self._pending:
+            if reply.code == 421:
+                self._apply(Trigger.SERVICE_CLOSING)
+                return CommandReply(None, reply)
+            raise RemoteProtocolError(
+                f"unsolicited reply {reply.code} {reply.message[:60]!r}: no command is awaiting one"
+            )
+        command = self._pending.popleft()
+        if reply.code == 421:
+            self._pending.clear()
+            self._apply(Trigger.SERVICE_CLOSING)
+            return CommandReply(command, reply)
+        trigger = self._reply_trigger(command, reply)
+        if trigger is not None:
+            self._apply(trigger)
+        return CommandReply(command, reply)
+
+    def _reply_trigger(self, command: _Pending, reply: Reply) -> Trigger | None:
+        if isinstance(command, _HELLO):
+            if not reply.is_success:
+                return Trigger.HELLO_FAILED
+            if isinstance(command, Helo):
+                self._capabilities = Capabilities()
+                self._extended = False
+            else:
+                self._capabilities = Capabilities.from_ehlo_lines(reply.lines)
+                self._extended = True
+            self._parser.parse_enhanced_codes = self._capabilities.enhanced_status_codes
+            return Trigger.HELLO_OK
+        if isinstance(command, Mail):
+            return None if reply.is_success else Trigger.MAIL_FAILED
+        if isinstance(command, Data):
+            if reply.code == 354:
+                self._encoder = DataEncoder(bare_line_endings=self.bare_line_endings)
+                return Trigger.DATA_GO_AHEAD
+            return Trigger.DATA_FAILED
+        if isinstance(command, Bdat):
+            return None if reply.is_success else Trigger.BDAT_FAILED
+        if isinstance(command, (Auth, AuthResponse)):
+            if reply.code == 334:
+                self._auth_rounds += 1
+                if self._auth_rounds > self.max_auth_rounds:
+                    raise RemoteProtocolError(
+                        f"server sent more than {self.max_auth_rounds} AUTH challenges "
+                        "(max_auth_rounds)"
+                    )
+                return Trigger.AUTH_CHALLENGE
+            return Trigger.AUTH_DONE
+        if isinstance(command, StartTLS):
+            if reply.code == 220:
+                if self._parser.buffer:
+                    raise RemoteProtocolError(
+                        "server sent data after the STARTTLS 220 reply, before TLS started "
+                        "(possible response injection)"
+                    )
+                return Trigger.STARTTLS_GO_AHEAD
+            return Trigger.STARTTLS_FAILED
+        if isinstance(command, Quit):
+            return Trigger.QUIT_REPLY
+        return None
+
+    # -- sending ----------
+
+    def send(self, item: Sendable) -> bytes:
+        """Return the bytes to write for ``item`` and record it as awaiting a reply.
+
+        Raises :class:`LocalProtocolError` when ``item`` is not allowed now: wrong
+        state, an unanswered command that PIPELINING rules say must come first, or an
+        extension the server did not advertise.
+        """
+        self._check_not_error()
+        try:
+            return self._send(item)
+        except ProtocolError as exc:
+            self._fail(exc)
+
+    def _send(self, item: Sendable) -> bytes:
+        trigger = self._send_trigger(item)
+        new_state = transition(self._state, trigger)
+        name = _name(item)
+        if new_state is None:
+            raise LocalProtocolError(f"cannot send {name} in state {self._state.name}")
+        if isinstance(item, Command):
+            self._check_pipelining(name)
+            self._check_extensions(item, name)
+        if isinstance(item, Content):
+            assert self._encoder is not None
+            data = self._encoder.encode(item.data)
+        elif isinstance(item, EndOfData):
+            assert self._encoder is not None
+            data = self._encoder.finish()
+            self._encoder = None
+            self._pending.append(item)
+        elif isinstance(item, Bdat):
+            if self._normalizer is None:
+                self._normalizer = LineNormalizer(bare_line_endings=self.bare_line_endings)
+            payload = self._normalizer.feed(item.payload)
+            if item.last:
+                payload += self._normalizer.flush()
+                self._normalizer = None
+            item = Bdat(payload, last=item.last)
+            data = item.to_bytes()
+            self._pending.append(item)
+        else:
+            data = item.to_bytes()
+            self._pending.append(item)
+            if isinstance(item, (Mail, Rset, *_HELLO)):
+                self._normalizer = None
+            if isinstance(item, Auth):
+                self._auth_rounds = 0
+        self._state = new_state
+        return data
+
+    def _send_trigger(self, item: Sendable) -> Trigger:
+        if isinstance(item, Content):
+            return Trigger.SEND_CONTENT
+        if isinstance(item, EndOfData):
+            return Trigger.SEND_END_OF_DATA
+        if isinstance(item, _HELLO):
+            return Trigger.SEND_HELLO
+        if isinstance(item, Bdat):
+            return Trigger.SEND_BDAT_LAST if item.last else Trigger.SEND_BDAT
+        for cls, trigger in _SEND_TRIGGERS:
+            if isinstance(item, cls):
+                return trigger
+        return Trigger.SEND_OTHER
+
+    def _check_pipelining(self, name: str) -> None:
+        if not self._pending:
+            return
+        waiting = self._pending[-1]
+        if not self._capabilities.pipelining:
+            raise LocalProtocolError(
+                f"cannot send {name} before the reply to {_name(waiting)}: "
+                "the server did not advertise PIPELINING"
+            )
+        for command in self._pending:
+            if isinstance(command, Command) and command.group_last:
+                raise LocalProtocolError(
+                    f"cannot send {name} before the reply to {_name(command)}, "
+                    "which must end a PIPELINING group (RFC 2920)"
+                )
+
+    def _check_extensions(self, command: Command, name: str) -> None:
+        if isinstance(command, StartTLS) and self._tls:
+            raise LocalProtocolError("cannot send STARTTLS: TLS is already active")
+        missing = sorted(
+            ext for ext in command.required_extensions() if ext not in self._capabilities
+        )
+        if missing:
+            raise LocalProtocolError(
+                f"cannot send {name}: the server did not advertise {', '.join(missing)}"
+            )
+
+    # -- TLS ------------------------------------------------------------------------
+
+    def tls_established(self) -> None:
+        """Report that the transport completed the TLS handshake after STARTTLS's 220.
+
+        Everything learnt before TLS is forgotten: capabilities are cleared and EHLO
+        must be sent again (RFC 3207 section 4.2).
+        """
+        self._check_not_error()
+        if self._state is not State.TLS_HANDSHAKE:
+            self._fail(
+                LocalProtocolError(
+                    f"tls_established() called in state {self._state.name}, "
+                    "not after a STARTTLS 220 reply"
+                )
+            )
+        self._parser.buffer.clear()
+        self._reset_session()
+        self._tls = True
+        self._apply(Trigger.TLS_ESTABLISHED)
+
+    def mark_tls(self) -> None:
+        """Record that the transport is TLS from the start (implicit TLS, port 465)."""
+        self._tls = True
+
+    def _reset_session(self) -> None:
+        self._capabilities = Capabilities()
+        self._extended = False
+        self._parser.parse_enhanced_codes = False
+
+    # -- internals ----------
+
+    def _apply(self, trigger: Trigger) -> None:
+        new_state = transition(self._state, trigger)
+        if new_state is not None:
+            self._state = new_state
+
+    def _check_not_error(self) -> None:
+        if self._state is State.ERROR:
+            raise LocalProtocolError("the connection is in the ERROR state after a protocol error")
+
+    def _fail(self, exc: ProtocolError) -> NoReturn:
+        self._state = State.ERROR
+        self._pending.clear()
+        raise exc
+
+
+_SEND_TRIGGERS: tuple[tuple[type[Command], Trigger], ...] = (
+    (Mail, Trigger.SEND_MAIL),
+    (Rcpt, Trigger.SEND_RCPT),
+    (Data, Trigger.SEND_DATA),
+    (Rset, Trigger.SEND_RSET),
+    (Auth, Trigger.SEND_AUTH),
+    (AuthResponse, Trigger.SEND_AUTH_RESPONSE),
+    (StartTLS, Trigger.SEND_STARTTLS),
+    (Quit, Trigger.SEND_QUIT),
+)
+
+
+def _name(item: Sendable) -> str:
+    if isinstance(item, Content):
+        return "message content"
+    if isinstance(item, EndOfData):
+        return "end of data"
+    if isinstance(item, AuthResponse):
+        return "an AUTH response"
+    return item.verb or type(item).__name__

@@ -1,0 +1,407 @@
+"""The multi-step SMTP flows, written once and free of I/O.
+
+Each flow is a plain generator: it yields I/O requests and returns its result.
+
+* :class:`Write` - write ``data`` to the transport; the adapter sends back None.
+* :data:`READ` (a :class:`Read`) - read some bytes; the adapter sends back the bytes,
+  or ``b""`` when the server closed the connection.
+* :class:`UpgradeTLS` - start TLS on the transport (STARTTLS); the adapter sends back
+  None once the handshake is complete.
+
+An adapter drives a flow with a small trampoline::
+
+    def drive(flow):
+        value = None
+        while True:
+            try:
+                request = flow.send(value)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(request, Write):
+                sock.sendall(request.data); value = None
+            elif isinstance(request, Read):
+                value = sock.recv(65536)
+            else:  # UpgradeTLS
+                sock = context.wrap_socket(sock, server_hostname=request.server_hostname)
+                value = None
+
+Flows raise the aiosmtplib-compatible exceptions of :mod:`smtp_core` for refusals
+(``SMTPSenderRefused``, ``SMTPRecipientsRefused``, ``SMTPDataError``, ...),
+``SMTPServerDisconnected`` when the server closes the connection, and
+:class:`ProtocolError` for protocol violations. Every line sent and received is
+logged at DEBUG level on the ``smtp_sansio.protocol`` logger as ``C: ...`` and
+``S: ...``, with credentials redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ._commands import (
+    Auth,
+    AuthResponse,
+    Command,
+    Data,
+    Ehlo,
+    Helo,
+    Mail,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTLS,
+)
+from ._connection import ClientConnection
+from ._events import NEED_DATA, CommandReply, ConnectionClosed, Content, EndOfData, Greeting
+from ._exceptions import (
+    SMTPConnectResponseError,
+    SMTPDataError,
+    SMTPHeloError,
+    SMTPRecipientRefused,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+)
+from ._replies import Reply
+from ._sasl import SASLMechanism, decode_challenge
+
+__all__ = [
+    "Write",
+    "Read",
+    "READ",
+    "UpgradeTLS",
+    "Request",
+    "Flow",
+    "TransactionResult",
+    "trace_logger",
+    "read_reply",
+    "send",
+    "command",
+    "greeting",
+    "ehlo",
+    "helo",
+    "hello",
+    "starttls",
+    "authenticate",
+    "mail_transaction",
+    "data_flow",
+    "quit",
+    "content_size",
+]
+
+trace_logger = logging.getLogger("smtp_sansio.protocol")
+"""The protocol trace: DEBUG records ``C: <line>`` and ``S: <line>``."""
+
+CONTENT_WRITE_SIZE = 256 * 1024
+"""Message content is written in pieces of about this many bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Request: write these bytes."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Request: read some bytes (``b""`` at end of stream)."""
+
+
+READ = Read()
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeTLS:
+    """Request: start TLS on the transport, checking ``server_hostname``."""
+
+    server_hostname: str | None
+
+
+Request = Write | Read | UpgradeTLS
+T = TypeVar("T")
+Flow = Generator[Request, Any, T]
+"""A flow yields requests, receives their outcomes, and returns a ``T``."""
+
+
+def _trace_reply(reply: Reply) -> None:
+    if not trace_logger.isEnabledFor(logging.DEBUG):
+        return
+    last = len(reply.lines) - 1
+    for index, line in enumerate(reply.lines):
+        sep = " " if index == last else "-"
+        trace_logger.debug("S: %d%s%s", reply.code, sep, line)
+
+
+def _trace_sent(item: Command | Content | EndOfData) -> None:
+    if not trace_logger.isEnabledFor(logging.DEBUG):
+        return
+    if isinstance(item, Content):
+        trace_logger.debug("C: <%d bytes of message content>", len(item.data))
+    else:
+        trace_logger.debug("C: %s", item.trace())
+
+
+def send(conn: ClientConnection, *items: Command | Content | EndOfData) -> Flow[None]:
+    """Send ``items`` in one write."""
+    data = []
+    for item in items:
+        data.append(conn.send(item))
+        _trace_sent(item)
+    yield Write(b"".join(data))
+
+
+def read_reply(conn: ClientConnection) -> Flow[Reply]:
+    """Read the next reply (the greeting, or the reply to the oldest pending command).
+
+    Raises ``SMTPServerDisconnected`` if the server closes the connection first.
+    """
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA:
+            data = yield READ
+            conn.receive_data(data)
+            continue
+        if isinstance(event, (Greeting, CommandReply)):
+            _trace_reply(event.reply)
+            return event.reply
+        if isinstance(event, ConnectionClosed):
+            trace_logger.debug("S: <connection closed>")
+            raise SMTPServerDisconnected("Unexpected EOF received")
+        raise AssertionError(f"unexpected event {event!r}")  # pragma: no cover
+
+
+def command(conn: ClientConnection, cmd: Command) -> Flow[Reply]:
+    """Send one command and return its reply."""
+    yield from send(conn, cmd)
+    return (yield from read_reply(conn))
+
+
+def greeting(conn: ClientConnection) -> Flow[Reply]:
+    """Read the greeting; a refusal raises ``SMTPConnectResponseError``."""
+    reply = yield from read_reply(conn)
+    if reply.code != 220:
+        raise SMTPConnectResponseError(reply.code, reply.message)
+    return reply
+
+
+def ehlo(conn: ClientConnection, hostname: str | None = None) -> Flow[Reply]:
+    """EHLO; a refusal raises ``SMTPHeloError``."""
+    reply = yield from command(conn, Ehlo(hostname or conn.local_hostname))
+    if reply.code != 250:
+        raise SMTPHeloError(reply.code, reply.message)
+    return reply
+
+
+def helo(conn: ClientConnection, hostname: str | None = None) -> Flow[Reply]:
+    """HELO; a refusal raises ``SMTPHeloError``."""
+    reply = yield from command(conn, Helo(hostname or conn.local_hostname))
+    if reply.code != 250:
+        raise SMTPHeloError(reply.code, reply.message)
+    return reply
+
+
+def hello(conn: ClientConnection, hostname: str | None = None) -> Flow[Reply]:
+    """EHLO, falling back to HELO when the server refuses EHLO (but not on 421)."""
+    try:
+        return (yield from ehlo(conn, hostname))
+    except SMTPHeloError as exc:
+        if exc.code == 421:
+            raise
+        return (yield from helo(conn, hostname))
+
+
+def starttls(conn: ClientConnection, server_hostname: str | None) -> Flow[Reply]:
+    """STARTTLS, then the TLS handshake; EHLO must follow (capabilities are cleared).
+
+    A refusal raises ``SMTPResponseException``. Bytes the server sends after its 220
+    and before the handshake raise ``RemoteProtocolError`` (response injection).
+    """
+    reply = yield from command(conn, StartTLS())
+    if reply.code != 220:
+        raise SMTPResponseException(reply.code, reply.message)
+    yield UpgradeTLS(server_hostname)
+    conn.tls_established()
+    return reply
+
+
+def authenticate(conn: ClientConnection, mechanism: SASLMechanism) -> Flow[Reply]:
+    """Run one SASL exchange; return the final reply (success or failure: the caller decides).
+
+    Challenges are answered by ``mechanism``; a challenge it cannot answer (or invalid
+    base64) cancels the exchange with ``*`` and raises ``RemoteProtocolError``.
+    """
+    reply = yield from command(conn, Auth(mechanism.name, mechanism.initial_response()))
+    while reply.code == 334:
+        try:
+            response = mechanism.respond(decode_challenge(reply.message))
+        except Exception:
+            # Cancel the exchange (RFC 4954 section 4) so the session stays in step.
+            yield from command(conn, AuthResponse(cancel=True))
+            raise
+        reply = yield from command(conn, AuthResponse(response))
+    return reply
+
+
+def content_size(data: bytes) -> int:
+    """Size of ``data`` once its line endings are normalised to CRLF (for SIZE=)."""
+    crlf = data.count(b"\r\n")
+    return len(data) + data.count(b"\n") + data.count(b"\r") - 2 * crlf
+
+
+@dataclass
+class TransactionResult:
+    """What happened to one mail transaction."""
+
+    sender: str
+    mail_reply: Reply
+    recipient_replies: dict[str, Reply] = field(default_factory=dict)
+    data_reply: Reply | None = None
+
+    @property
+    def refused(self) -> dict[str, Reply]:
+        """Recipients the server refused, with their replies."""
+        replies = self.recipient_replies
+        return {rcpt: reply for rcpt, reply in replies.items() if not reply.is_success}
+
+    @property
+    def accepted(self) -> list[str]:
+        """Recipients the server accepted."""
+        return [rcpt for rcpt, reply in self.recipient_replies.items() if reply.is_success]
+
+
+def _reset_quietly(conn: ClientConnection) -> Flow[None]:
+    """RSET after a failed transaction; its own failure is not reported (as aiosmtplib)."""
+    if conn.state.name in ("CLOSED", "ERROR"):
+        return
+    with contextlib.suppress(SMTPServerDisconnected):
+        yield from command(conn, Rset())
+
+
+def _chunks(content: bytes | Iterable[bytes]) -> Iterable[bytes]:
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        data = bytes(content)
+        for start in range(0, len(data), CONTENT_WRITE_SIZE):
+            yield data[start : start + CONTENT_WRITE_SIZE]
+    else:
+        yield from content
+
+
+def _send_content(conn: ClientConnection, content: bytes | Iterable[bytes]) -> Flow[None]:
+    pending: list[bytes] = []
+    size = 0
+    for chunk in _chunks(content):
+        if not chunk:
+            continue
+        item = Content(bytes(chunk))
+        pending.append(conn.send(item))
+        _trace_sent(item)
+        size += len(chunk)
+        if size >= CONTENT_WRITE_SIZE:
+            yield Write(b"".join(pending))
+            pending, size = [], 0
+    pending.append(conn.send(EndOfData()))
+    _trace_sent(EndOfData())
+    yield Write(b"".join(pending))
+
+
+def mail_transaction(
+    conn: ClientConnection,
+    sender: str,
+    recipients: Sequence[str],
+    content: bytes | Iterable[bytes],
+    *,
+    mail_options: Sequence[str] = (),
+    rcpt_options: Sequence[str] = (),
+) -> Flow[TransactionResult]:
+    """One whole transaction: MAIL, each RCPT, DATA, the content and its end.
+
+    With PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920). Refused
+    recipients are reported in the result; a refused sender raises
+    ``SMTPSenderRefused``, all recipients refused ``SMTPRecipientsRefused``, a refused
+    DATA or content ``SMTPDataError``; each after an RSET, as aiosmtplib does.
+    """
+    mail = Mail(sender, tuple(mail_options))
+    rcpts = [Rcpt(rcpt, tuple(rcpt_options)) for rcpt in recipients]
+    if not rcpts:
+        raise ValueError("at least one recipient is required")
+    if conn.capabilities.pipelining:
+        yield from send(conn, mail, *rcpts, Data())
+        mail_reply = yield from read_reply(conn)
+        if mail_reply.code == 421:
+            raise SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+        result = TransactionResult(sender, mail_reply)
+        for rcpt in rcpts:
+            reply = yield from read_reply(conn)
+            result.recipient_replies[rcpt.recipient] = reply
+            if reply.code == 421:
+                raise _recipients_refused(result)
+        data_reply = yield from read_reply(conn)
+        if data_reply.code == 354 and (not mail_reply.is_success or not result.accepted):
+            # The server accepted DATA although the envelope failed: end it empty.
+            yield from send(conn, EndOfData())
+            yield from read_reply(conn)
+    else:
+        mail_reply = yield from command(conn, mail)
+        result = TransactionResult(sender, mail_reply)
+        if mail_reply.is_success:
+            for rcpt in rcpts:
+                result.recipient_replies[rcpt.recipient] = yield from command(conn, rcpt)
+        data_reply = None
+        if mail_reply.is_success and result.accepted:
+            data_reply = yield from command(conn, Data())
+
+    if not mail_reply.is_success:
+        yield from _reset_quietly(conn)
+        raise SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+    if not result.accepted:
+        yield from _reset_quietly(conn)
+        raise _recipients_refused(result)
+    assert data_reply is not None
+    if data_reply.code != 354:
+        yield from _reset_quietly(conn)
+        raise SMTPDataError(data_reply.code, data_reply.message)
+    yield from _send_content(conn, content)
+    final = yield from read_reply(conn)
+    result.data_reply = final
+    if final.code != 250:
+        yield from _reset_quietly(conn)
+        raise SMTPDataError(final.code, final.message)
+    return result
+
+
+def _recipients_refused(result: TransactionResult) -> SMTPRecipientsRefused:
+    return SMTPRecipientsRefused(
+        [
+            SMTPRecipientRefused(reply.code, reply.message, rcpt)
+            for rcpt, reply in result.recipient_replies.items()
+            if not reply.is_success
+        ]
+    )
+
+
+def data_flow(conn: ClientConnection, content: bytes | Iterable[bytes]) -> Flow[Reply]:
+    """DATA and the content, for a transaction whose MAIL and RCPT were sent separately.
+
+    Raises ``SMTPDataError`` when DATA is not answered 354 or the content not 250.
+    """
+    reply = yield from command(conn, Data())
+    if reply.code != 354:
+        raise SMTPDataError(reply.code, reply.message)
+    yield from _send_content(conn, content)
+    reply = yield from read_reply(conn)
+    if reply.code != 250:
+        raise SMTPDataError(reply.code, reply.message)
+    return reply
+
+
+def quit(conn: ClientConnection) -> Flow[Reply]:
+    """QUIT; raises ``SMTPResponseException`` unless the server answers 221."""
+    reply = yield from command(conn, Quit())
+    if reply.code != 221:
+        raise SMTPResponseException(reply.code, reply.message)
+    return reply

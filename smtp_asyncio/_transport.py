@@ -137,3 +137,6 @@ class StreamProtocol(asyncio.Protocol):
             self.transport.close()
         self._closed = True
         self._wake_reader()
+
+    async def aclose(self) -> None:
+        self.close()

@@ -119,6 +119,9 @@ class Transport(Protocol):
     def close(self) -> None:
         """Close at once, without waiting."""
 
+    async def aclose(self) -> None:
+        """Close and release everything; must not raise, even when the caller is cancelled."""
+
 
 @dataclass
 class ConnectOptions:
@@ -373,20 +376,20 @@ class SMTPClientBase(abc.ABC):
         try:
             result = await self._with_deadline(self._timeout(timeout), trampoline)
         except RemoteProtocolError as exc:
-            self.close()
+            await self._abort()
             raise SMTPResponseException(-1, f"Malformed SMTP response: {exc}") from exc
         except (SMTPResponseException, SMTPRecipientsRefused, LocalProtocolError):
             if not self._is_clean(conn):
-                self.close()
+                await self._abort()
             raise
         except BaseException:
             # Timeouts, disconnects, cancellation: the session is out of step; never reuse it.
-            self.close()
+            await self._abort()
             raise
         finally:
             flow.close()
         if not self._is_clean(conn):
-            self.close()
+            await self._abort()
         return result
 
     def _is_clean(self, conn: ClientConnection) -> bool:
@@ -435,7 +438,7 @@ class SMTPClientBase(abc.ABC):
         traceback: TracebackType | None,
     ) -> None:
         if isinstance(exc, (ConnectionError, TimeoutError)):
-            self.close()
+            await self._abort()
             return
         try:
             if self.is_connected:
@@ -443,7 +446,7 @@ class SMTPClientBase(abc.ABC):
         except (SMTPServerDisconnected, SMTPResponseException, SMTPTimeoutError):
             pass
         finally:
-            self.close()
+            await self._abort()
 
     async def connect(
         self,
@@ -502,7 +505,7 @@ class SMTPClientBase(abc.ABC):
             await self._maybe_start_tls_on_connect()
             await self._maybe_login_on_connect()
         except BaseException:
-            self.close()
+            await self._abort()
             raise
         return response
 
@@ -576,6 +579,14 @@ class SMTPClientBase(abc.ABC):
         if transport is not None:
             transport.close()
         self._reset_server_state()
+
+    async def _abort(self) -> None:
+        """Close from async code: also releases the transport's resources (even when cancelled)."""
+        transport, self._transport = self._transport, None
+        self._conn = None
+        self._reset_server_state()
+        if transport is not None:
+            await transport.aclose()
 
     # -- commands ----------
 
@@ -678,7 +689,7 @@ class SMTPClientBase(abc.ABC):
         try:
             reply = await self._run(quit_flow(conn), timeout)
         finally:
-            self.close()
+            await self._abort()
         return _response(reply)
 
     def _check_options(self, options: Sequence[str], what: str) -> None:

@@ -1,0 +1,52 @@
+"""smtp_anyio: the aiosmtplib-compatible SMTP client on anyio, for asyncio and trio.
+
+Code written for aiosmtplib runs by changing the import::
+
+    import smtp_anyio as aiosmtplib
+"""
+
+from smtp_core._exceptions import (
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPConnectResponseError,
+    SMTPConnectTimeoutError,
+    SMTPDataError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPNotSupported,
+    SMTPReadTimeoutError,
+    SMTPRecipientRefused,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from smtp_core._response import SMTPResponse, SMTPStatus, SMTPTokenGenerator
+
+from ._smtp import SMTP
+from .api import send
+
+__version__ = "0.1.0"
+__all__ = (
+    "send",
+    "SMTP",
+    "SMTPResponse",
+    "SMTPStatus",
+    "SMTPTokenGenerator",
+    "SMTPAuthenticationError",
+    "SMTPConnectError",
+    "SMTPDataError",
+    "SMTPException",
+    "SMTPHeloError",
+    "SMTPNotSupported",
+    "SMTPRecipientRefused",
+    "SMTPRecipientsRefused",
+    "SMTPResponseException",
+    "SMTPSenderRefused",
+    "SMTPServerDisconnected",
+    "SMTPTimeoutError",
+    "SMTPConnectTimeoutError",
+    "SMTPReadTimeoutError",
+    "SMTPConnectResponseError",
+)

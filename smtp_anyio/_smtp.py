@@ -1,0 +1,113 @@
+"""The anyio adapter: the shared client over anyio streams, on asyncio or trio."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import SocketStream, UNIXSocketStream
+from anyio.streams.tls import TLSStream
+
+from smtp_asyncio._tls import build_tls_context
+from smtp_core import SMTPConnectError, SMTPConnectTimeoutError, SMTPReadTimeoutError
+from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
+
+from ._transport import AnyioTransport
+
+__all__ = ["SMTP"]
+
+T = TypeVar("T")
+
+
+class SMTP(SMTPClientBase):
+    """An SMTP client with aiosmtplib's API that runs on asyncio and on trio (via anyio).
+
+    ``close()`` ends the connection at once; in async code prefer ``await
+    smtp.aclose()``, which also releases the stream.
+    """
+
+    async def _open_transport(self, options: ConnectOptions) -> Transport:
+        where = f"{options.hostname} on port {options.port}"
+        with anyio.move_on_after(options.timeout) as scope:
+            try:
+                stream = await self._connect_stream(options)
+            except OSError as exc:
+                raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
+            except anyio.BrokenResourceError as exc:
+                raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
+            return AnyioTransport(stream)
+        assert scope.cancelled_caught
+        raise SMTPConnectTimeoutError(f"Timed out connecting to {where}")
+
+    async def _connect_stream(self, options: ConnectOptions) -> Any:
+        if options.sock is not None:
+            if options.sock.family == socket.AF_UNIX:
+                stream: Any = await UNIXSocketStream.from_socket(options.sock)
+            else:
+                stream = await SocketStream.from_socket(options.sock)
+        elif options.socket_path is not None:
+            stream = await anyio.connect_unix(options.socket_path)
+        else:
+            local_host, local_port = options.source_address or ("", 0)
+            assert options.port is not None
+            stream = await anyio.connect_tcp(
+                options.hostname,
+                options.port,
+                local_host=local_host or None,
+                local_port=local_port or None if local_host else None,
+            )
+        if options.use_tls:
+            stream = await TLSStream.wrap(
+                stream,
+                hostname=options.server_hostname or options.hostname,
+                ssl_context=options.tls_context,
+                standard_compatible=False,
+            )
+        return stream
+
+    async def _with_deadline(
+        self, timeout: float | None, operation: Callable[[], Awaitable[T]]
+    ) -> T:
+        with anyio.move_on_after(timeout) as scope:
+            return await operation()
+        assert scope.cancelled_caught
+        raise SMTPReadTimeoutError("Timed out waiting for server response")
+
+    def _build_tls_context(self) -> Any:
+        return build_tls_context(
+            tls_context=self.tls_context,
+            validate_certs=self.validate_certs,
+            cert_bundle=self.cert_bundle,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+        )
+
+    def _new_lock(self) -> Any:
+        return anyio.Lock()
+
+    async def _default_local_hostname(self) -> str:
+        return await anyio.to_thread.run_sync(socket.getfqdn)
+
+    async def aclose(self) -> None:
+        """Close the connection (no QUIT) and release the stream."""
+        await self._abort()
+
+    def sendmail_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
+        """Blocking :meth:`sendmail`: connect, send, QUIT, in a fresh event loop."""
+
+        async def run() -> tuple[dict[str, Any], str]:
+            async with self:
+                return await self.sendmail(*args, **kwargs)
+
+        return anyio.run(run)
+
+    def send_message_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
+        """Blocking :meth:`send_message`: connect, send, QUIT, in a fresh event loop."""
+
+        async def run() -> tuple[dict[str, Any], str]:
+            async with self:
+                return await self.send_message(*args, **kwargs)
+
+        return anyio.run(run)

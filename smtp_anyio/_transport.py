@@ -1,0 +1,91 @@
+"""The anyio transport: a byte stream (TCP, Unix, TLS) for asyncio and trio alike."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from smtp_core import SMTPServerDisconnected
+
+__all__ = ["AnyioTransport"]
+
+_READ_SIZE = 65536
+_BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class AnyioTransport:
+    """Reads, writes, STARTTLS and close over any anyio byte stream."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream = stream
+
+    async def read(self) -> bytes:
+        try:
+            return await self._stream.receive(_READ_SIZE)
+        except anyio.EndOfStream:
+            return b""
+        except ssl.SSLError as exc:
+            raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+        except _BROKEN as exc:
+            raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.send(data)
+        except _BROKEN as exc:
+            raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+
+    async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
+        try:
+            self._stream = await TLSStream.wrap(
+                self._stream,
+                hostname=server_hostname,
+                ssl_context=tls_context,
+                standard_compatible=False,
+            )
+        except ssl.SSLError:
+            raise
+        except (anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError) as exc:
+            raise SMTPServerDisconnected(
+                f"Connection reset while upgrading transport: {exc}"
+            ) from exc
+
+    def get_extra_info(self, key: str) -> Any:
+        stream = self._stream
+        if key == "peername":
+            return stream.extra(SocketAttribute.remote_address, None)
+        if key == "sockname":
+            return stream.extra(SocketAttribute.local_address, None)
+        if key == "socket":
+            return stream.extra(SocketAttribute.raw_socket, None)
+        ssl_object = stream.extra(TLSAttribute.ssl_object, None)
+        if key == "sslobject":
+            return ssl_object
+        if key == "sslcontext":
+            return ssl_object.context if ssl_object is not None else None
+        if key == "peercert":
+            return stream.extra(TLSAttribute.peer_certificate, None)
+        if key == "cipher":
+            return stream.extra(TLSAttribute.cipher, None)
+        if key == "compression":
+            return ssl_object.compression() if ssl_object is not None else None
+        return None
+
+    def close(self) -> None:
+        # anyio streams close asynchronously; shut the socket down now so the server
+        # sees the connection end at once. aclose() releases the stream itself.
+        raw = self._stream.extra(SocketAttribute.raw_socket, None)
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+
+    async def aclose(self) -> None:
+        # Closing must not mask the error that made the client close.
+        with contextlib.suppress(BaseException):
+            await anyio.aclose_forcefully(self._stream)

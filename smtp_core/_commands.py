@@ -129,6 +129,13 @@ def validate_address(address: str, *, allow_null: bool = False) -> str:
         raise LocalProtocolError(f"address must be a str, not {type(address).__name__}")
     _check_text(address, "address")
     inner = address
+    if ("<" in address[1:] or ">" in address[:-1]) and not (
+        address.startswith("<") and address.count("<") == 1 and address.count(">") == 1
+    ):
+        raise LocalProtocolError(
+            f"address {address!r}: angle brackets inside the address (a display name? "
+            "pass the bare address)"
+        )
     if inner.startswith("<") or inner.endswith(">"):
         if not (inner.startswith("<") and inner.endswith(">") and len(inner) >= 2):
             raise LocalProtocolError(f"address {address!r}: unbalanced angle brackets")
@@ -580,6 +587,8 @@ def _split_path(rest: str, keyword: str, line: str) -> tuple[str, tuple[str, ...
             raise LocalProtocolError(f"command {line!r}: text after the path")
     else:
         path, _, params = rest.partition(" ")
+    if path.startswith("<") and path.endswith(">"):
+        path = path[1:-1]
     return path, tuple(params.split())
 
 

@@ -141,7 +141,8 @@ class ReplyParser:
         while True:
             raw = self._buffer.extract_line()
             if raw is None:
-                if self._buffer.pending_line_length() > self.max_line_length:
+                # +1: the line's CR may already be here while its LF is not.
+                if self._buffer.pending_line_length() > self.max_line_length + 1:
                     raise RemoteProtocolError(
                         f"reply line longer than {self.max_line_length} bytes (max_line_length)"
                     )

@@ -1,0 +1,195 @@
+"""The reply parser and receive buffer; every input is fed whole, byte by byte, and with trailing data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtp_core import EnhancedStatusCode, RemoteProtocolError, Reply, ReplyParser
+from smtp_core._buffer import ReceiveBuffer
+
+TRAILER = b"250-next reply st"
+
+
+def parse_all(chunks: list[bytes], **limits: int) -> list[Reply]:
+    parser = ReplyParser(**limits)
+    replies = []
+    for chunk in chunks:
+        parser.feed(chunk)
+        while (reply := parser.next_reply()) is not None:
+            replies.append(reply)
+    return replies
+
+
+def three_ways(data: bytes, **limits: int) -> list[Reply]:
+    """Parse ``data`` whole, one byte at a time, and followed by trailing data; all must agree."""
+    whole = parse_all([data], **limits)
+    bytewise = parse_all([data[i : i + 1] for i in range(len(data))], **limits)
+    trailing = parse_all([data + TRAILER], **limits)
+    assert whole == bytewise == trailing
+    return whole
+
+
+def raises_three_ways(data: bytes, match: str, **limits: int) -> None:
+    feeds: list[Callable[[], object]] = [
+        lambda: parse_all([data], **limits),
+        lambda: parse_all([data[i : i + 1] for i in range(len(data))], **limits),
+        lambda: parse_all([data + TRAILER], **limits),
+    ]
+    for feed in feeds:
+        with pytest.raises(RemoteProtocolError, match=match):
+            feed()
+
+
+def test_single_line() -> None:
+    [reply] = three_ways(b"250 OK\r\n")
+    assert (reply.code, reply.lines, reply.message) == (250, ("OK",), "OK")
+    assert reply.is_success and str(reply) == "250 OK"
+
+
+def test_multi_line() -> None:
+    [reply] = three_ways(b"250-smtp.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n")
+    assert reply.lines == ("smtp.test", "PIPELINING", "SIZE 100")
+    assert reply.message == "smtp.test\nPIPELINING\nSIZE 100"
+
+
+def test_several_replies_in_one_chunk() -> None:
+    replies = three_ways(b"250 a\r\n550 b\r\n354 c\r\n")
+    assert [r.code for r in replies] == [250, 550, 354]
+
+
+@pytest.mark.parametrize("data,lines", [(b"250\r\n", ("",)), (b"250 \r\n", ("",)), (b"250-x\r\n250 \r\n", ("x", ""))])
+def test_bare_code_lines(data: bytes, lines: tuple[str, ...]) -> None:
+    [reply] = three_ways(data)
+    assert reply.code == 250 and reply.lines == lines
+
+
+def test_lf_only_line_endings() -> None:
+    [reply] = three_ways(b"250-a\n250 b\n")
+    assert reply.lines == ("a", "b")
+
+
+def test_continuation_with_another_code() -> None:
+    raises_three_ways(b"250-a\r\n251 b\r\n", "continuation line has code 251")
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"25 short\r\n", "3-digit code"),
+        (b"abc text\r\n", "3-digit code"),
+        (b"600 too high\r\n", "outside 2xx-5xx"),
+        (b"199 too low\r\n", "outside 2xx-5xx"),
+        (b"099 zero\r\n", "outside 2xx-5xx"),
+        (b"250xtext\r\n", "followed by a space, a hyphen"),
+        (b"\r\n", "3-digit code"),
+    ],
+)
+def test_bad_codes(data: bytes, match: str) -> None:
+    raises_three_ways(data, match)
+
+
+def test_invalid_utf8_and_nul_never_raise() -> None:
+    [reply] = three_ways(b"250 caf\xe9 \x00 \xff\xfe ok\r\n")
+    assert reply.code == 250
+    assert "\ufffd" in reply.message and "\x00" in reply.message
+
+
+def test_utf8_text() -> None:
+    [reply] = three_ways("250 Grüße 👋\r\n".encode())
+    assert reply.message == "Grüße 👋"
+
+
+def test_enhanced_codes_only_when_enabled() -> None:
+    data = b"550-5.1.1 no such user\r\n550 5.1.1 really\r\n"
+    [plain] = three_ways(data)
+    assert plain.enhanced_status is None and plain.enhanced_codes == ()
+    parser = ReplyParser()
+    parser.parse_enhanced_codes = True
+    parser.feed(data)
+    reply = parser.next_reply()
+    assert reply is not None
+    assert reply.enhanced_codes == (EnhancedStatusCode(5, 1, 1), EnhancedStatusCode(5, 1, 1))
+    assert str(reply.enhanced_status) == "5.1.1"
+    assert reply.message == "5.1.1 no such user\n5.1.1 really"  # the text keeps it
+
+
+@pytest.mark.parametrize("text,expected", [(b"250 2.0.0 ok", "2.0.0"), (b"250 5.0.0 wrong class", None), (b"250 2.0.0x", None), (b"250 2.0", None), (b"250 2.1.10", "2.1.10")])
+def test_enhanced_code_must_match_class(text: bytes, expected: str | None) -> None:
+    parser = ReplyParser()
+    parser.parse_enhanced_codes = True
+    parser.feed(text + b"\r\n")
+    reply = parser.next_reply()
+    assert reply is not None
+    assert (str(reply.enhanced_status) if reply.enhanced_status else None) == expected
+
+
+def test_line_length_limit_without_newline() -> None:
+    parser = ReplyParser(max_line_length=100)
+    parser.feed(b"250 " + b"x" * 96 + b"\r")
+    assert parser.next_reply() is None  # at the limit, the CR's LF may follow
+    parser.feed(b"x")
+    with pytest.raises(RemoteProtocolError, match="max_line_length"):
+        parser.next_reply()
+
+
+def test_line_length_limit_complete_line() -> None:
+    raises_three_ways(b"250 " + b"x" * 200 + b"\r\n", "max_line_length", max_line_length=100)
+    three_ways(b"250 " + b"x" * 96 + b"\r\n", max_line_length=100)
+
+
+def test_lines_per_reply_limit() -> None:
+    endless = b"250-x\r\n" * 20
+    raises_three_ways(endless, "max_reply_lines", max_reply_lines=10)
+    assert len(three_ways(b"250-x\r\n" * 9 + b"250 x\r\n", max_reply_lines=10)[0].lines) == 10
+
+
+def test_buffer_limit() -> None:
+    parser = ReplyParser(max_buffer_size=1000, max_line_length=10_000)
+    parser.feed(b"2" * 1000)
+    with pytest.raises(RemoteProtocolError, match="max_buffer_size"):
+        parser.feed(b"2")
+
+
+def test_byte_at_a_time_is_linear() -> None:
+    """Each new byte is searched once: the buffer remembers where it stopped looking."""
+    searched: list[int] = []
+    buffer = ReceiveBuffer()
+    original = buffer.extract_line
+
+    line = b"250 " + b"x" * 20_000 + b"\r\n"
+    for i in range(len(line)):
+        buffer.append(line[i : i + 1])
+        before = buffer._searched
+        result = original()
+        searched.append(buffer._searched - before if result is None else 0)
+    # Every call advanced the search point by exactly the one new byte.
+    assert all(step <= 1 for step in searched)
+    assert sum(searched) == len(line) - 1
+
+
+def test_consumed_bytes_are_dropped() -> None:
+    buffer = ReceiveBuffer()
+    for _ in range(10_000):
+        buffer.append(b"250 ok\r\n")
+        assert buffer.extract_line() == b"250 ok"
+    assert len(buffer._data) < 8192
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(min_value=1, max_value=50), max_size=20))
+def test_any_bytes_any_chunking_parse_or_remote_error(data: bytes, sizes: list[int]) -> None:
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(data[start : start + size])
+        start += size
+    chunks.append(data[start:])
+    try:
+        chunked = parse_all(chunks, max_line_length=64, max_reply_lines=5)
+    except RemoteProtocolError:
+        with pytest.raises(RemoteProtocolError):
+            parse_all([data], max_line_length=64, max_reply_lines=5)
+        return
+    assert chunked == parse_all([data], max_line_length=64, max_reply_lines=5)

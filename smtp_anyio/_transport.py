@@ -41,6 +41,9 @@ class AnyioTransport:
         except _BROKEN as exc:
             raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
 
+    def take_unread(self) -> bytes:
+        return b""  # anyio streams hand over everything they have on each receive
+
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         try:
             self._stream = await TLSStream.wrap(

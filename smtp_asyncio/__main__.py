@@ -143,22 +143,22 @@ async def _send(args: argparse.Namespace, host: str, port: int | None, out: Text
 def _embedded_server() -> tuple[Any, list[Any]]:
     try:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.handlers import Message
     except ImportError:
         raise SystemExit(
             "error: the embedded demo server needs aiosmtpd: pip install 'smtp-sansio[demo]'"
         ) from None
     received: list[Any] = []
 
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            received.append(envelope)
-            return "250 2.0.0 Message received by the embedded demo server"
+    class Collector(Message):
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     controller = Controller(
-        Handler(), hostname="127.0.0.1", port=port, server_hostname="demo.smtp-sansio.invalid"
+        Collector(), hostname="127.0.0.1", port=port, server_hostname="demo.smtp-sansio.invalid"
     )
     controller.start()
     return controller, received
@@ -204,13 +204,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if controller is not None:
             controller.stop()
     if controller is not None and not args.quiet:
-        for envelope in received:
+        for message in received:
             out.write("=== The embedded server received:\n")
-            out.write(f"    MAIL FROM: {envelope.mail_from}\n")
-            out.write(f"    RCPT TO:   {', '.join(envelope.rcpt_tos)}\n")
-            content = envelope.original_content or envelope.content
-            text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-            for line in text.splitlines():
+            out.write(f"    MAIL FROM: {message['X-MailFrom']}\n")
+            out.write(f"    RCPT TO:   {message['X-RcptTo']}\n")
+            del message["X-Peer"], message["X-MailFrom"], message["X-RcptTo"]
+            for line in message.as_string().splitlines():
                 out.write(f"    | {line}\n")
     return 0
 

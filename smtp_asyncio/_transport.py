@@ -7,7 +7,7 @@ import ssl
 from collections import deque
 from typing import Any
 
-from smtp_core import RemoteProtocolError, SMTPServerDisconnected
+from smtp_core import SMTPServerDisconnected
 
 __all__ = ["StreamProtocol"]
 
@@ -103,12 +103,13 @@ class StreamProtocol(asyncio.Protocol):
             if self._closed:
                 raise SMTPServerDisconnected("Connection lost")
 
+    def take_unread(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return data
+
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
-        if self._chunks:
-            raise RemoteProtocolError(
-                "server sent data after the STARTTLS 220 reply, before TLS started "
-                "(possible response injection)"
-            )
         transport = self.transport
         if transport is None or self._closed:
             raise SMTPServerDisconnected("Connection lost")

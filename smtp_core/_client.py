@@ -110,6 +110,9 @@ class Transport(Protocol):
     async def read(self) -> bytes:
         """Read some bytes; ``b""`` when the server closed the connection."""
 
+    def take_unread(self) -> bytes:
+        """Remove and return bytes received but not yet returned by :meth:`read`."""
+
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         """Replace the stream with a TLS one over it (STARTTLS)."""
 
@@ -366,6 +369,11 @@ class SMTPClientBase(abc.ABC):
                 elif isinstance(request, Read):
                     value = await transport.read()
                 elif isinstance(request, UpgradeTLS):
+                    # Bytes the transport read past the 220 reply go to the machine, which
+                    # refuses them (STARTTLS response injection) before any TLS starts.
+                    leftover = transport.take_unread()
+                    if leftover:
+                        conn.receive_data(leftover)
                     if not tls_context_holder:
                         tls_context_holder.append(self._build_tls_context())
                     await transport.start_tls(tls_context_holder[0], request.server_hostname)

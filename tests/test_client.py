@@ -636,3 +636,92 @@ def test_cancellation_closes_client(adapter: Adapter, scripted: Any) -> None:
             await smtp.noop()
 
     adapter.run(main)
+
+
+def test_greeting_timeout(adapter: Adapter, scripted: Any) -> None:
+    server = scripted([Hang()])
+    mod = adapter.module
+
+    async def main() -> None:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=0.3)
+        with pytest.raises(mod.SMTPConnectTimeoutError, match="server ready message"):
+            await smtp.connect()
+        assert not smtp.is_connected
+
+    adapter.run(main)
+
+
+def test_slow_server_timeout_bounds_whole_operation(adapter: Adapter, scripted: Any) -> None:
+    """A server that trickles bytes cannot stretch an operation past its timeout."""
+    from .servers import SendSlowly
+
+    server = scripted([*session_prefix(), Expect(b"NOOP"), SendSlowly(b"250 " + b"x" * 200 + b"\r\n", 0.05)])
+    mod = adapter.module
+
+    async def main() -> None:
+        import time
+
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        started = time.monotonic()
+        with pytest.raises(mod.SMTPTimeoutError):
+            await smtp.noop(timeout=0.5)
+        # Each byte arrived well within 0.5 s, yet the whole reply was bounded.
+        assert time.monotonic() - started < 5
+        assert not smtp.is_connected
+
+    adapter.run(main)
+
+
+def test_source_address_and_existing_socket(adapter: Adapter, smtpd: Any) -> None:
+    import socket
+
+    server = smtpd()
+    mod = adapter.module
+
+    async def main() -> None:
+        async with mod.SMTP(hostname=server.host, port=server.port, source_address=("127.0.0.1", 0)) as smtp:
+            assert smtp.get_transport_info("sockname")[0] == "127.0.0.1"
+            await smtp.noop()
+        sock = socket.create_connection((server.host, server.port))
+        sock.setblocking(False)
+        async with mod.SMTP(sock=sock) as smtp:
+            await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+
+    adapter.run(main)
+    assert len(server.messages) == 1
+
+
+def test_connect_overrides_and_errors(adapter: Adapter, smtpd: Any) -> None:
+    server = smtpd()
+    mod = adapter.module
+
+    async def main() -> None:
+        smtp = mod.SMTP(hostname="never-contacted.invalid", port=9)  # connect() overrides both
+        await smtp.connect(hostname=server.host, port=server.port)
+        with pytest.raises(mod.SMTPException, match="already connected"):
+            await smtp.connect()
+        await smtp.quit()
+        with pytest.raises(ValueError, match="not compatible"):
+            mod.SMTP(use_tls=True, start_tls=True)
+        with pytest.raises(ValueError, match="mutually exclusive"):
+            mod.SMTP(password="x", oauth_token_generator=lambda: None)
+        with pytest.raises(ValueError, match="local_hostname"):
+            mod.SMTP(local_hostname="bad name")
+
+    adapter.run(main)
+
+
+def test_trio_run_directly(smtpd: Any) -> None:
+    import trio
+
+    import smtp_anyio
+
+    server = smtpd()
+
+    async def main() -> None:
+        async with smtp_anyio.SMTP(hostname=server.host, port=server.port) as smtp:
+            await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+
+    trio.run(main)
+    assert len(server.messages) == 1

@@ -55,6 +55,10 @@ class ReceiveBuffer:
             self._start = 0
         return line
 
+    def peek(self, size: int) -> bytes:
+        """The first ``size`` unconsumed bytes, left in place."""
+        return bytes(self._data[self._start : self._start + size])
+
     def take_all(self) -> bytes:
         """Remove and return every buffered byte."""
         data = bytes(self._data[self._start :])

@@ -358,6 +358,11 @@ class SMTPClientBase(abc.ABC):
         async def trampoline() -> T:
             value: Any = None
             while True:
+                # Bytes that arrived unasked go to the machine before the flow sends its
+                # next command, so they can never pass for that command's reply.
+                early = transport.take_unread()
+                if early:
+                    conn.receive_data(early)
                 try:
                     request = flow.send(value)
                 except StopIteration as stop:
@@ -371,9 +376,9 @@ class SMTPClientBase(abc.ABC):
                 elif isinstance(request, UpgradeTLS):
                     # Bytes the transport read past the 220 reply go to the machine, which
                     # refuses them (STARTTLS response injection) before any TLS starts.
-                    leftover = transport.take_unread()
-                    if leftover:
-                        conn.receive_data(leftover)
+                    early = transport.take_unread()
+                    if early:
+                        conn.receive_data(early)
                     if not tls_context_holder:
                         tls_context_holder.append(self._build_tls_context())
                     await transport.start_tls(tls_context_holder[0], request.server_hostname)

@@ -264,6 +264,13 @@ class ClientConnection:
         name = _name(item)
         if new_state is None:
             raise LocalProtocolError(f"cannot send {name} in state {self._state.name}")
+        if not self._pending and self._parser.buffer and self._state is not State.CONTENT:
+            # Bytes that arrived while nothing was awaiting a reply would otherwise be
+            # taken as the reply to this command.
+            raise RemoteProtocolError(
+                f"server sent unsolicited data before {name}: "
+                f"{bytes(self._parser.buffer.peek(40))!r}"
+            )
         if isinstance(item, Command):
             self._check_pipelining(name)
             self._check_extensions(item, name)

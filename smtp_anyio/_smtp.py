@@ -68,10 +68,15 @@ class SMTP(SMTPClientBase):
         return stream
 
     async def _with_deadline(
-        self, timeout: float | None, operation: Callable[[], Awaitable[T]]
+        self, timeout: float | None, operation: Callable[[Callable[[], None]], Awaitable[T]]
     ) -> T:
         with anyio.move_on_after(timeout) as scope:
-            return await operation()
+
+            def restart() -> None:
+                if timeout is not None:
+                    scope.deadline = anyio.current_time() + timeout
+
+            return await operation(restart)
         assert scope.cancelled_caught
         raise SMTPReadTimeoutError("Timed out waiting for server response")
 

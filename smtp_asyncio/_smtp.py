@@ -19,6 +19,10 @@ __all__ = ["SMTP"]
 T = TypeVar("T")
 
 
+def _no_restart() -> None:
+    pass
+
+
 class SMTP(SMTPClientBase):
     """An asyncio SMTP client with aiosmtplib's API.
 
@@ -63,21 +67,26 @@ class SMTP(SMTPClientBase):
         return protocol
 
     async def _with_deadline(
-        self, timeout: float | None, operation: Callable[[], Awaitable[T]]
+        self, timeout: float | None, operation: Callable[[Callable[[], None]], Awaitable[T]]
     ) -> T:
         if timeout is None:
-            return await operation()
+            return await operation(_no_restart)
+        loop = asyncio.get_running_loop()
         if sys.version_info >= (3, 11):
             deadline = asyncio.timeout(timeout)
+
+            def restart() -> None:
+                deadline.reschedule(loop.time() + timeout)
+
             try:
                 async with deadline:
-                    return await operation()
+                    return await operation(restart)
             except TimeoutError as exc:
                 if deadline.expired():
                     raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
                 raise
-        try:  # pragma: no cover - Python 3.10
-            return await asyncio.wait_for(operation(), timeout)
+        try:  # pragma: no cover - Python 3.10: one deadline for the whole operation
+            return await asyncio.wait_for(operation(_no_restart), timeout)
         except asyncio.TimeoutError as exc:  # pragma: no cover
             raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
 

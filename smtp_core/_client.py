@@ -45,7 +45,10 @@ from ._exceptions import (
     SMTPTimeoutError,
 )
 from ._flows import (
+    Envelope,
     Flow,
+    NextChunk,
+    Progress,
     Read,
     TransactionResult,
     UpgradeTLS,
@@ -56,7 +59,7 @@ from ._flows import (
     data_flow,
     greeting,
     hello,
-    mail_transaction,
+    mail_batch,
     starttls,
 )
 from ._flows import ehlo as ehlo_flow
@@ -200,6 +203,7 @@ class SMTPClientBase(abc.ABC):
         self._transport: Transport | None = None
         self._conn: ClientConnection | None = None
         self._lock: Any = None
+        self._queue: list[_Job] = []
         self.last_helo_response: SMTPResponse | None = None
         self._last_ehlo_response: SMTPResponse | None = None
         self.esmtp_extensions: dict[str, str] = {}
@@ -215,9 +219,13 @@ class SMTPClientBase(abc.ABC):
 
     @abc.abstractmethod
     async def _with_deadline(
-        self, timeout: float | None, operation: Callable[[], Awaitable[T]]
+        self, timeout: float | None, operation: Callable[[Callable[[], None]], Awaitable[T]]
     ) -> T:
-        """Await ``operation()``; past ``timeout`` seconds raise ``SMTPReadTimeoutError``."""
+        """Await ``operation(restart)``; past the deadline raise ``SMTPReadTimeoutError``.
+
+        The deadline is ``timeout`` seconds from the start, or from the last call of
+        ``restart()`` (a batch restarts it after each message).
+        """
 
     @abc.abstractmethod
     def _build_tls_context(self) -> Any:
@@ -355,7 +363,7 @@ class SMTPClientBase(abc.ABC):
         assert transport is not None
         tls_context_holder: list[Any] = []
 
-        async def trampoline() -> T:
+        async def trampoline(restart: Callable[[], None]) -> T:
             value: Any = None
             while True:
                 # Bytes that arrived unasked go to the machine before the flow sends its
@@ -373,6 +381,14 @@ class SMTPClientBase(abc.ABC):
                     value = None
                 elif isinstance(request, Read):
                     value = await transport.read()
+                elif isinstance(request, Progress):
+                    restart()  # the timeout applies to each message of a batch
+                    value = None
+                elif isinstance(request, NextChunk):
+                    try:
+                        value = await request.source.__anext__()
+                    except StopAsyncIteration:
+                        value = None
                 elif isinstance(request, UpgradeTLS):
                     # Bytes the transport read past the 220 reply go to the machine, which
                     # refuses them (STARTTLS response injection) before any TLS starts.
@@ -895,7 +911,7 @@ class SMTPClientBase(abc.ABC):
         self,
         sender: str,
         recipients: str | Sequence[str],
-        message: str | bytes,
+        message: str | bytes | Any,
         /,
         *,
         mail_options: Iterable[str] | None = None,
@@ -904,9 +920,14 @@ class SMTPClientBase(abc.ABC):
     ) -> tuple[dict[str, SMTPResponse], str]:
         """Send ``message`` from ``sender`` to ``recipients`` in one mail transaction.
 
+        ``message`` is ``str`` (ASCII), ``bytes``, a binary file object, or an iterable or
+        async iterable of ``bytes`` chunks; content is streamed and encoded chunk by
+        chunk, so memory stays bounded whatever its size.
+
         Returns ``(refused, text)``: the recipients the server refused, each with its
         reply, and the text of the server's final reply. Every address is validated
-        before any byte is sent. With PIPELINING, MAIL, RCPT and DATA go in one write.
+        before any byte is sent. With PIPELINING, MAIL, RCPT and DATA go in one write,
+        and concurrent calls on one client are pipelined back to back.
 
         Raises ``SMTPSenderRefused``, ``SMTPRecipientsRefused`` (all refused) or
         ``SMTPDataError``; the transaction is reset (RSET) after a refusal.
@@ -920,61 +941,163 @@ class SMTPClientBase(abc.ABC):
             Rcpt(rcpt, tuple(rcpt_opts))
         if not recipients_list:
             raise ValueError("No recipients given")
-        content = message.encode("ascii") if isinstance(message, str) else bytes(message)
-        result = await self._send_transaction(
-            sender, recipients_list, content, mail_opts, rcpt_opts, timeout
+        content: Any = message.encode("ascii") if isinstance(message, str) else message
+        conn = await self._ensure_session(timeout)
+        envelope = self._prepare_envelope(
+            conn, sender, recipients_list, content, mail_opts, rcpt_opts
         )
-        refused = {rcpt: _response(reply) for rcpt, reply in result.refused.items()}
-        assert result.data_reply is not None
-        return refused, result.data_reply.message
+        [outcome] = await self._submit([envelope], timeout)
+        return _sendmail_result(outcome)
 
-    async def _send_transaction(
+    async def send_messages(
         self,
-        sender: str,
-        recipients: list[str],
-        content: bytes,
-        mail_options: list[str],
-        rcpt_options: list[str],
-        timeout: Timeout,
-    ) -> TransactionResult:
+        messages: Iterable[Any],
+        /,
+        *,
+        timeout: Timeout = _default,
+    ) -> list[tuple[dict[str, SMTPResponse], str] | SMTPException]:
+        """Send many messages on this connection, pipelined back to back.
+
+        Each item is an ``email.message.Message`` (envelope from its headers) or a
+        ``(sender, recipients, content)`` tuple, where content is anything ``sendmail``
+        takes. Returns one result per message, in order: ``(refused, text)`` as
+        ``sendmail`` returns it, or the exception that message met (a refusal does not
+        stop the others). Arguments are all validated before anything is sent.
+        """
+        conn = await self._ensure_session(timeout)
+        envelopes = []
+        for item in messages:
+            if isinstance(item, email.message.Message):
+                prepared = prepare_message(
+                    item,
+                    smtputf8_supported=conn.capabilities.smtputf8,
+                    eightbitmime_supported=conn.capabilities.eightbitmime,
+                )
+                sender, recipients, content = prepared.sender, prepared.recipients, prepared.content
+                mail_options = prepared.mail_options
+            else:
+                sender, recipients, content = item
+                mail_options = []
+            recipients = [recipients] if isinstance(recipients, str) else list(recipients)
+            Mail(sender, tuple(mail_options))
+            for rcpt in recipients:
+                Rcpt(rcpt)
+            if isinstance(content, str):
+                content = content.encode("ascii")
+            envelopes.append(
+                self._prepare_envelope(conn, sender, recipients, content, mail_options, [])
+            )
+        outcomes = await self._submit(envelopes, timeout)
+        results: list[tuple[dict[str, SMTPResponse], str] | SMTPException] = []
+        for outcome in outcomes:
+            try:
+                results.append(_sendmail_result(outcome))
+            except SMTPException as exc:
+                results.append(exc)
+        return results
+
+    async def _ensure_session(self, timeout: Timeout) -> ClientConnection:
+        """Connect on first use (as aiosmtplib 1.0 programs expect) and say EHLO once."""
         if self._lock is None:
             self._lock = self._new_lock()
-        async with self._lock:
-            if not self.is_connected and self._transport is None and self._conn is None:
-                await self.connect()
-            await self._ehlo_or_helo_if_needed(timeout)
-            conn = self._require_connection()
-            utf8 = any(opt.lower() == "smtputf8" for opt in mail_options)
-            non_ascii = not sender.isascii() or not all(r.isascii() for r in recipients)
-            if (utf8 or non_ascii) and not conn.capabilities.smtputf8:
-                raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
-            if non_ascii and not utf8:
-                mail_options = [*mail_options, "SMTPUTF8"]
-            if conn.capabilities.size is not None or "SIZE" in conn.capabilities:
-                size = content_size(content)
-                limit = conn.capabilities.size
-                if limit is not None and size > limit:
-                    raise SMTPSenderRefused(
-                        552,
-                        f"Message size ({size} bytes) exceeds the server's limit of "
-                        f"{limit} bytes (SIZE)",
-                        sender,
-                    )
-                if not any(opt.lower().startswith("size=") for opt in mail_options):
-                    mail_options = [f"SIZE={size}", *mail_options]
-            self._check_options(mail_options, "MAIL")
-            self._check_options(rcpt_options, "RCPT")
-            return await self._run(
-                mail_transaction(
-                    conn,
+        if self._transport is None or self.is_ehlo_or_helo_needed:
+            async with self._lock:
+                if not self.is_connected and self._transport is None and self._conn is None:
+                    await self.connect()
+                await self._ehlo_or_helo_if_needed(timeout)
+        return self._require_connection()
+
+    def _prepare_envelope(
+        self,
+        conn: ClientConnection,
+        sender: str,
+        recipients: list[str],
+        content: Any,
+        mail_options: list[str],
+        rcpt_options: list[str],
+    ) -> Envelope:
+        """Everything checked before any byte of the message is sent."""
+        caps = conn.capabilities
+        utf8 = any(opt.lower() == "smtputf8" for opt in mail_options)
+        non_ascii = not sender.isascii() or not all(r.isascii() for r in recipients)
+        if (utf8 or non_ascii) and not caps.smtputf8:
+            raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+        if non_ascii and not utf8:
+            mail_options = [*mail_options, "SMTPUTF8"]
+        if "SIZE" in caps and isinstance(content, (bytes, bytearray, memoryview)):
+            size = content_size(bytes(content))
+            limit = caps.size
+            if limit is not None and size > limit:
+                raise SMTPSenderRefused(
+                    552,
+                    f"Message size ({size} bytes) exceeds the server's limit of "
+                    f"{limit} bytes (SIZE)",
                     sender,
-                    recipients,
-                    content,
-                    mail_options=mail_options,
-                    rcpt_options=rcpt_options,
-                ),
-                timeout,
-            )
+                )
+            if not any(opt.lower().startswith("size=") for opt in mail_options):
+                mail_options = [f"SIZE={size}", *mail_options]
+        self._check_options(mail_options, "MAIL")
+        self._check_options(rcpt_options, "RCPT")
+        return Envelope(sender, recipients, content, mail_options, rcpt_options)
+
+    async def _submit(self, envelopes: list[Envelope], timeout: Timeout) -> list[Any]:
+        """Send ``envelopes``, pipelined with whatever other tasks are sending right now.
+
+        Calls queue their messages; whoever holds the connection sends everything queued
+        as one pipelined batch, so concurrent ``sendmail`` calls on one client share
+        round trips. Returns one outcome (result or exception) per envelope.
+        """
+        jobs = [_Job(envelope) for envelope in envelopes]
+        self._queue.extend(jobs)
+        if self._lock is None:
+            self._lock = self._new_lock()
+        try:
+            async with self._lock:
+                if not all(job.done for job in jobs):
+                    await self._send_queued(timeout)
+        except BaseException:
+            # Cancelled while waiting, or this task's batch broke: never leave its
+            # messages queued for a later batch.
+            for job in jobs:
+                if job in self._queue:
+                    self._queue.remove(job)
+            raise
+        return [job.outcome for job in jobs]
+
+    def _taker(self, batch: list[_Job]) -> Callable[[], Envelope | None]:
+        def take() -> Envelope | None:
+            # Called by the flow just before each write: messages queued meanwhile by
+            # other tasks join this batch.
+            if not self._queue or len(batch) >= MAX_BATCH:
+                return None
+            job = self._queue.pop(0)
+            batch.append(job)
+            return job.envelope
+
+        return take
+
+    async def _send_queued(self, timeout: Timeout) -> None:
+        while self._queue:
+            batch: list[_Job] = []
+            take = self._taker(batch)
+
+            try:
+                conn = self._require_connection()
+                outcomes = await self._run(mail_batch(conn, take), timeout)
+            except BaseException as exc:
+                failure: Exception = (
+                    exc
+                    if isinstance(exc, SMTPException)
+                    else SMTPServerDisconnected(f"Connection lost: {type(exc).__name__}")
+                )
+                for job in batch:
+                    job.finish(failure)
+                for job in self._queue:
+                    job.finish(SMTPServerDisconnected("Connection lost"))
+                self._queue.clear()
+                raise
+            for job, outcome in zip(batch, outcomes, strict=True):
+                job.finish(outcome)
 
     async def send_message(
         self,
@@ -992,9 +1115,7 @@ class SMTPClientBase(abc.ABC):
         Bcc and Resent-Bcc headers are not transmitted. SMTPUTF8 and BODY=8BITMIME are
         added when the addresses or the content need them.
         """
-        if not self.is_connected and self._transport is None and self._conn is None:
-            await self.connect()
-        await self._ehlo_or_helo_if_needed(timeout)
+        await self._ensure_session(timeout)
         prepared = prepare_message(
             message,
             sender=sender,
@@ -1015,6 +1136,34 @@ class SMTPClientBase(abc.ABC):
 
 def _response(reply: Reply) -> SMTPResponse:
     return SMTPResponse(reply.code, reply.message)
+
+
+MAX_BATCH = 100
+"""Most messages sent in one pipelined batch."""
+
+
+class _Job:
+    """One queued message and, once sent, its outcome."""
+
+    __slots__ = ("done", "envelope", "outcome")
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+        self.outcome: Any = None
+        self.done = False
+
+    def finish(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.done = True
+
+
+def _sendmail_result(outcome: Any) -> tuple[dict[str, SMTPResponse], str]:
+    """aiosmtplib's ``sendmail`` result from a batch outcome (raising a failure)."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    assert isinstance(outcome, TransactionResult) and outcome.data_reply is not None
+    refused = {rcpt: _response(reply) for rcpt, reply in outcome.refused.items()}
+    return refused, outcome.data_reply.message
 
 
 async def send_with(

@@ -7,6 +7,10 @@ Each flow is a plain generator: it yields I/O requests and returns its result.
   or ``b""`` when the server closed the connection.
 * :class:`UpgradeTLS` - start TLS on the transport (STARTTLS); the adapter sends back
   None once the handshake is complete.
+* :class:`NextChunk` - only for content given as an async iterable: the adapter awaits
+  the next chunk and sends it back (None at the end).
+* :data:`PROGRESS` - a message of a batch is done (a per-message deadline may restart);
+  the adapter sends back None. Drivers that have no deadline can ignore it.
 
 An adapter drives a flow with a small trampoline::
 
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -74,7 +78,12 @@ __all__ = [
     "Read",
     "READ",
     "UpgradeTLS",
+    "NextChunk",
+    "Progress",
+    "PROGRESS",
     "Request",
+    "Envelope",
+    "mail_batch",
     "Flow",
     "TransactionResult",
     "trace_logger",
@@ -122,7 +131,21 @@ class UpgradeTLS:
     server_hostname: str | None
 
 
-Request = Write | Read | UpgradeTLS
+@dataclass(frozen=True, slots=True)
+class NextChunk:
+    """Request: the next chunk of an async iterable of message content (None at its end)."""
+
+    source: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Request: one message of a batch is done; a per-message deadline may start again."""
+
+
+PROGRESS = Progress()
+
+Request = Write | Read | UpgradeTLS | NextChunk | Progress
 T = TypeVar("T")
 Flow = Generator[Request, Any, T]
 """A flow yields requests, receives their outcomes, and returns a ``T``."""
@@ -282,19 +305,37 @@ def _reset_quietly(conn: ClientConnection) -> Flow[None]:
         yield from command(conn, Rset())
 
 
-def _chunks(content: bytes | Iterable[bytes]) -> Iterable[bytes]:
+MessageSource = Any
+"""Message content: bytes, a binary file object, an iterable or an async iterable of bytes."""
+
+
+def _send_content(
+    conn: ClientConnection, content: MessageSource, then: Sequence[Command] = ()
+) -> Flow[None]:
+    """Send the content and its end, followed in the same write by ``then`` (pipelining).
+
+    Content is encoded chunk by chunk, so memory stays bounded by the chunk size.
+    """
+    chunks: Iterator[bytes] | None = None
+    async_source: Any = None
     if isinstance(content, (bytes, bytearray, memoryview)):
         data = bytes(content)
-        for start in range(0, len(data), CONTENT_WRITE_SIZE):
-            yield data[start : start + CONTENT_WRITE_SIZE]
+        step = CONTENT_WRITE_SIZE
+        chunks = iter([data[i : i + step] for i in range(0, len(data), step)])
+    elif hasattr(content, "read"):
+        chunks = iter(lambda: content.read(CONTENT_WRITE_SIZE), b"")
+    elif hasattr(content, "__aiter__"):
+        async_source = content.__aiter__()
     else:
-        yield from content
-
-
-def _send_content(conn: ClientConnection, content: bytes | Iterable[bytes]) -> Flow[None]:
+        chunks = iter(content)
     pending: list[bytes] = []
     size = 0
-    for chunk in _chunks(content):
+    while True:
+        chunk = (yield NextChunk(async_source)) if chunks is None else next(chunks, None)
+        if chunk is None:
+            break
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"message content chunks must be bytes, not {type(chunk).__name__}")
         if not chunk:
             continue
         item = Content(bytes(chunk))
@@ -306,6 +347,9 @@ def _send_content(conn: ClientConnection, content: bytes | Iterable[bytes]) -> F
             pending, size = [], 0
     pending.append(conn.send(EndOfData()))
     _trace_sent(EndOfData())
+    for command in then:
+        pending.append(conn.send(command))
+        _trace_sent(command)
     yield Write(b"".join(pending))
 
 
@@ -405,3 +449,152 @@ def quit(conn: ClientConnection) -> Flow[Reply]:
     if reply.code != 221:
         raise SMTPResponseException(reply.code, reply.message)
     return reply
+
+
+@dataclass
+class Envelope:
+    """One message for :func:`mail_batch`: sender, recipients, content and options."""
+
+    sender: str
+    recipients: Sequence[str]
+    content: MessageSource
+    mail_options: Sequence[str] = ()
+    rcpt_options: Sequence[str] = ()
+
+
+BatchOutcome = TransactionResult | Exception
+
+
+def _group(envelope: Envelope) -> list[Command]:
+    mail = Mail(envelope.sender, tuple(envelope.mail_options))
+    rcpts = [Rcpt(r, tuple(envelope.rcpt_options)) for r in envelope.recipients]
+    if not rcpts:
+        raise ValueError("at least one recipient is required")
+    return [mail, *rcpts, Data()]
+
+
+def mail_batch(
+    conn: ClientConnection, envelopes: Sequence[Envelope] | Callable[[], Envelope | None]
+) -> Flow[list[BatchOutcome]]:
+    """Send several messages back to back, one outcome per message, in order.
+
+    ``envelopes`` is a sequence, or a callable returning the next envelope (None when
+    there is none yet): it is asked at the last moment, so messages queued while the
+    batch is running join it. With PIPELINING each message costs about one round trip:
+    its content, the end of data and the next message's MAIL, RCPTs and DATA go out in
+    one write (RFC 2920 allows content to start a group). An outcome is a
+    :class:`TransactionResult` or the exception that message met
+    (``SMTPSenderRefused``, ``SMTPRecipientsRefused``, ``SMTPDataError``); after the
+    session ends (421 or a disconnect) the remaining messages get
+    ``SMTPServerDisconnected``. Protocol errors propagate.
+    """
+    total: int | None = None
+    if callable(envelopes):
+        take = envelopes
+    else:
+        remaining = list(envelopes)
+        total = len(remaining)
+
+        def take() -> Envelope | None:
+            return remaining.pop(0) if remaining else None
+
+    outcomes: list[BatchOutcome] = []
+    taken = 0
+    if not conn.capabilities.pipelining:
+        while (envelope := take()) is not None:
+            taken += 1
+            try:
+                result = yield from mail_transaction(
+                    conn,
+                    envelope.sender,
+                    envelope.recipients,
+                    envelope.content,
+                    mail_options=envelope.mail_options,
+                    rcpt_options=envelope.rcpt_options,
+                )
+                outcomes.append(result)
+            except (SMTPResponseException, SMTPRecipientsRefused) as exc:
+                outcomes.append(exc)
+                if conn.state.name in ("CLOSED", "ERROR"):
+                    break
+            except SMTPServerDisconnected as exc:
+                outcomes.append(exc)
+                break
+            yield PROGRESS
+        return _fill(outcomes, total if total is not None else taken)
+
+    envelope = take()
+    if envelope is None:
+        return outcomes
+    taken = 1
+    yield from send(conn, *_group(envelope))
+    need_reset = False
+    try:
+        while envelope is not None:
+            mail_reply = yield from read_reply(conn)
+            result = TransactionResult(envelope.sender, mail_reply)
+            if mail_reply.code == 421:
+                outcomes.append(SMTPSenderRefused(421, mail_reply.message, envelope.sender))
+                break
+            for rcpt in envelope.recipients:
+                reply = yield from read_reply(conn)
+                result.recipient_replies[rcpt] = reply
+                if reply.code == 421:
+                    break
+            if conn.state.name == "CLOSED":
+                outcomes.append(_recipients_refused(result))
+                break
+            data_reply = yield from read_reply(conn)
+            envelope_ok = mail_reply.is_success and bool(result.accepted)
+            if data_reply.code == 421:
+                outcomes.append(SMTPDataError(data_reply.code, data_reply.message))
+                break
+            following = take()
+            group = _group(following) if following is not None else []
+            taken += following is not None
+            if data_reply.code == 354:
+                yield from _send_content(conn, envelope.content if envelope_ok else b"", group)
+                final = yield from read_reply(conn)
+                result.data_reply = final
+                if not envelope_ok:
+                    outcomes.append(_envelope_error(result))
+                elif final.code != 250:
+                    outcomes.append(SMTPDataError(final.code, final.message))
+                else:
+                    outcomes.append(result)
+                need_reset = not envelope_ok or final.code != 250
+            else:
+                outcomes.append(
+                    _envelope_error(result)
+                    if not envelope_ok
+                    else SMTPDataError(data_reply.code, data_reply.message)
+                )
+                # The envelope may have left a transaction open: reset it, in the same
+                # write as the next message's envelope.
+                yield from send(conn, Rset(), *group)
+                yield from read_reply(conn)
+                need_reset = False
+            if conn.state.name == "CLOSED":
+                break
+            yield PROGRESS
+            envelope = following
+    except SMTPServerDisconnected as exc:
+        outcomes.append(exc)
+        return _fill(outcomes, total if total is not None else taken)
+    if need_reset:
+        yield from _reset_quietly(conn)
+    return _fill(outcomes, total if total is not None else taken)
+
+
+def _envelope_error(result: TransactionResult) -> Exception:
+    if not result.mail_reply.is_success:
+        reply = result.mail_reply
+        return SMTPSenderRefused(reply.code, reply.message, result.sender)
+    return _recipients_refused(result)
+
+
+def _fill(outcomes: list[BatchOutcome], count: int) -> list[BatchOutcome]:
+    """Messages not finished because the session ended get SMTPServerDisconnected."""
+    while len(outcomes) < count:
+        outcomes.append(SMTPServerDisconnected("Connection lost before this message was sent"))
+    return outcomes

@@ -225,6 +225,13 @@ class Expect:
 
 
 @dataclass
+class ExpectBuffered:
+    """Record whether the next line had already arrived (pipelined) before reading it."""
+
+    prefix: bytes = b""
+
+
+@dataclass
 class ExpectData:
     """Read message content up to and including CRLF.CRLF."""
 
@@ -254,7 +261,7 @@ class ReadUntilClosed:
     pass
 
 
-Step = Send | SendSlowly | Expect | ExpectData | Close | Reset | StartTLS | Hang | ReadUntilClosed
+Step = Send | SendSlowly | Expect | ExpectBuffered | ExpectData | Close | Reset | StartTLS | Hang | ReadUntilClosed
 
 
 def session_prefix(*capabilities: str, greeting: bytes = b"220 scripted ESMTP\r\n") -> list[Step]:
@@ -275,6 +282,7 @@ class ScriptedServer:
     lines: list[bytes] = field(default_factory=list)
     received: bytearray = field(default_factory=bytearray)
     errors: list[BaseException] = field(default_factory=list)
+    buffered: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -337,6 +345,9 @@ class ScriptedServer:
                         return
                     conn.sendall(bytes([byte]))
             elif isinstance(step, Expect):
+                self.lines.append(self._readline(conn, buffer))
+            elif isinstance(step, ExpectBuffered):
+                self.buffered.append(b"\n" in buffer)
                 self.lines.append(self._readline(conn, buffer))
             elif isinstance(step, ExpectData):
                 while b"\r\n.\r\n" not in buffer:

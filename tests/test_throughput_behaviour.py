@@ -1,0 +1,164 @@
+"""Pipelining across messages, batches, concurrent calls and streamed content, on every adapter."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+from typing import Any
+
+from .conftest import Adapter
+from .servers import Expect, ExpectBuffered, ExpectData, Send, session_prefix
+
+MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
+
+
+def envelope_replies(n_rcpt: int = 1) -> bytes:
+    return b"250 ok\r\n" + b"250 ok\r\n" * n_rcpt + b"354 go\r\n"
+
+
+def back_to_back_script(count: int) -> list[Any]:
+    script: list[Any] = [*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Send(envelope_replies())]
+    for index in range(count):
+        script.append(ExpectData())
+        if index + 1 < count:
+            # The next envelope came in the same write as the end of data: no round trip.
+            script += [ExpectBuffered(b"MAIL"), ExpectBuffered(b"RCPT"), ExpectBuffered(b"DATA")]
+            script.append(Send(b"250 queued\r\n" + envelope_replies()))
+        else:
+            script.append(Send(b"250 queued\r\n"))
+    return script
+
+
+def test_gather_on_one_connection_is_pipelined(adapter: Adapter, scripted: Any) -> None:
+    server = scripted(back_to_back_script(5))
+    mod = adapter.module
+
+    async def main() -> list[Any]:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        if adapter.name == "asyncio":
+            import asyncio
+
+            results = await asyncio.gather(
+                *[smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE) for _ in range(5)]
+            )
+        else:
+            import anyio
+
+            results = [None] * 5
+
+            async def one(i: int) -> None:
+                results[i] = await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(5):
+                    tg.start_soon(one, i)
+        smtp.close()
+        return list(results)
+
+    results = adapter.run(main)
+    assert results == [({}, "queued")] * 5
+    assert server.buffered and all(server.buffered), server.buffered
+
+
+def test_send_messages_batch_with_refusals(adapter: Adapter, scripted: Any) -> None:
+    script = [
+        *session_prefix("PIPELINING"),
+        Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        ExpectData(), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"),
+        Send(b"250 queued 1\r\n250 ok\r\n550 no such user\r\n503 no valid recipients\r\n"),
+        Expect(b"RSET"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"),
+        Send(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        ExpectData(),
+        Send(b"250 queued 3\r\n"),
+    ]
+    server = scripted(script)
+    mod = adapter.module
+
+    async def main() -> list[Any]:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        results = await smtp.send_messages(
+            [
+                ("a@example.org", ["b@example.org"], MESSAGE),
+                ("a@example.org", "nobody@example.org", MESSAGE),
+                ("a@example.org", ["c@example.org"], MESSAGE),
+            ]
+        )
+        smtp.close()
+        return results
+
+    first, second, third = adapter.run(main)
+    assert first == ({}, "queued 1")
+    assert isinstance(second, mod.SMTPRecipientsRefused)
+    assert second.recipients[0].code == 550
+    assert third == ({}, "queued 3")
+
+
+def test_send_messages_against_aiosmtpd(adapter: Adapter, smtpd: Any) -> None:
+    """Without PIPELINING the batch goes one message at a time, with the same results."""
+    from email.message import EmailMessage
+
+    server = smtpd(refuse_recipients={"bad@example.org": "550 no"})
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.org", "m@example.org", "x"
+    msg.set_content("hi")
+
+    async def main() -> list[Any]:
+        async with adapter.module.SMTP(hostname=server.host, port=server.port) as smtp:
+            return await smtp.send_messages([msg, ("a@example.org", ["bad@example.org"], MESSAGE), ("a@example.org", ["ok@example.org"], MESSAGE)])
+
+    results = adapter.run(main)
+    assert results[0][0] == {} and results[2][0] == {}
+    assert isinstance(results[1], adapter.module.SMTPRecipientsRefused)
+    assert [m.rcpt_tos for m in server.messages] == [["m@example.org"], ["ok@example.org"]]
+
+
+def test_streamed_content_file_iterable_async_iterable(adapter: Adapter, smtpd: Any) -> None:
+    server = smtpd()
+    body = b"Subject: stream\r\n\r\n" + b"".join(b".line %d\n" % i for i in range(2000))
+
+    async def chunks() -> Any:
+        for i in range(0, len(body), 777):
+            yield body[i : i + 777]
+
+    async def main() -> None:
+        async with adapter.module.SMTP(hostname=server.host, port=server.port) as smtp:
+            await smtp.sendmail("a@example.org", ["b@example.org"], io.BytesIO(body))
+            await smtp.sendmail("a@example.org", ["b@example.org"], (body[i : i + 1000] for i in range(0, len(body), 1000)))
+            await smtp.sendmail("a@example.org", ["b@example.org"], chunks())
+
+    adapter.run(main)
+    expected = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert [m.content for m in server.messages] == [expected] * 3
+
+
+def test_large_streamed_message_memory_is_bounded(smtpd: Any, tmp_path: Any) -> None:
+    """20 MiB streamed from a file: the client's own allocations stay far below the size."""
+    import asyncio
+
+    import smtp_asyncio
+
+    server = smtpd(data_size_limit=None)
+    path = tmp_path / "big.eml"
+    line = b".a line that starts with a dot and needs stuffing\n"
+    with open(path, "wb") as file:
+        file.write(b"Subject: big\n\n")
+        for _ in range((20 * 1024 * 1024) // len(line)):
+            file.write(line)
+
+    async def main() -> int:
+        async with smtp_asyncio.SMTP(hostname=server.host, port=server.port, timeout=60) as smtp:
+            tracemalloc.start()
+            with open(path, "rb") as file:
+                await smtp.sendmail("a@example.org", ["b@example.org"], file)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            return peak
+
+    peak = asyncio.run(main())
+    # aiosmtpd (in another thread) is traced too; the client alone needs a few chunks.
+    assert len(server.messages) == 1
+    assert len(server.messages[0].content) > 20 * 1024 * 1024
+    assert peak < 200 * 1024 * 1024  # sanity: the message was never copied many times over

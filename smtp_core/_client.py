@@ -26,6 +26,7 @@ from ._commands import (
     Rcpt,
     Rset,
     Vrfy,
+    parameter_extensions,
     parse_command,
 )
 from ._connection import ClientConnection
@@ -722,9 +723,11 @@ class SMTPClientBase(abc.ABC):
         return _response(reply)
 
     def _check_options(self, options: Sequence[str], what: str) -> None:
+        if not options:
+            return
         conn = self._require_connection()
-        probe = Mail("", tuple(options)) if what == "MAIL" else Rcpt("postmaster", tuple(options))
-        missing = sorted(e for e in probe.required_extensions() if e not in conn.capabilities)
+        needed = parameter_extensions(options, what)
+        missing = sorted(e for e in needed if e not in conn.capabilities)
         if missing:
             raise SMTPNotSupported(
                 f"{what} options {list(options)!r} need {', '.join(missing)}, which this "
@@ -935,17 +938,14 @@ class SMTPClientBase(abc.ABC):
         recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
         mail_opts = list(mail_options or ())
         rcpt_opts = list(rcpt_options or ())
-        # Validate everything before any byte is sent.
-        Mail(sender, tuple(mail_opts))
-        for rcpt in recipients_list:
-            Rcpt(rcpt, tuple(rcpt_opts))
+        # Validate everything before any byte is sent (and before connecting).
+        mail = Mail(sender, tuple(mail_opts))
+        rcpts = [Rcpt(rcpt, tuple(rcpt_opts)) for rcpt in recipients_list]
         if not recipients_list:
             raise ValueError("No recipients given")
         content: Any = message.encode("ascii") if isinstance(message, str) else message
         conn = await self._ensure_session(timeout)
-        envelope = self._prepare_envelope(
-            conn, sender, recipients_list, content, mail_opts, rcpt_opts
-        )
+        envelope = self._prepare_envelope(conn, mail, rcpts, content)
         [outcome] = await self._submit([envelope], timeout)
         return _sendmail_result(outcome)
 
@@ -979,14 +979,13 @@ class SMTPClientBase(abc.ABC):
                 sender, recipients, content = item
                 mail_options = []
             recipients = [recipients] if isinstance(recipients, str) else list(recipients)
-            Mail(sender, tuple(mail_options))
-            for rcpt in recipients:
-                Rcpt(rcpt)
+            if not recipients:
+                raise ValueError("No recipients given")
+            mail = Mail(sender, tuple(mail_options))
+            rcpts = [Rcpt(rcpt) for rcpt in recipients]
             if isinstance(content, str):
                 content = content.encode("ascii")
-            envelopes.append(
-                self._prepare_envelope(conn, sender, recipients, content, mail_options, [])
-            )
+            envelopes.append(self._prepare_envelope(conn, mail, rcpts, content))
         outcomes = await self._submit(envelopes, timeout)
         results: list[tuple[dict[str, SMTPResponse], str] | SMTPException] = []
         for outcome in outcomes:
@@ -1010,20 +1009,26 @@ class SMTPClientBase(abc.ABC):
     def _prepare_envelope(
         self,
         conn: ClientConnection,
-        sender: str,
-        recipients: list[str],
+        mail: Mail,
+        rcpts: list[Rcpt],
         content: Any,
-        mail_options: list[str],
-        rcpt_options: list[str],
     ) -> Envelope:
-        """Everything checked before any byte of the message is sent."""
+        """Everything checked before any byte of the message is sent.
+
+        ``mail`` and ``rcpts`` were built (so validated) from the caller's arguments;
+        options the server needs (SMTPUTF8, SIZE) are added here.
+        """
         caps = conn.capabilities
+        sender = mail.sender
+        recipients = [rcpt.recipient for rcpt in rcpts]
+        mail_options = list(mail.parameters)
+        rcpt_options = list(rcpts[0].parameters) if rcpts else []
         utf8 = any(opt.lower() == "smtputf8" for opt in mail_options)
         non_ascii = not sender.isascii() or not all(r.isascii() for r in recipients)
         if (utf8 or non_ascii) and not caps.smtputf8:
             raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
         if non_ascii and not utf8:
-            mail_options = [*mail_options, "SMTPUTF8"]
+            mail_options.append("SMTPUTF8")
         if "SIZE" in caps and isinstance(content, (bytes, bytearray, memoryview)):
             size = content_size(bytes(content))
             limit = caps.size
@@ -1035,10 +1040,14 @@ class SMTPClientBase(abc.ABC):
                     sender,
                 )
             if not any(opt.lower().startswith("size=") for opt in mail_options):
-                mail_options = [f"SIZE={size}", *mail_options]
+                mail_options.insert(0, f"SIZE={size}")
         self._check_options(mail_options, "MAIL")
         self._check_options(rcpt_options, "RCPT")
-        return Envelope(sender, recipients, content, mail_options, rcpt_options)
+        if mail_options != list(mail.parameters):
+            mail = mail.with_parameters(mail_options)
+        return Envelope(
+            sender, recipients, content, mail_options, rcpt_options, commands=[mail, *rcpts]
+        )
 
     async def _submit(self, envelopes: list[Envelope], timeout: Timeout) -> list[Any]:
         """Send ``envelopes``, pipelined with whatever other tasks are sending right now.

@@ -39,6 +39,7 @@ __all__ = [
     "RawCommand",
     "parse_command",
     "validate_address",
+    "parameter_extensions",
     "validate_domain",
     "xtext_encode",
     "xtext_decode",
@@ -56,6 +57,7 @@ _VALUE_RE = re.compile(rf"[\x21-\x3c\x3e-\x7e{_NON_ASCII}]+\Z")
 _XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
 _MECH_RE = re.compile(r"[A-Za-z0-9_-]{1,20}\Z")
 
+_NOTHING: frozenset[str] = frozenset()
 _PARAM_EXTENSIONS: dict[str, frozenset[str]] = {
     "SIZE": frozenset({"SIZE"}),
     "SMTPUTF8": frozenset({"SMTPUTF8"}),
@@ -234,6 +236,11 @@ def _parse_params(parameters: Iterable[str], what: str) -> tuple[tuple[str, str 
     return tuple(parsed)
 
 
+def parameter_extensions(parameters: Iterable[str], what: str = "MAIL") -> frozenset[str]:
+    """EHLO keywords the given ESMTP parameters need (validating them on the way)."""
+    return frozenset(_param_extensions(_parse_params(parameters, what)))
+
+
 def _param_extensions(params: tuple[tuple[str, str | None], ...]) -> set[str]:
     needed: set[str] = set()
     for keyword, value in params:
@@ -313,30 +320,39 @@ class Mail(Command):
     sender: str
     parameters: tuple[str, ...] = ()
     params: tuple[tuple[str, str | None], ...] = field(init=False, repr=False, compare=False)
+    path: str = field(init=False, repr=False, compare=False)
+    """The reverse-path without angle brackets (``""`` for the null sender)."""
 
     verb: ClassVar[str] = "MAIL"
     group_last: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        validate_address(self.sender, allow_null=True)
+        object.__setattr__(self, "path", validate_address(self.sender, allow_null=True))
         parameters = (self.parameters,) if isinstance(self.parameters, str) else self.parameters
         object.__setattr__(self, "parameters", tuple(parameters))
         object.__setattr__(self, "params", _parse_params(self.parameters, "MAIL"))
-
-    @property
-    def path(self) -> str:
-        """The reverse-path without angle brackets (``""`` for the null sender)."""
-        return validate_address(self.sender, allow_null=True)
 
     @property
     def requires_smtputf8(self) -> bool:
         """True if the address or a parameter value is not ASCII."""
         return not self.sender.isascii() or not all(p.isascii() for p in self.parameters)
 
+    def with_parameters(self, parameters: Iterable[str]) -> Mail:
+        """The same sender with other parameters (only the parameters are validated again)."""
+        mail = object.__new__(Mail)
+        parameters = tuple(parameters)
+        object.__setattr__(mail, "sender", self.sender)
+        object.__setattr__(mail, "path", self.path)
+        object.__setattr__(mail, "parameters", parameters)
+        object.__setattr__(mail, "params", _parse_params(parameters, "MAIL"))
+        return mail
+
     def _line(self) -> str:
         return " ".join([f"MAIL FROM:<{self.path}>", *self.parameters])
 
     def required_extensions(self) -> frozenset[str]:
+        if not self.params and self.sender.isascii():
+            return _NOTHING
         needed = _param_extensions(self.params)
         if not self.sender.isascii():
             needed.add("SMTPUTF8")
@@ -350,12 +366,14 @@ class Rcpt(Command):
     recipient: str
     parameters: tuple[str, ...] = ()
     params: tuple[tuple[str, str | None], ...] = field(init=False, repr=False, compare=False)
+    path: str = field(init=False, repr=False, compare=False)
+    """The forward-path without angle brackets."""
 
     verb: ClassVar[str] = "RCPT"
     group_last: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        self._path()
+        object.__setattr__(self, "path", self._path())
         parameters = (self.parameters,) if isinstance(self.parameters, str) else self.parameters
         object.__setattr__(self, "parameters", tuple(parameters))
         object.__setattr__(self, "params", _parse_params(self.parameters, "RCPT"))
@@ -369,11 +387,6 @@ class Rcpt(Command):
         return validate_address(self.recipient)
 
     @property
-    def path(self) -> str:
-        """The forward-path without angle brackets."""
-        return self._path()
-
-    @property
     def requires_smtputf8(self) -> bool:
         """True if the address or a parameter value is not ASCII."""
         return not self.recipient.isascii() or not all(p.isascii() for p in self.parameters)
@@ -382,6 +395,8 @@ class Rcpt(Command):
         return " ".join([f"RCPT TO:<{self.path}>", *self.parameters])
 
     def required_extensions(self) -> frozenset[str]:
+        if not self.params and self.recipient.isascii():
+            return _NOTHING
         needed = _param_extensions(self.params)
         if not self.recipient.isascii():
             needed.add("SMTPUTF8")

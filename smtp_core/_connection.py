@@ -303,6 +303,9 @@ class ClientConnection:
         return data
 
     def _send_trigger(self, item: Sendable) -> Trigger:
+        trigger = _TRIGGER_BY_TYPE.get(type(item))
+        if trigger is not None:
+            return trigger
         if isinstance(item, Content):
             return Trigger.SEND_CONTENT
         if isinstance(item, EndOfData):
@@ -400,6 +403,16 @@ _SEND_TRIGGERS: tuple[tuple[type[Command], Trigger], ...] = (
     (StartTLS, Trigger.SEND_STARTTLS),
     (Quit, Trigger.SEND_QUIT),
 )
+
+
+_TRIGGER_BY_TYPE: dict[type, Trigger] = {
+    Content: Trigger.SEND_CONTENT,
+    EndOfData: Trigger.SEND_END_OF_DATA,
+    Ehlo: Trigger.SEND_HELLO,
+    Helo: Trigger.SEND_HELLO,
+    Lhlo: Trigger.SEND_HELLO,
+    **dict(_SEND_TRIGGERS),
+}
 
 
 def _name(item: Sendable) -> str:

@@ -460,12 +460,16 @@ class Envelope:
     content: MessageSource
     mail_options: Sequence[str] = ()
     rcpt_options: Sequence[str] = ()
+    commands: Sequence[Command] | None = None
+    """MAIL and RCPT commands already built (and validated) for this envelope."""
 
 
 BatchOutcome = TransactionResult | Exception
 
 
 def _group(envelope: Envelope) -> list[Command]:
+    if envelope.commands is not None:
+        return [*envelope.commands, Data()]
     mail = Mail(envelope.sender, tuple(envelope.mail_options))
     rcpts = [Rcpt(r, tuple(envelope.rcpt_options)) for r in envelope.recipients]
     if not rcpts:

@@ -10,6 +10,7 @@ from ._errors import RemoteProtocolError
 
 __all__ = ["EnhancedStatusCode", "Reply", "ReplyParser"]
 
+_FIRST = b"2345"
 _ENHANCED_RE = re.compile(rb"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 
 
@@ -151,6 +152,12 @@ class ReplyParser:
                 raise RemoteProtocolError(
                     f"reply line longer than {self.max_line_length} bytes (max_line_length)"
                 )
+            if self._code is None and raw[3:4] == b" " and raw[:3].isdigit() and raw[0] in _FIRST:
+                # Fast path: a whole single-line reply.
+                code = int(raw[:3])
+                text = raw[4:]
+                enhanced = (self._enhanced_code(code, text),) if self.parse_enhanced_codes else ()
+                return Reply(code, (text.decode("utf-8", "replace"),), enhanced)
             code, last, text = self._split(raw)
             if self._code is None:
                 self._code = code
@@ -194,6 +201,8 @@ class ReplyParser:
 
     @staticmethod
     def _enhanced_code(code: int, text: bytes) -> EnhancedStatusCode | None:
+        if not text[:1].isdigit():
+            return None
         match = _ENHANCED_RE.match(text)
         if match is None or int(match.group(1)) != code // 100:
             return None

@@ -19,7 +19,11 @@ from typing import Any
 HOST = "127.0.0.1"
 SENDER = "bench@example.org"
 RECIPIENTS = ["sink@example.org"]
-MESSAGE = (b"Subject: benchmark\r\nFrom: bench@example.org\r\nTo: sink@example.org\r\n\r\n" + b"x" * 70 + b"\r\n") * 12
+MESSAGE = (
+    b"Subject: benchmark\r\nFrom: bench@example.org\r\nTo: sink@example.org\r\n\r\n"
+    + b"x" * 70
+    + b"\r\n"
+) * 12
 MESSAGE = MESSAGE[:1024]
 BIG_SIZE = 20 * 1024 * 1024
 
@@ -55,7 +59,10 @@ def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> None:
     if scenario in ("sequential", "batch", "big", "bigfile"):
         one_connection(count)
     elif scenario.startswith("conns"):
-        threads = [threading.Thread(target=one_connection, args=(n,)) for n in split(count, int(scenario[5:]))]
+        threads = [
+            threading.Thread(target=one_connection, args=(n,))
+            for n in split(count, int(scenario[5:]))
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -68,32 +75,47 @@ def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> None:
 # -- async clients ----------------------------------------------------------------------
 
 
-async def run_async(module: Any, gather: Any, scenario: str, port: int, count: int, payload: Any) -> None:
+async def run_async(
+    module: Any, gather: Any, scenario: str, port: int, count: int, payload: Any
+) -> None:
     SMTP = module.SMTP
 
     async def one_connection(n: int) -> None:
-        async with SMTP(hostname=HOST, port=port, start_tls=False, local_hostname="bench.local") as smtp:
+        async with SMTP(
+            hostname=HOST, port=port, start_tls=False, local_hostname="bench.local"
+        ) as smtp:
             for _ in range(n):
                 await smtp.sendmail(SENDER, RECIPIENTS, payload)
 
     if scenario in ("sequential", "big"):
         await one_connection(count)
     elif scenario == "bigfile":
-        async with SMTP(hostname=HOST, port=port, start_tls=False, local_hostname="bench.local") as smtp:
+        async with SMTP(
+            hostname=HOST, port=port, start_tls=False, local_hostname="bench.local"
+        ) as smtp:
             with open(payload, "rb") as file:
                 if module.__name__ == "aiosmtplib":  # it cannot stream: read the file whole
                     await smtp.sendmail(SENDER, RECIPIENTS, file.read())
                 else:
                     await smtp.sendmail(SENDER, RECIPIENTS, file)
     elif scenario == "batch":
-        async with SMTP(hostname=HOST, port=port, start_tls=False, local_hostname="bench.local") as smtp:
+        async with SMTP(
+            hostname=HOST, port=port, start_tls=False, local_hostname="bench.local"
+        ) as smtp:
             if hasattr(smtp, "send_messages"):
                 for start in range(0, count, 1000):
-                    results = await smtp.send_messages([(SENDER, RECIPIENTS, payload)] * min(1000, count - start))
+                    results = await smtp.send_messages(
+                        [(SENDER, RECIPIENTS, payload)] * min(1000, count - start)
+                    )
                     assert all(isinstance(r, tuple) for r in results)
             else:  # aiosmtplib: concurrent calls on one connection, as its docs describe
                 for start in range(0, count, 1000):
-                    await gather([smtp.sendmail(SENDER, RECIPIENTS, payload) for _ in range(min(1000, count - start))])
+                    await gather(
+                        [
+                            smtp.sendmail(SENDER, RECIPIENTS, payload)
+                            for _ in range(min(1000, count - start))
+                        ]
+                    )
     elif scenario.startswith("conns"):
         await gather([one_connection(n) for n in split(count, int(scenario[5:]))])
     elif scenario == "newconn":
@@ -112,7 +134,7 @@ def main() -> None:
     elif scenario == "bigfile":
         data = big_message()
         size = len(data)
-        handle = tempfile.NamedTemporaryFile(delete=False, suffix=".eml")
+        handle = tempfile.NamedTemporaryFile(delete=False, suffix=".eml")  # noqa: SIM115
         handle.write(data)
         handle.close()
         del data
@@ -121,7 +143,7 @@ def main() -> None:
         count = 1
     # Import the client before measuring, so import costs count for nobody.
     if client.startswith("smtp_anyio"):
-        import smtp_anyio  # noqa: F401
+        import smtp_anyio
     elif client in ("smtp_asyncio", "aiosmtplib"):
         __import__(client)
     base_rss = rss_kib()

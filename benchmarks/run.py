@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -81,8 +80,21 @@ def run_smtp_source(port: int, count: int) -> dict[str, Any]:
     """Postfix's own C client, one session, no disconnect between messages (-d)."""
     started = time.perf_counter()
     subprocess.run(
-        [SOURCE, "-d", "-s", "1", "-m", str(count), "-l", "1024", "-f", "bench@example.org",
-         "-t", "sink@example.org", f"127.0.0.1:{port}"],
+        [
+            SOURCE,
+            "-d",
+            "-s",
+            "1",
+            "-m",
+            str(count),
+            "-l",
+            "1024",
+            "-f",
+            "bench@example.org",
+            "-t",
+            "sink@example.org",
+            f"127.0.0.1:{port}",
+        ],
         check=True,
         capture_output=True,
         timeout=600,
@@ -117,7 +129,9 @@ def main() -> int:
             runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
             ratios: dict[str, list[float]] = {c: [] for c in clients}
             for round_index in range(rounds):
-                order = clients[round_index % len(clients) :] + clients[: round_index % len(clients)]
+                order = (
+                    clients[round_index % len(clients) :] + clients[: round_index % len(clients)]
+                )
                 this_round = {client: run_client(client, scenario, port, count) for client in order}
                 for client, run in this_round.items():
                     runs[client].append(run)
@@ -125,7 +139,9 @@ def main() -> int:
                         base = this_round["aiosmtplib"]["seconds"]
                         ratios[client].append(base / run["seconds"])
             print(f"\n== {scenario}: {description} ({count} messages, {rounds} round(s))")
-            print(f"{'client':<20}{'msgs/s':>10}{'MB/s':>9}{'CPU s/1k':>10}{'RSS+ MiB':>10}{'vs aiosmtplib':>15}")
+            header = ("client", "msgs/s", "MB/s", "CPU s/1k", "RSS+ MiB", "vs aiosmtplib")
+            columns = "".join(f"{h:>10}" for h in header[1:5])
+            print(f"{header[0]:<20}{columns}{header[5]:>15}")
             for client in clients:
                 rs = runs[client]
                 msgs = statistics.median(r["messages"] / r["seconds"] for r in rs)
@@ -133,7 +149,7 @@ def main() -> int:
                 cpu = statistics.median(r["cpu_seconds"] / r["messages"] * 1000 for r in rs)
                 rss = statistics.median(r["rss_growth_kib"] / 1024 for r in rs)
                 ratio = f"{statistics.median(ratios[client]):.2f}x" if ratios[client] else "-"
-                print(f"{client:<20}{msgs:>10.0f}{mbs:>9.1f}{cpu:>10.3f}{rss:>10.1f}{ratio:>15}")
+                print(f"{client:<20}{msgs:>10.0f}{mbs:>10.1f}{cpu:>10.3f}{rss:>10.1f}{ratio:>15}")
             if scenario == "batch" and os.path.exists(SOURCE):
                 source = run_smtp_source(port, count)
                 print(f"{'smtp-source -d (C)':<20}{count / source['seconds']:>10.0f}")

@@ -56,9 +56,11 @@ class StreamsSMTP(smtp_asyncio.SMTP):
 async def measure(cls: type[smtp_asyncio.SMTP], port: int, count: int, batch: bool) -> float:
     message = b"Subject: x\r\n\r\n" + b"x" * 1000 + b"\r\n"
     started = time.perf_counter()
-    async with cls(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="b.local") as smtp:
+    async with cls(
+        hostname="127.0.0.1", port=port, start_tls=False, local_hostname="b.local"
+    ) as smtp:
         if batch:
-            for start in range(0, count, 1000):
+            for _start in range(0, count, 1000):
                 await smtp.send_messages([("a@example.org", ["b@example.org"], message)] * 1000)
         else:
             for _ in range(count):
@@ -72,7 +74,9 @@ def main() -> None:
         for name, cls in (("protocol", smtp_asyncio.SMTP), ("streams", StreamsSMTP)):
             runs = sorted(asyncio.run(measure(cls, port, count, batch)) for _ in range(5))
             median = runs[2]
-            print(f"{'batch' if batch else 'sequential':<11} {name:<9} {count / median:8.0f} msgs/s")
+            print(
+                f"{'batch' if batch else 'sequential':<11} {name:<9} {count / median:8.0f} msgs/s"
+            )
 
 
 if __name__ == "__main__":

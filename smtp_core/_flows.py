@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 from ._commands import (
     Auth,
     AuthResponse,
+    Bdat,
     Command,
     Data,
     Ehlo,
@@ -309,6 +310,40 @@ MessageSource = Any
 """Message content: bytes, a binary file object, an iterable or an async iterable of bytes."""
 
 
+class _ChunkSource:
+    """Message content as a sequence of non-empty chunks, pulled one at a time."""
+
+    def __init__(self, content: MessageSource) -> None:
+        self.chunks: Iterator[Any] | None = None
+        self.async_source: Any = None
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            data = bytes(content)
+            step = CONTENT_WRITE_SIZE
+            self.chunks = iter([data[i : i + step] for i in range(0, len(data), step)])
+        elif hasattr(content, "read"):
+            self.chunks = iter(lambda: content.read(CONTENT_WRITE_SIZE), b"")
+        elif hasattr(content, "__aiter__"):
+            self.async_source = content.__aiter__()
+        else:
+            self.chunks = iter(content)
+
+    def next(self) -> Flow[bytes | None]:
+        """The next non-empty chunk, or None at the end."""
+        while True:
+            if self.chunks is None:
+                chunk = yield NextChunk(self.async_source)
+            else:
+                chunk = next(self.chunks, None)
+            if chunk is None:
+                return None
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    f"message content chunks must be bytes, not {type(chunk).__name__}"
+                )
+            if chunk:
+                return bytes(chunk)
+
+
 def _send_content(
     conn: ClientConnection, content: MessageSource, then: Sequence[Command] = ()
 ) -> Flow[None]:
@@ -316,29 +351,11 @@ def _send_content(
 
     Content is encoded chunk by chunk, so memory stays bounded by the chunk size.
     """
-    chunks: Iterator[bytes] | None = None
-    async_source: Any = None
-    if isinstance(content, (bytes, bytearray, memoryview)):
-        data = bytes(content)
-        step = CONTENT_WRITE_SIZE
-        chunks = iter([data[i : i + step] for i in range(0, len(data), step)])
-    elif hasattr(content, "read"):
-        chunks = iter(lambda: content.read(CONTENT_WRITE_SIZE), b"")
-    elif hasattr(content, "__aiter__"):
-        async_source = content.__aiter__()
-    else:
-        chunks = iter(content)
+    source = _ChunkSource(content)
     pending: list[bytes] = []
     size = 0
-    while True:
-        chunk = (yield NextChunk(async_source)) if chunks is None else next(chunks, None)
-        if chunk is None:
-            break
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise TypeError(f"message content chunks must be bytes, not {type(chunk).__name__}")
-        if not chunk:
-            continue
-        item = Content(bytes(chunk))
+    while (chunk := (yield from source.next())) is not None:
+        item = Content(chunk)
         pending.append(conn.send(item))
         _trace_sent(item)
         size += len(chunk)
@@ -353,18 +370,90 @@ def _send_content(
     yield Write(b"".join(pending))
 
 
+def _send_bdat(conn: ClientConnection, content: MessageSource) -> Flow[Reply]:
+    """Send the content as BDAT chunks (RFC 3030); return the final reply or the first failure.
+
+    With PIPELINING the chunks go out without waiting for each reply; without it, each
+    reply is awaited and a refusal stops the transfer.
+    """
+    source = _ChunkSource(content)
+    pipelining = conn.capabilities.pipelining
+    unanswered = 0
+    failure: Reply | None = None
+    final: Reply | None = None
+    current = yield from source.next()
+    while True:
+        following = (yield from source.next()) if current is not None else None
+        last = following is None
+        yield from send(conn, Bdat(current or b"", last=last))
+        unanswered += 1
+        if not pipelining:
+            reply = yield from read_reply(conn)
+            unanswered -= 1
+            final = reply
+            if not reply.is_success:
+                failure = reply
+                break
+        if last:
+            break
+        current = following
+    for _ in range(unanswered):
+        reply = yield from read_reply(conn)
+        final = reply
+        if failure is None and not reply.is_success:
+            failure = reply
+    assert final is not None
+    return failure or final
+
+
+def _bdat_transaction(
+    conn: ClientConnection,
+    mail: Mail,
+    rcpts: list[Rcpt],
+    content: MessageSource,
+) -> Flow[TransactionResult]:
+    """MAIL, RCPTs and the content in BDAT chunks: no 354 round trip (RFC 3030)."""
+    sender = mail.sender
+    if conn.capabilities.pipelining:
+        yield from send(conn, mail, *rcpts)
+        mail_reply = yield from read_reply(conn)
+        result = TransactionResult(sender, mail_reply)
+        for rcpt in rcpts:
+            result.recipient_replies[rcpt.recipient] = yield from read_reply(conn)
+    else:
+        mail_reply = yield from command(conn, mail)
+        result = TransactionResult(sender, mail_reply)
+        if mail_reply.is_success:
+            for rcpt in rcpts:
+                result.recipient_replies[rcpt.recipient] = yield from command(conn, rcpt)
+    if not mail_reply.is_success:
+        if conn.state.name != "CLOSED":
+            yield from _reset_quietly(conn)
+        raise SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+    if not result.accepted:
+        yield from _reset_quietly(conn)
+        raise _recipients_refused(result)
+    final = yield from _send_bdat(conn, content)
+    result.data_reply = final
+    if final.code != 250:
+        yield from _reset_quietly(conn)
+        raise SMTPDataError(final.code, final.message)
+    return result
+
+
 def mail_transaction(
     conn: ClientConnection,
     sender: str,
     recipients: Sequence[str],
-    content: bytes | Iterable[bytes],
+    content: MessageSource,
     *,
     mail_options: Sequence[str] = (),
     rcpt_options: Sequence[str] = (),
 ) -> Flow[TransactionResult]:
     """One whole transaction: MAIL, each RCPT, DATA, the content and its end.
 
-    With PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920). Refused
+    With PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920). When
+    the server offers CHUNKING, the content goes in BDAT chunks instead (RFC 3030). Refused
     recipients are reported in the result; a refused sender raises
     ``SMTPSenderRefused``, all recipients refused ``SMTPRecipientsRefused``, a refused
     DATA or content ``SMTPDataError``; each after an RSET, as aiosmtplib does.
@@ -373,6 +462,8 @@ def mail_transaction(
     rcpts = [Rcpt(rcpt, tuple(rcpt_options)) for rcpt in recipients]
     if not rcpts:
         raise ValueError("at least one recipient is required")
+    if conn.capabilities.chunking:
+        return (yield from _bdat_transaction(conn, mail, rcpts, content))
     if conn.capabilities.pipelining:
         yield from send(conn, mail, *rcpts, Data())
         mail_reply = yield from read_reply(conn)
@@ -504,7 +595,8 @@ def mail_batch(
 
     outcomes: list[BatchOutcome] = []
     taken = 0
-    if not conn.capabilities.pipelining:
+    if not conn.capabilities.pipelining or conn.capabilities.chunking:
+        # One transaction at a time (BDAT needs no 354 round trip anyway).
         while (envelope := take()) is not None:
             taken += 1
             try:

@@ -232,6 +232,11 @@ class ExpectBuffered:
 
 
 @dataclass
+class ExpectBdat:
+    """Read one ``BDAT n [LAST]`` command and its n bytes (recorded together)."""
+
+
+@dataclass
 class ExpectData:
     """Read message content up to and including CRLF.CRLF."""
 
@@ -261,7 +266,7 @@ class ReadUntilClosed:
     pass
 
 
-Step = Send | SendSlowly | Expect | ExpectBuffered | ExpectData | Close | Reset | StartTLS | Hang | ReadUntilClosed
+Step = Send | SendSlowly | Expect | ExpectBuffered | ExpectBdat | ExpectData | Close | Reset | StartTLS | Hang | ReadUntilClosed
 
 
 def session_prefix(*capabilities: str, greeting: bytes = b"220 scripted ESMTP\r\n") -> list[Step]:
@@ -349,6 +354,16 @@ class ScriptedServer:
             elif isinstance(step, ExpectBuffered):
                 self.buffered.append(b"\n" in buffer)
                 self.lines.append(self._readline(conn, buffer))
+            elif isinstance(step, ExpectBdat):
+                line = self._readline(conn, buffer)
+                size = int(line.split()[1])
+                while len(buffer) < size:
+                    chunk = self._recv(conn)
+                    if not chunk:
+                        raise EOFError("client closed during BDAT")
+                    buffer += chunk
+                self.lines.append(line + bytes(buffer[:size]))
+                del buffer[:size]
             elif isinstance(step, ExpectData):
                 while b"\r\n.\r\n" not in buffer:
                     chunk = self._recv(conn)

@@ -6,6 +6,8 @@ import io
 import tracemalloc
 from typing import Any
 
+import pytest
+
 from .conftest import Adapter
 from .servers import Expect, ExpectBuffered, ExpectData, Send, session_prefix
 
@@ -162,3 +164,59 @@ def test_large_streamed_message_memory_is_bounded(smtpd: Any, tmp_path: Any) -> 
     assert len(server.messages) == 1
     assert len(server.messages[0].content) > 20 * 1024 * 1024
     assert peak < 200 * 1024 * 1024  # sanity: the message was never copied many times over
+
+
+def test_bdat_used_when_chunking_is_offered(adapter: Adapter, scripted: Any) -> None:
+    from .servers import ExpectBdat
+
+    body = b"Subject: bdat\n\n.dot line\n" + b"x" * 300_000 + b"\n"
+    server = scripted(
+        [
+            *session_prefix("PIPELINING", "CHUNKING"),
+            Expect(b"MAIL"), Expect(b"RCPT"),
+            Send(b"250 ok\r\n250 ok\r\n"),
+            ExpectBdat(), ExpectBdat(),
+            Send(b"250 chunk ok\r\n250 message accepted\r\n"),
+        ]
+    )
+
+    async def main() -> Any:
+        smtp = adapter.module.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        result = await smtp.sendmail("a@example.org", ["b@example.org"], body)
+        smtp.close()
+        return result
+
+    assert adapter.run(main) == ({}, "message accepted")
+    first, second = server.lines[3], server.lines[4]
+    assert first.startswith(b"BDAT ") and b"LAST" not in first.split(b"\r\n", 1)[0]
+    assert second.startswith(b"BDAT ") and b" LAST\r\n" in second
+    wire = first.split(b"\r\n", 1)[1] + second.split(b"\r\n", 1)[1]
+    # Line endings normalised, no dot-stuffing, no terminator with BDAT.
+    assert wire == body.replace(b"\n", b"\r\n")
+
+
+def test_bdat_refused(adapter: Adapter, scripted: Any) -> None:
+    from .servers import ExpectBdat
+
+    server = scripted(
+        [
+            *session_prefix("CHUNKING"),
+            Expect(b"MAIL"), Send(b"250 ok\r\n"),
+            Expect(b"RCPT"), Send(b"250 ok\r\n"),
+            ExpectBdat(), Send(b"554 5.6.0 rejected\r\n"),
+            Expect(b"RSET"), Send(b"250 reset\r\n"),
+        ]
+    )
+    mod = adapter.module
+
+    async def main() -> None:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        with pytest.raises(mod.SMTPDataError) as info:
+            await smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: x\r\n\r\nhi\r\n")
+        assert info.value.code == 554
+        assert smtp.is_connected
+        smtp.close()
+
+    adapter.run(main)

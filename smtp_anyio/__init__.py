@@ -22,15 +22,19 @@ from smtp_core._exceptions import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from smtp_core._flows import RecipientResult, TransactionResult
 from smtp_core._response import SMTPResponse, SMTPStatus, SMTPTokenGenerator
 
-from ._smtp import SMTP
+from ._smtp import LMTP, SMTP
 from .api import send
 
 __version__ = "0.1.0"
 __all__ = (
     "send",
     "SMTP",
+    "LMTP",
+    "TransactionResult",
+    "RecipientResult",
     "SMTPResponse",
     "SMTPStatus",
     "SMTPTokenGenerator",

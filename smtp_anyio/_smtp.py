@@ -16,7 +16,7 @@ from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
 
 from ._transport import AnyioTransport
 
-__all__ = ["SMTP"]
+__all__ = ["SMTP", "LMTP"]
 
 T = TypeVar("T")
 
@@ -116,3 +116,15 @@ class SMTP(SMTPClientBase):
                 return await self.send_message(*args, **kwargs)
 
         return anyio.run(run)
+
+
+class LMTP(SMTP):
+    """An LMTP client (RFC 2033): the same API, with LHLO and one reply per recipient.
+
+    After the content the server answers once for each accepted recipient;
+    ``sendmail`` reports the recipients refused at that point among the refused ones,
+    and ``sendmail_detailed`` gives each recipient's delivery reply. LMTP has no
+    standard port: give ``port`` (commonly 24) or ``socket_path``.
+    """
+
+    _lmtp = True

@@ -14,7 +14,7 @@ from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
 from ._tls import build_tls_context
 from ._transport import StreamProtocol
 
-__all__ = ["SMTP"]
+__all__ = ["SMTP", "LMTP"]
 
 T = TypeVar("T")
 
@@ -124,3 +124,15 @@ class SMTP(SMTPClientBase):
         return asyncio.run(run())
 
 
+
+
+class LMTP(SMTP):
+    """An LMTP client (RFC 2033): the same API, with LHLO and one reply per recipient.
+
+    After the content the server answers once for each accepted recipient;
+    ``sendmail`` reports the recipients refused at that point among the refused ones,
+    and ``sendmail_detailed`` gives each recipient's delivery reply. LMTP has no
+    standard port: give ``port`` (commonly 24) or ``socket_path``.
+    """
+
+    _lmtp = True

@@ -65,6 +65,7 @@ from ._flows import (
 )
 from ._flows import ehlo as ehlo_flow
 from ._flows import helo as helo_flow
+from ._flows import lhlo as lhlo_flow
 from ._flows import quit as quit_flow
 from ._replies import Reply
 from ._response import Default, SMTPResponse, SMTPTokenGenerator, _default
@@ -153,6 +154,9 @@ class SMTPClientBase(abc.ABC):
     positionally, as in aiosmtplib 1.0. ``loop`` is accepted for aiosmtplib 1.0
     programs, ignored, and warns ``DeprecationWarning``.
     """
+
+    #: True for LMTP (RFC 2033): LHLO, and one reply per recipient after the content.
+    _lmtp: bool = False
 
     #: Preferred AUTH methods first (lower case, as aiosmtplib lists them).
     AUTH_METHODS: tuple[str, ...] = tuple(name.lower() for name in PREFERENCE)
@@ -557,7 +561,7 @@ class SMTPClientBase(abc.ABC):
             timeout=timeout,
         )
         self._transport = await self._open_transport(options)
-        self._conn = ClientConnection(local_hostname=self._ehlo_name())
+        self._conn = ClientConnection(local_hostname=self._ehlo_name(), lmtp=self._lmtp)
         if self.use_tls:
             self._conn.mark_tls()
         try:
@@ -646,10 +650,11 @@ class SMTPClientBase(abc.ABC):
     async def ehlo(
         self, *, hostname: str | None = None, timeout: Timeout = _default
     ) -> SMTPResponse:
-        """EHLO; raises ``SMTPHeloError`` unless the server answers 250."""
+        """EHLO (LHLO on an LMTP client); raises ``SMTPHeloError`` unless the server answers 250."""
         conn = self._require_connection()
         name = self.local_hostname if hostname is None else validate_local_hostname(hostname)
-        reply = await self._run(ehlo_flow(conn, name), timeout)
+        flow = lhlo_flow(conn, name) if conn.lmtp else ehlo_flow(conn, name)
+        reply = await self._run(flow, timeout)
         self.last_helo_response = None
         self._record_hello(reply)
         return _response(reply)
@@ -935,6 +940,20 @@ class SMTPClientBase(abc.ABC):
         Raises ``SMTPSenderRefused``, ``SMTPRecipientsRefused`` (all refused) or
         ``SMTPDataError``; the transaction is reset (RSET) after a refusal.
         """
+        outcome = await self._sendmail_outcome(
+            sender, recipients, message, mail_options, rcpt_options, timeout
+        )
+        return _sendmail_result(outcome)
+
+    async def _sendmail_outcome(
+        self,
+        sender: str,
+        recipients: str | Sequence[str],
+        message: Any,
+        mail_options: Iterable[str] | None,
+        rcpt_options: Iterable[str] | None,
+        timeout: Timeout,
+    ) -> Any:
         recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
         mail_opts = list(mail_options or ())
         rcpt_opts = list(rcpt_options or ())
@@ -947,7 +966,36 @@ class SMTPClientBase(abc.ABC):
         conn = await self._ensure_session(timeout)
         envelope = self._prepare_envelope(conn, mail, rcpts, content)
         [outcome] = await self._submit([envelope], timeout)
-        return _sendmail_result(outcome)
+        return outcome
+
+    async def sendmail_detailed(
+        self,
+        sender: str,
+        recipients: str | Sequence[str],
+        message: str | bytes | Any,
+        /,
+        *,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        timeout: Timeout = _default,
+    ) -> TransactionResult:
+        """Like :meth:`sendmail`, but return a typed result instead of raising on refusals.
+
+        The :class:`~smtp_core.flows.TransactionResult` holds the MAIL reply, each
+        recipient's RCPT reply (code, enhanced status code, text) and, on an LMTP
+        client, each recipient's delivery reply (``result.recipients``), the final reply,
+        and ``result.error``: the refusal ``sendmail`` would have raised, or None.
+        Connection failures (timeouts, disconnects) still raise.
+        """
+        outcome = await self._sendmail_outcome(
+            sender, recipients, message, mail_options, rcpt_options, timeout
+        )
+        if isinstance(outcome, TransactionResult):
+            return outcome
+        result = getattr(outcome, "result", None)
+        if isinstance(result, TransactionResult):
+            return result
+        raise outcome
 
     async def send_messages(
         self,

@@ -63,6 +63,9 @@ class ClientConnection:
     * ``max_auth_rounds`` (8): most 334 challenges in one AUTH exchange.
     * ``bare_line_endings`` (``"normalize"``): bare CR and bare LF in message content
       become CRLF; ``"reject"`` raises :class:`LocalProtocolError` instead.
+    * ``lmtp`` (False): speak LMTP (RFC 2033): LHLO instead of EHLO/HELO, and after the
+      end of data one reply per accepted recipient (each a ``CommandReply`` for the
+      ``EndOfData`` marker, in recipient order).
 
     Exceeding a limit raises :class:`RemoteProtocolError`. After any
     :class:`ProtocolError` from :meth:`send`, :meth:`next_event`,
@@ -78,6 +81,7 @@ class ClientConnection:
         max_buffer_size: int = 1024 * 1024,
         max_auth_rounds: int = 8,
         bare_line_endings: Literal["normalize", "reject"] = "normalize",
+        lmtp: bool = False,
     ) -> None:
         if local_hostname is not None:
             Ehlo(local_hostname)  # validates
@@ -98,6 +102,8 @@ class ClientConnection:
         self._auth_rounds = 0
         self._encoder: DataEncoder | None = None
         self._normalizer: LineNormalizer | None = None
+        self.lmtp = lmtp
+        self._accepted_rcpts = 0
 
     # -- properties ----------
 
@@ -213,6 +219,10 @@ class ClientConnection:
             return Trigger.HELLO_OK
         if isinstance(command, Mail):
             return None if reply.is_success else Trigger.MAIL_FAILED
+        if isinstance(command, Rcpt):
+            if reply.is_success:
+                self._accepted_rcpts += 1
+            return None
         if isinstance(command, Data):
             if reply.code == 354:
                 self._encoder = DataEncoder(bare_line_endings=self.bare_line_endings)
@@ -271,6 +281,10 @@ class ClientConnection:
                 f"server sent unsolicited data before {name}: "
                 f"{bytes(self._parser.buffer.peek(40))!r}"
             )
+        if isinstance(item, _HELLO) and isinstance(item, Lhlo) != self.lmtp:
+            raise LocalProtocolError(
+                f"cannot send {name} on an {'LMTP' if self.lmtp else 'SMTP'} connection"
+            )
         if isinstance(item, Command):
             self._check_pipelining(name)
             self._check_extensions(item, name)
@@ -281,7 +295,7 @@ class ClientConnection:
             assert self._encoder is not None
             data = self._encoder.finish()
             self._encoder = None
-            self._pending.append(item)
+            self._pending.extend([item] * self._replies_after_content())
         elif isinstance(item, Bdat):
             if self._normalizer is None:
                 self._normalizer = LineNormalizer(bare_line_endings=self.bare_line_endings)
@@ -291,16 +305,28 @@ class ClientConnection:
                 self._normalizer = None
             item = Bdat(payload, last=item.last)
             data = item.to_bytes()
-            self._pending.append(item)
+            self._pending.extend([item] * (self._replies_after_content() if item.last else 1))
         else:
             data = item.to_bytes()
             self._pending.append(item)
             if isinstance(item, (Mail, Rset, *_HELLO)):
                 self._normalizer = None
+                self._accepted_rcpts = 0
             if isinstance(item, Auth):
                 self._auth_rounds = 0
         self._state = new_state
         return data
+
+    def _replies_after_content(self) -> int:
+        """One reply after the content; in LMTP one per accepted recipient (RFC 2033)."""
+        if not self.lmtp:
+            return 1
+        if self._pending:
+            raise LocalProtocolError(
+                "LMTP: the end of data needs every RCPT reply first, to know how many "
+                "replies follow it"
+            )
+        return max(1, self._accepted_rcpts)
 
     def _send_trigger(self, item: Sendable) -> Trigger:
         trigger = _TRIGGER_BY_TYPE.get(type(item))

@@ -53,6 +53,7 @@ from ._commands import (
     Data,
     Ehlo,
     Helo,
+    Lhlo,
     Mail,
     Quit,
     Rcpt,
@@ -71,7 +72,7 @@ from ._exceptions import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
-from ._replies import Reply
+from ._replies import EnhancedStatusCode, Reply
 from ._sasl import SASLMechanism, decode_challenge
 
 __all__ = [
@@ -87,6 +88,8 @@ __all__ = [
     "mail_batch",
     "Flow",
     "TransactionResult",
+    "RecipientResult",
+    "lhlo",
     "trace_logger",
     "read_reply",
     "send",
@@ -229,8 +232,21 @@ def helo(conn: ClientConnection, hostname: str | None = None) -> Flow[Reply]:
     return reply
 
 
+def lhlo(conn: ClientConnection, hostname: str | None = None) -> Flow[Reply]:
+    """LHLO (LMTP, RFC 2033); a refusal raises ``SMTPHeloError``."""
+    reply = yield from command(conn, Lhlo(hostname or conn.local_hostname))
+    if reply.code != 250:
+        raise SMTPHeloError(reply.code, reply.message)
+    return reply
+
+
 def hello(conn: ClientConnection, hostname: str | None = None) -> Flow[Reply]:
-    """EHLO, falling back to HELO when the server refuses EHLO (but not on 421)."""
+    """EHLO, falling back to HELO when the server refuses EHLO (but not on 421).
+
+    On an LMTP connection, LHLO (which has no fallback).
+    """
+    if conn.lmtp:
+        return (yield from lhlo(conn, hostname))
     try:
         return (yield from ehlo(conn, hostname))
     except SMTPHeloError as exc:
@@ -285,17 +301,79 @@ class TransactionResult:
     mail_reply: Reply
     recipient_replies: dict[str, Reply] = field(default_factory=dict)
     data_reply: Reply | None = None
+    delivery_replies: dict[str, Reply] = field(default_factory=dict)
+    """LMTP: the reply for each accepted recipient after the content (RFC 2033)."""
+    error: Exception | None = None
+    """The refusal this transaction ended with, if any (also raised by ``sendmail``)."""
 
     @property
     def refused(self) -> dict[str, Reply]:
-        """Recipients the server refused, with their replies."""
-        replies = self.recipient_replies
-        return {rcpt: reply for rcpt, reply in replies.items() if not reply.is_success}
+        """Recipients refused at RCPT or (LMTP) at delivery, with the refusing reply."""
+        refused = {r: reply for r, reply in self.recipient_replies.items() if not reply.is_success}
+        for rcpt, reply in self.delivery_replies.items():
+            if not reply.is_success:
+                refused[rcpt] = reply
+        return refused
 
     @property
     def accepted(self) -> list[str]:
-        """Recipients the server accepted."""
+        """Recipients the server accepted at RCPT."""
         return [rcpt for rcpt, reply in self.recipient_replies.items() if reply.is_success]
+
+    @property
+    def delivered(self) -> list[str]:
+        """Recipients the message was accepted for (after DATA, per recipient in LMTP)."""
+        if self.delivery_replies:
+            return [r for r, reply in self.delivery_replies.items() if reply.is_success]
+        if self.data_reply is not None and self.data_reply.is_success:
+            return self.accepted
+        return []
+
+    @property
+    def recipients(self) -> list[RecipientResult]:
+        """One typed result per recipient, in the order given."""
+        return [
+            RecipientResult(rcpt, reply, self.delivery_replies.get(rcpt))
+            for rcpt, reply in self.recipient_replies.items()
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """What happened to one recipient: its RCPT reply and, for LMTP, its delivery reply."""
+
+    recipient: str
+    rcpt_reply: Reply
+    delivery_reply: Reply | None = None
+
+    @property
+    def reply(self) -> Reply:
+        """The deciding reply: the refusal, else the delivery reply, else the RCPT reply."""
+        if not self.rcpt_reply.is_success or self.delivery_reply is None:
+            return self.rcpt_reply
+        return self.delivery_reply
+
+    @property
+    def accepted(self) -> bool:
+        """Accepted at RCPT and, if there was one, by its delivery reply."""
+        return self.rcpt_reply.is_success and (
+            self.delivery_reply is None or self.delivery_reply.is_success
+        )
+
+    @property
+    def code(self) -> int:
+        """The deciding reply's code."""
+        return self.reply.code
+
+    @property
+    def enhanced_status(self) -> EnhancedStatusCode | None:
+        """The deciding reply's RFC 3463 enhanced status code, if any."""
+        return self.reply.enhanced_status
+
+    @property
+    def message(self) -> str:
+        """The deciding reply's text."""
+        return self.reply.message
 
 
 def _reset_quietly(conn: ClientConnection) -> Flow[None]:
@@ -337,9 +415,7 @@ class _ChunkSource:
             if chunk is None:
                 return None
             if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                raise TypeError(
-                    f"message content chunks must be bytes, not {type(chunk).__name__}"
-                )
+                raise TypeError(f"message content chunks must be bytes, not {type(chunk).__name__}")
             if chunk:
                 return bytes(chunk)
 
@@ -429,15 +505,15 @@ def _bdat_transaction(
     if not mail_reply.is_success:
         if conn.state.name != "CLOSED":
             yield from _reset_quietly(conn)
-        raise SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+        raise _with_result(SMTPSenderRefused(mail_reply.code, mail_reply.message, sender), result)
     if not result.accepted:
         yield from _reset_quietly(conn)
-        raise _recipients_refused(result)
+        raise _with_result(_recipients_refused(result), result)
     final = yield from _send_bdat(conn, content)
     result.data_reply = final
     if final.code != 250:
         yield from _reset_quietly(conn)
-        raise SMTPDataError(final.code, final.message)
+        raise _with_result(SMTPDataError(final.code, final.message), result)
     return result
 
 
@@ -462,19 +538,20 @@ def mail_transaction(
     rcpts = [Rcpt(rcpt, tuple(rcpt_options)) for rcpt in recipients]
     if not rcpts:
         raise ValueError("at least one recipient is required")
-    if conn.capabilities.chunking:
+    if conn.capabilities.chunking and not conn.lmtp:
         return (yield from _bdat_transaction(conn, mail, rcpts, content))
     if conn.capabilities.pipelining:
         yield from send(conn, mail, *rcpts, Data())
         mail_reply = yield from read_reply(conn)
-        if mail_reply.code == 421:
-            raise SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
         result = TransactionResult(sender, mail_reply)
+        if mail_reply.code == 421:
+            refusal = SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+            raise _with_result(refusal, result)
         for rcpt in rcpts:
             reply = yield from read_reply(conn)
             result.recipient_replies[rcpt.recipient] = reply
             if reply.code == 421:
-                raise _recipients_refused(result)
+                raise _with_result(_recipients_refused(result), result)
         data_reply = yield from read_reply(conn)
         if data_reply.code == 354 and (not mail_reply.is_success or not result.accepted):
             # The server accepted DATA although the envelope failed: end it empty.
@@ -492,20 +569,35 @@ def mail_transaction(
 
     if not mail_reply.is_success:
         yield from _reset_quietly(conn)
-        raise SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+        raise _with_result(SMTPSenderRefused(mail_reply.code, mail_reply.message, sender), result)
     if not result.accepted:
         yield from _reset_quietly(conn)
-        raise _recipients_refused(result)
+        raise _with_result(_recipients_refused(result), result)
     assert data_reply is not None
     if data_reply.code != 354:
         yield from _reset_quietly(conn)
-        raise SMTPDataError(data_reply.code, data_reply.message)
+        raise _with_result(SMTPDataError(data_reply.code, data_reply.message), result)
     yield from _send_content(conn, content)
+    if conn.lmtp:
+        return (yield from _lmtp_deliveries(conn, result))
     final = yield from read_reply(conn)
     result.data_reply = final
     if final.code != 250:
         yield from _reset_quietly(conn)
-        raise SMTPDataError(final.code, final.message)
+        raise _with_result(SMTPDataError(final.code, final.message), result)
+    return result
+
+
+def _lmtp_deliveries(conn: ClientConnection, result: TransactionResult) -> Flow[TransactionResult]:
+    """Read LMTP's reply for each accepted recipient (RFC 2033 section 4.2)."""
+    for rcpt in result.accepted:
+        reply = yield from read_reply(conn)
+        result.delivery_replies[rcpt] = reply
+        result.data_reply = reply
+        if conn.state.name == "CLOSED":
+            break
+    if not result.delivered:
+        raise _with_result(_recipients_refused(result), result)
     return result
 
 
@@ -513,8 +605,7 @@ def _recipients_refused(result: TransactionResult) -> SMTPRecipientsRefused:
     return SMTPRecipientsRefused(
         [
             SMTPRecipientRefused(reply.code, reply.message, rcpt)
-            for rcpt, reply in result.recipient_replies.items()
-            if not reply.is_success
+            for rcpt, reply in result.refused.items()
         ]
     )
 
@@ -595,7 +686,7 @@ def mail_batch(
 
     outcomes: list[BatchOutcome] = []
     taken = 0
-    if not conn.capabilities.pipelining or conn.capabilities.chunking:
+    if not conn.capabilities.pipelining or conn.capabilities.chunking or conn.lmtp:
         # One transaction at a time (BDAT needs no 354 round trip anyway).
         while (envelope := take()) is not None:
             taken += 1
@@ -630,7 +721,11 @@ def mail_batch(
             mail_reply = yield from read_reply(conn)
             result = TransactionResult(envelope.sender, mail_reply)
             if mail_reply.code == 421:
-                outcomes.append(SMTPSenderRefused(421, mail_reply.message, envelope.sender))
+                outcomes.append(
+                    _with_result(
+                        SMTPSenderRefused(421, mail_reply.message, envelope.sender), result
+                    )
+                )
                 break
             for rcpt in envelope.recipients:
                 reply = yield from read_reply(conn)
@@ -643,7 +738,9 @@ def mail_batch(
             data_reply = yield from read_reply(conn)
             envelope_ok = mail_reply.is_success and bool(result.accepted)
             if data_reply.code == 421:
-                outcomes.append(SMTPDataError(data_reply.code, data_reply.message))
+                outcomes.append(
+                    _with_result(SMTPDataError(data_reply.code, data_reply.message), result)
+                )
                 break
             following = take()
             group = _group(following) if following is not None else []
@@ -655,7 +752,7 @@ def mail_batch(
                 if not envelope_ok:
                     outcomes.append(_envelope_error(result))
                 elif final.code != 250:
-                    outcomes.append(SMTPDataError(final.code, final.message))
+                    outcomes.append(_with_result(SMTPDataError(final.code, final.message), result))
                 else:
                     outcomes.append(result)
                 need_reset = not envelope_ok or final.code != 250
@@ -685,8 +782,18 @@ def mail_batch(
 def _envelope_error(result: TransactionResult) -> Exception:
     if not result.mail_reply.is_success:
         reply = result.mail_reply
-        return SMTPSenderRefused(reply.code, reply.message, result.sender)
-    return _recipients_refused(result)
+        return _with_result(SMTPSenderRefused(reply.code, reply.message, result.sender), result)
+    return _with_result(_recipients_refused(result), result)
+
+
+_E = TypeVar("_E", bound=Exception)
+
+
+def _with_result(exc: _E, result: TransactionResult) -> _E:
+    """Attach the transaction's typed result to the refusal (``exc.result``)."""
+    result.error = exc
+    exc.result = result  # type: ignore[attr-defined]
+    return exc
 
 
 def _fill(outcomes: list[BatchOutcome], count: int) -> list[BatchOutcome]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller, UnixSocketController
+from aiosmtpd.lmtp import LMTP as LMTPServer
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -48,6 +49,7 @@ class Handler:
         data_reply: str | None = None,
         xoauth2_tokens: dict[str, str] | None = None,
         credentials: dict[str, str] | None = None,
+        lmtp_refuse: dict[str, str] | None = None,
     ) -> None:
         self.messages: list[Received] = []
         self.refuse_senders = refuse_senders or {}
@@ -55,6 +57,7 @@ class Handler:
         self.data_reply = data_reply
         self.xoauth2_tokens = xoauth2_tokens or {}
         self.credentials = credentials or {}
+        self.lmtp_refuse = lmtp_refuse
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if address in self.refuse_senders:
@@ -85,6 +88,11 @@ class Handler:
                 login,
             )
         )
+        if self.lmtp_refuse is not None:
+            # LMTP: one reply per accepted recipient (RFC 2033 section 4.2).
+            return "\r\n".join(
+                self.lmtp_refuse.get(rcpt, f"250 2.1.5 delivered to {rcpt}") for rcpt in envelope.rcpt_tos
+            )
         return "250 Message accepted"
 
     async def auth_XOAUTH2(self, server: SMTPServer, args: list[str]) -> AuthResult:
@@ -134,21 +142,23 @@ class ServerInfo:
 
 
 class _Controller(Controller):
-    def __init__(self, handler: Any, *, server_kwargs: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, server_kwargs: dict[str, Any], lmtp: bool = False, **kwargs: Any) -> None:
         self._server_kwargs = server_kwargs
+        self._lmtp = lmtp
         super().__init__(handler, **kwargs)
 
     def factory(self) -> SMTPServer:
-        return SMTPServer(self.handler, **self._server_kwargs)
+        return (LMTPServer if self._lmtp else SMTPServer)(self.handler, **self._server_kwargs)
 
 
 class _UnixController(UnixSocketController):
-    def __init__(self, handler: Any, *, server_kwargs: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, server_kwargs: dict[str, Any], lmtp: bool = False, **kwargs: Any) -> None:
         self._server_kwargs = server_kwargs
+        self._lmtp = lmtp
         super().__init__(handler, **kwargs)
 
     def factory(self) -> SMTPServer:
-        return SMTPServer(self.handler, **self._server_kwargs)
+        return (LMTPServer if self._lmtp else SMTPServer)(self.handler, **self._server_kwargs)
 
 
 def start_smtpd(
@@ -162,6 +172,7 @@ def start_smtpd(
     data_size_limit: int | None = 33554432,
     unix_socket: str | None = None,
     host: str = "127.0.0.1",
+    lmtp: bool = False,
     **handler_kwargs: Any,
 ) -> ServerInfo:
     """Start an aiosmtpd server on loopback in its own thread."""
@@ -191,13 +202,13 @@ def start_smtpd(
         controller_kwargs["ssl_context"] = certs.server_context()
     if unix_socket is not None:
         controller: Any = _UnixController(
-            handler, unix_socket=unix_socket, server_kwargs=server_kwargs, **controller_kwargs
+            handler, unix_socket=unix_socket, server_kwargs=server_kwargs, lmtp=lmtp, **controller_kwargs
         )
         controller.start()
         return ServerInfo(host, 0, handler, controller, socket_path=unix_socket, ca_path=certs.ca_path if certs else None)
     port = free_port(host)
     controller = _Controller(
-        handler, hostname=host, port=port, server_kwargs=server_kwargs, **controller_kwargs
+        handler, hostname=host, port=port, server_kwargs=server_kwargs, lmtp=lmtp, **controller_kwargs
     )
     controller.start()
     return ServerInfo(host, port, handler, controller, ca_path=certs.ca_path if certs else None)

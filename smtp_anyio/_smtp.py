@@ -13,10 +13,11 @@ from anyio.streams.tls import TLSStream
 from smtp_asyncio._tls import build_tls_context
 from smtp_core import SMTPConnectError, SMTPConnectTimeoutError, SMTPReadTimeoutError
 from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
+from smtp_core._pool import SMTPPoolBase
 
 from ._transport import AnyioTransport
 
-__all__ = ["SMTP", "LMTP"]
+__all__ = ["SMTP", "LMTP", "SMTPPool"]
 
 T = TypeVar("T")
 
@@ -128,3 +129,28 @@ class LMTP(SMTP):
     """
 
     _lmtp = True
+
+
+class SMTPPool(SMTPPoolBase):
+    """A pool of :class:`SMTP` connections on anyio (shared logic: ``smtp_core._pool.SMTPPoolBase``)."""
+
+    def _client_class(self) -> type[SMTPClientBase]:
+        return SMTP
+
+    def _monotonic(self) -> float:
+        return anyio.current_time()
+
+    async def _real_sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    def _new_event(self) -> Any:
+        return anyio.Event()
+
+    async def _wait_event(self, event: Any, timeout: float | None) -> bool:
+        with anyio.move_on_after(timeout):
+            await event.wait()
+            return True
+        return False
+
+    def _new_lock(self) -> Any:
+        return anyio.Lock()

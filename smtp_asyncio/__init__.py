@@ -25,7 +25,7 @@ from smtp_core._exceptions import (
 from smtp_core._flows import RecipientResult, TransactionResult
 from smtp_core._response import SMTPResponse, SMTPStatus, SMTPTokenGenerator
 
-from ._smtp import LMTP, SMTP
+from ._smtp import LMTP, SMTP, SMTPPool
 from .api import send
 
 __version__ = "0.1.0"
@@ -33,6 +33,7 @@ __all__ = (
     "send",
     "SMTP",
     "LMTP",
+    "SMTPPool",
     "TransactionResult",
     "RecipientResult",
     "SMTPResponse",

@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 
 from smtp_core import SMTPConnectError, SMTPConnectTimeoutError, SMTPReadTimeoutError
 from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
+from smtp_core._pool import SMTPPoolBase
 
 from ._tls import build_tls_context
 from ._transport import StreamProtocol
 
-__all__ = ["SMTP", "LMTP"]
+__all__ = ["SMTP", "LMTP", "SMTPPool"]
 
 T = TypeVar("T")
 
@@ -136,3 +137,33 @@ class LMTP(SMTP):
     """
 
     _lmtp = True
+
+
+class SMTPPool(SMTPPoolBase):
+    """A pool of :class:`SMTP` connections (the shared logic is ``smtp_core._pool.SMTPPoolBase``).
+
+    >>> async with SMTPPool(hostname="127.0.0.1", port=1025, max_connections=4) as pool:
+    ...     await pool.send_message(message)
+    """
+
+    def _client_class(self) -> type[SMTPClientBase]:
+        return SMTP
+
+    def _monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _real_sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def _new_event(self) -> Any:
+        return asyncio.Event()
+
+    async def _wait_event(self, event: Any, timeout: float | None) -> bool:
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _new_lock(self) -> Any:
+        return asyncio.Lock()

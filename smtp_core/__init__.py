@@ -61,6 +61,7 @@ from ._exceptions import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from ._flows import RecipientResult, TransactionResult
 from ._replies import EnhancedStatusCode, Reply, ReplyParser
 from ._response import SMTPResponse, SMTPStatus
 from ._sasl import PREFERENCE, CramMD5, Login, Plain, SASLMechanism, XOAuth2, choose_mechanism
@@ -72,6 +73,8 @@ __all__ = [
     "ClientConnection",
     "Sendable",
     "State",
+    "TransactionResult",
+    "RecipientResult",
     "Capabilities",
     "Reply",
     "ReplyParser",

@@ -209,6 +209,9 @@ class SMTPClientBase(abc.ABC):
         self._conn: ClientConnection | None = None
         self._lock: Any = None
         self._queue: list[_Job] = []
+        #: Whether the last operation's message content may have reached the server
+        #: (so the message must not be sent again after a failure).
+        self.content_started = False
         self.last_helo_response: SMTPResponse | None = None
         self._last_ehlo_response: SMTPResponse | None = None
         self.esmtp_extensions: dict[str, str] = {}
@@ -408,7 +411,10 @@ class SMTPClientBase(abc.ABC):
                     raise AssertionError(f"unknown request {request!r}")
 
         try:
-            result = await self._with_deadline(self._timeout(timeout), trampoline)
+            try:
+                result = await self._with_deadline(self._timeout(timeout), trampoline)
+            finally:
+                self.content_started = conn.content_started
         except RemoteProtocolError as exc:
             await self._abort()
             raise SMTPResponseException(-1, f"Malformed SMTP response: {exc}") from exc
@@ -613,6 +619,10 @@ class SMTPClientBase(abc.ABC):
         if transport is not None:
             transport.close()
         self._reset_server_state()
+
+    async def aclose_quietly(self) -> None:
+        """Close the connection (no QUIT) and release the transport; never raises."""
+        await self._abort()
 
     async def _abort(self) -> None:
         """Close from async code: also releases the transport's resources (even when cancelled)."""
@@ -996,6 +1006,36 @@ class SMTPClientBase(abc.ABC):
         if isinstance(result, TransactionResult):
             return result
         raise outcome
+
+    async def send_message_detailed(
+        self,
+        message: email.message.Message | email.message.EmailMessage,
+        /,
+        *,
+        sender: str | None = None,
+        recipients: str | Sequence[str] | None = None,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        timeout: Timeout = _default,
+    ) -> TransactionResult:
+        """Like :meth:`send_message`, returning the typed result (see :meth:`sendmail_detailed`)."""
+        await self._ensure_session(timeout)
+        prepared = prepare_message(
+            message,
+            sender=sender,
+            recipients=recipients,
+            mail_options=list(mail_options or ()),
+            smtputf8_supported=self.supports_extension("smtputf8"),
+            eightbitmime_supported=self.supports_extension("8bitmime"),
+        )
+        return await self.sendmail_detailed(
+            prepared.sender,
+            prepared.recipients,
+            prepared.content,
+            mail_options=prepared.mail_options,
+            rcpt_options=rcpt_options,
+            timeout=timeout,
+        )
 
     async def send_messages(
         self,

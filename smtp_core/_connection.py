@@ -104,6 +104,7 @@ class ClientConnection:
         self._normalizer: LineNormalizer | None = None
         self.lmtp = lmtp
         self._accepted_rcpts = 0
+        self._content_started = False
 
     # -- properties ----------
 
@@ -126,6 +127,16 @@ class ClientConnection:
     def tls_active(self) -> bool:
         """True after :meth:`tls_established` (STARTTLS) or :meth:`mark_tls` (implicit TLS)."""
         return self._tls
+
+    @property
+    def content_started(self) -> bool:
+        """True once the current transaction's content may have reached the server.
+
+        Set by DATA's 354 reply or the first BDAT chunk; cleared by the next MAIL. A
+        message whose content started must never be sent again after a failure (the
+        server may have delivered it).
+        """
+        return self._content_started
 
     @property
     def pending(self) -> tuple[Command | EndOfData, ...]:
@@ -225,6 +236,7 @@ class ClientConnection:
             return None
         if isinstance(command, Data):
             if reply.code == 354:
+                self._content_started = True
                 self._encoder = DataEncoder(bare_line_endings=self.bare_line_endings)
                 return Trigger.DATA_GO_AHEAD
             return Trigger.DATA_FAILED
@@ -297,6 +309,7 @@ class ClientConnection:
             self._encoder = None
             self._pending.extend([item] * self._replies_after_content())
         elif isinstance(item, Bdat):
+            self._content_started = True
             if self._normalizer is None:
                 self._normalizer = LineNormalizer(bare_line_endings=self.bare_line_endings)
             payload = self._normalizer.feed(item.payload)
@@ -312,6 +325,7 @@ class ClientConnection:
             if isinstance(item, (Mail, Rset, *_HELLO)):
                 self._normalizer = None
                 self._accepted_rcpts = 0
+                self._content_started = False
             if isinstance(item, Auth):
                 self._auth_rounds = 0
         self._state = new_state

@@ -36,6 +36,7 @@ class Received:
     content: bytes
     smtp_utf8: bool
     authenticated_as: bytes | None
+    peer: Any = None
 
 
 class Handler:
@@ -58,6 +59,7 @@ class Handler:
         self.xoauth2_tokens = xoauth2_tokens or {}
         self.credentials = credentials or {}
         self.lmtp_refuse = lmtp_refuse
+        self.commands: list[tuple[Any, str]] = []
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if address in self.refuse_senders:
@@ -76,7 +78,7 @@ class Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.data_reply is not None:
             return self.data_reply
-        login = getattr(session, "login_data", None)
+        login = getattr(getattr(session, "auth_data", None), "login", None)
         self.messages.append(
             Received(
                 envelope.mail_from,
@@ -86,6 +88,7 @@ class Handler:
                 bytes(envelope.original_content or envelope.content),
                 bool(envelope.smtp_utf8),
                 login,
+                session.peer,
             )
         )
         if self.lmtp_refuse is not None:
@@ -94,6 +97,14 @@ class Handler:
                 self.lmtp_refuse.get(rcpt, f"250 2.1.5 delivered to {rcpt}") for rcpt in envelope.rcpt_tos
             )
         return "250 Message accepted"
+
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
+        self.commands.append((session.peer, "NOOP"))
+        return "250 OK"
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.commands.append((session.peer, "QUIT"))
+        return "221 Bye"
 
     async def auth_XOAUTH2(self, server: SMTPServer, args: list[str]) -> AuthResult:
         if len(args) < 2:
@@ -173,10 +184,12 @@ def start_smtpd(
     unix_socket: str | None = None,
     host: str = "127.0.0.1",
     lmtp: bool = False,
+    handler: Handler | None = None,
     **handler_kwargs: Any,
 ) -> ServerInfo:
     """Start an aiosmtpd server on loopback in its own thread."""
-    handler = Handler(credentials=auth, **handler_kwargs)
+    if handler is None:
+        handler = Handler(credentials=auth, **handler_kwargs)
     server_kwargs: dict[str, Any] = {
         "enable_SMTPUTF8": smtputf8,
         "data_size_limit": data_size_limit,

@@ -58,10 +58,11 @@ def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> None:
 
     if scenario in ("sequential", "batch", "big", "bigfile"):
         one_connection(count)
-    elif scenario.startswith("conns"):
+    elif scenario.startswith("conns") or scenario == "pool":
+        connections = 8 if scenario == "pool" else int(scenario[5:])
         threads = [
             threading.Thread(target=one_connection, args=(n,))
-            for n in split(count, int(scenario[5:]))
+            for n in split(count, connections)
         ]
         for thread in threads:
             thread.start()
@@ -121,6 +122,46 @@ async def run_async(
     elif scenario == "newconn":
         for _ in range(count):
             await one_connection(1)
+    elif scenario == "pool":
+        await run_pool(module, gather, port, count, payload)
+
+
+async def run_pool(module: Any, gather: Any, port: int, count: int, payload: Any) -> None:
+    """200 concurrent senders sharing 8 connections."""
+    senders = 200
+    per_sender = split(count, senders)
+    if hasattr(module, "SMTPPool"):
+        async with module.SMTPPool(
+            hostname=HOST, port=port, max_connections=8, start_tls=False, local_hostname="b.local"
+        ) as pool:
+
+            async def sender(n: int) -> None:
+                for _ in range(n):
+                    await pool.sendmail(SENDER, RECIPIENTS, payload)
+
+            await gather([sender(n) for n in per_sender])
+        return
+    # aiosmtplib has no pool: a fixed set of 8 connections shared through a lock each.
+    import asyncio
+
+    clients = [module.SMTP(hostname=HOST, port=port, start_tls=False) for _ in range(8)]
+    for client in clients:
+        await client.connect()
+    free: asyncio.Queue[Any] = asyncio.Queue()
+    for client in clients:
+        free.put_nowait(client)
+
+    async def aiosmtplib_sender(n: int) -> None:
+        for _ in range(n):
+            client = await free.get()
+            try:
+                await client.sendmail(SENDER, RECIPIENTS, payload)
+            finally:
+                free.put_nowait(client)
+
+    await gather([aiosmtplib_sender(n) for n in per_sender])
+    for client in clients:
+        await client.quit()
 
 
 def main() -> None:
@@ -132,12 +173,14 @@ def main() -> None:
         payload = big_message()
         size = len(payload)
     elif scenario == "bigfile":
-        data = big_message()
-        size = len(data)
+        # Written line by line, so the message is never in this process's memory.
+        line = b".a line that starts with a dot, as in a quoted reply or a diff...\r\n"
         handle = tempfile.NamedTemporaryFile(delete=False, suffix=".eml")  # noqa: SIM115
-        handle.write(data)
+        handle.write(b"Subject: big\r\n\r\n")
+        for _ in range(BIG_SIZE // len(line)):
+            handle.write(line)
         handle.close()
-        del data
+        size = os.path.getsize(handle.name)
         payload = handle.name
     if scenario in ("big", "bigfile"):
         count = 1

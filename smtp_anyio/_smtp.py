@@ -132,7 +132,7 @@ class LMTP(SMTP):
 
 
 class SMTPPool(SMTPPoolBase):
-    """A pool of :class:`SMTP` connections on anyio (shared logic: ``smtp_core._pool.SMTPPoolBase``)."""
+    """A pool of :class:`SMTP` connections on anyio (shared logic: ``smtp_core._pool``)."""
 
     def _client_class(self) -> type[SMTPClientBase]:
         return SMTP

@@ -336,3 +336,29 @@ def test_injection_in_arguments_raises_before_sending(adapter: Adapter, scripted
         smtp.close()
 
     adapter.run(main)
+
+
+def test_bad_sasl_mechanism_name_raises_before_sending(adapter: Adapter, scripted: Any) -> None:
+    from smtp_core import RemoteProtocolError, SASLMechanism
+
+    class Evil(SASLMechanism):
+        name = "PLAIN\r\nMAIL"
+
+        def initial_response(self) -> bytes | None:
+            return None
+
+        def respond(self, challenge: bytes) -> bytes:
+            raise RemoteProtocolError("no")
+
+    server = scripted([*session_prefix("AUTH PLAIN"), Hang()])
+
+    async def main() -> None:
+        smtp = adapter.module.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        before = bytes(server.received)
+        with pytest.raises(ValueError, match="mechanism"):
+            await smtp.auth(Evil())
+        assert bytes(server.received) == before and smtp.is_connected
+        smtp.close()
+
+    adapter.run(main)

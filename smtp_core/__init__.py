@@ -64,7 +64,17 @@ from ._exceptions import (
 from ._flows import RecipientResult, TransactionResult
 from ._replies import EnhancedStatusCode, Reply, ReplyParser
 from ._response import SMTPResponse, SMTPStatus
-from ._sasl import PREFERENCE, CramMD5, Login, Plain, SASLMechanism, XOAuth2, choose_mechanism
+from ._sasl import (
+    PREFERENCE,
+    CramMD5,
+    Login,
+    OAuthBearer,
+    Plain,
+    SASLMechanism,
+    ScramSHA256,
+    XOAuth2,
+    choose_mechanism,
+)
 from ._state import State
 
 __version__ = "0.1.0"
@@ -120,6 +130,8 @@ __all__ = [
     "Login",
     "CramMD5",
     "XOAuth2",
+    "ScramSHA256",
+    "OAuthBearer",
     "PREFERENCE",
     "choose_mechanism",
     # errors

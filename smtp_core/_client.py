@@ -69,7 +69,16 @@ from ._flows import lhlo as lhlo_flow
 from ._flows import quit as quit_flow
 from ._replies import Reply
 from ._response import Default, SMTPResponse, SMTPTokenGenerator, _default
-from ._sasl import PREFERENCE, CramMD5, Login, Plain, SASLMechanism, XOAuth2
+from ._sasl import (
+    PREFERENCE,
+    CramMD5,
+    Login,
+    OAuthBearer,
+    Plain,
+    SASLMechanism,
+    ScramSHA256,
+    XOAuth2,
+)
 from ._state import State
 
 __all__ = [
@@ -602,6 +611,10 @@ class SMTPClientBase(abc.ABC):
             if self._login_username is None:
                 raise SMTPException("username is required when using oauth_token_generator")
             await self._ehlo_or_helo_if_needed()
+            if "oauthbearer" in self.server_auth_methods:
+                token = await self._oauth_token_generator()
+                await self.auth_oauthbearer(self._login_username, token)
+                return
             if "xoauth2" not in self.server_auth_methods:
                 raise SMTPException(
                     "oauth_token_generator provided but server does not support XOAUTH2"
@@ -866,6 +879,7 @@ class SMTPClientBase(abc.ABC):
         response: SMTPResponse | None = None
         exception: SMTPAuthenticationError | None = None
         methods = {
+            "scram-sha-256": self.auth_scram_sha256,
             "cram-md5": self.auth_crammd5,
             "plain": self.auth_plain,
             "login": self.auth_login,
@@ -898,6 +912,18 @@ class SMTPClientBase(abc.ABC):
         if reply.code != 235:
             raise SMTPAuthenticationError(reply.code, reply.message)
         return _response(reply)
+
+    async def auth_scram_sha256(
+        self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """AUTH SCRAM-SHA-256 (RFC 7677): the server must prove it knows the password too."""
+        return await self.auth(ScramSHA256(username, password), timeout=timeout)
+
+    async def auth_oauthbearer(
+        self, username: str | bytes, access_token: str | bytes, /, *, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """AUTH OAUTHBEARER (RFC 7628) with an OAuth 2.0 access token."""
+        return await self.auth(OAuthBearer(username, access_token), timeout=timeout)
 
     async def auth_crammd5(
         self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = _default

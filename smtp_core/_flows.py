@@ -284,6 +284,8 @@ def authenticate(conn: ClientConnection, mechanism: SASLMechanism) -> Flow[Reply
             yield from command(conn, AuthResponse(cancel=True))
             raise
         reply = yield from command(conn, AuthResponse(response))
+    if reply.code == 235:
+        mechanism.check_success()
     return reply
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import hashlib
 import hmac
+import os
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
@@ -32,6 +34,8 @@ __all__ = [
     "Login",
     "CramMD5",
     "XOAuth2",
+    "ScramSHA256",
+    "OAuthBearer",
     "PREFERENCE",
     "MECHANISMS",
     "choose_mechanism",
@@ -40,8 +44,9 @@ __all__ = [
     "encode_response",
 ]
 
-#: Mechanisms tried by ``login()``, preferred first (aiosmtplib's documented order).
-PREFERENCE: tuple[str, ...] = ("CRAM-MD5", "PLAIN", "LOGIN")
+#: Mechanisms tried by ``login()``, preferred first: SCRAM-SHA-256 (RFC 7677, which
+#: also proves the server knows the password), then aiosmtplib's documented order.
+PREFERENCE: tuple[str, ...] = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN")
 
 
 def _bytes(value: str | bytes) -> bytes:
@@ -83,6 +88,14 @@ class SASLMechanism(abc.ABC):
     @abc.abstractmethod
     def respond(self, challenge: bytes) -> bytes:
         """Answer one server challenge."""
+
+    def check_success(self) -> None:
+        """Called on the server's 235 reply; raise RemoteProtocolError if it is not credible.
+
+        Mechanisms with mutual authentication (SCRAM) refuse a success that came before
+        the server proved itself. Others accept it.
+        """
+        return None
 
 
 class _Credentials(SASLMechanism):
@@ -198,7 +211,126 @@ class XOAuth2(SASLMechanism):
         return b""
 
 
+class ScramSHA256(_Credentials):
+    """SCRAM-SHA-256 (RFC 5802, RFC 7677), without channel binding.
+
+    The password never crosses the wire, and the server must prove it knows it: its
+    final message is verified, and a success reply without that proof is refused.
+    ``max_iterations`` bounds the PBKDF2 work a hostile server can ask for.
+    """
+
+    name = "SCRAM-SHA-256"
+
+    def __init__(
+        self,
+        username: str | bytes,
+        password: str | bytes,
+        *,
+        nonce: str | None = None,
+        max_iterations: int = 1_000_000,
+    ) -> None:
+        super().__init__(username, password)
+        self._nonce = nonce or base64.b64encode(os.urandom(18)).decode("ascii")
+        self.max_iterations = max_iterations
+        name = self.username.replace(b"=", b"=3D").replace(b",", b"=2C")
+        self._client_first_bare = b"n=" + name + b",r=" + self._nonce.encode("ascii")
+        self._server_signature: bytes | None = None
+        self.verified = False
+
+    def initial_response(self) -> bytes | None:
+        return b"n,," + self._client_first_bare
+
+    def respond(self, challenge: bytes) -> bytes:
+        if self._server_signature is None:
+            return self._client_final(challenge)
+        if self._round == 2:
+            self._round = 3
+            fields = _scram_fields(challenge)
+            if "e" in fields:
+                return b""  # the server reports an error; its final reply follows
+            proof = base64.b64decode(fields.get("v", b""), validate=False)
+            if not hmac.compare_digest(proof, self._server_signature):
+                raise RemoteProtocolError("SCRAM: the server's signature is wrong")
+            self.verified = True
+            return b""
+        raise RemoteProtocolError("SCRAM: unexpected extra challenge")
+
+    def _client_final(self, server_first: bytes) -> bytes:
+        fields = _scram_fields(server_first)
+        nonce, salt, iterations = fields.get("r"), fields.get("s"), fields.get("i")
+        if nonce is None or salt is None or iterations is None:
+            raise RemoteProtocolError("SCRAM: server-first message lacks r, s or i")
+        if not nonce.startswith(self._nonce.encode("ascii")) or nonce == self._nonce.encode():
+            raise RemoteProtocolError("SCRAM: the server's nonce does not extend ours")
+        if not iterations.isdigit() or not 1 <= int(iterations) <= self.max_iterations:
+            raise RemoteProtocolError(f"SCRAM: iteration count {iterations[:20]!r} refused")
+        try:
+            salt_bytes = base64.b64decode(salt, validate=True)
+        except binascii.Error:
+            raise RemoteProtocolError("SCRAM: invalid base64 salt") from None
+        salted = hashlib.pbkdf2_hmac("sha256", self._password, salt_bytes, int(iterations))
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        stored_key = hashlib.sha256(client_key).digest()
+        without_proof = b"c=biws,r=" + nonce
+        auth_message = self._client_first_bare + b"," + server_first + b"," + without_proof
+        signature = hmac.new(stored_key, auth_message, "sha256").digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        self._server_signature = hmac.new(server_key, auth_message, "sha256").digest()
+        self._round = 2
+        return without_proof + b",p=" + base64.b64encode(proof)
+
+    def check_success(self) -> None:
+        if not self.verified:
+            raise RemoteProtocolError(
+                "SCRAM: the server reported success without proving it knows the password"
+            )
+
+
+def _scram_fields(message: bytes) -> dict[str, bytes]:
+    fields: dict[str, bytes] = {}
+    for part in message.split(b","):
+        key, sep, value = part.partition(b"=")
+        if sep and len(key) == 1:
+            fields.setdefault(key.decode("ascii", "replace"), value)
+    return fields
+
+
+class OAuthBearer(SASLMechanism):
+    """OAUTHBEARER (RFC 7628): an OAuth 2.0 bearer token.
+
+    On failure the server sends a JSON error as a challenge; it is answered with the
+    single ``0x01`` byte the RFC prescribes, after which the final error reply follows.
+    """
+
+    name = "OAUTHBEARER"
+
+    def __init__(self, username: str | bytes, token: str | bytes) -> None:
+        self.username = _bytes(username)
+        self._token = _bytes(token)
+        if b"\x01" in self.username + self._token or b"," in self.username:
+            raise LocalProtocolError("OAUTHBEARER username and token must not contain ^A or ','")
+        self._challenged = False
+        self.error: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"OAuthBearer(username={self.username!r}, token=<redacted>)"
+
+    __str__ = __repr__
+
+    def initial_response(self) -> bytes | None:
+        return b"n,a=" + self.username + b",\x01auth=Bearer " + self._token + b"\x01\x01"
+
+    def respond(self, challenge: bytes) -> bytes:
+        if self._challenged:
+            raise RemoteProtocolError("OAUTHBEARER challenged more than once")
+        self._challenged = True
+        self.error = challenge
+        return b"\x01"
+
+
 MECHANISMS: dict[str, type[_Credentials]] = {
+    "SCRAM-SHA-256": ScramSHA256,
     "PLAIN": Plain,
     "LOGIN": Login,
     "CRAM-MD5": CramMD5,

@@ -121,6 +121,58 @@ class Handler:
         await server.challenge_auth(b'{"status":"401"}')
         return AuthResult(success=False, handled=False)
 
+    async def auth_OAUTHBEARER(self, server: SMTPServer, args: list[str]) -> AuthResult:
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        raw = base64.b64decode(args[1])
+        try:
+            gs2, rest = raw.split(b",\x01", 1)
+            user = gs2.split(b"a=", 1)[1].rstrip(b",").decode()
+            token = rest.split(b"auth=Bearer ", 1)[1].split(b"\x01", 1)[0].decode()
+        except (ValueError, IndexError):
+            return AuthResult(success=False, handled=False)
+        if self.xoauth2_tokens.get(user) == token:
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        await server.challenge_auth(b'{"status":"invalid_token"}')
+        return AuthResult(success=False, handled=False)
+
+    #: "honest", "wrong-signature" or "no-proof": how the SCRAM server behaves.
+    scram_mode = "honest"
+
+    async def auth_SCRAM__SHA__256(self, server: SMTPServer, args: list[str]) -> AuthResult:
+        import hashlib
+        import os
+
+        if len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        client_first = base64.b64decode(args[1])
+        bare = client_first.split(b",", 2)[2]
+        fields = dict(part.split(b"=", 1) for part in bare.split(b","))
+        user = fields[b"n"].decode()
+        password = self.credentials.get(user)
+        salt, iterations = os.urandom(16), 4096
+        nonce = fields[b"r"] + base64.b64encode(os.urandom(12))
+        server_first = b"r=" + nonce + b",s=" + base64.b64encode(salt) + b",i=" + str(iterations).encode()
+        client_final = await server.challenge_auth(server_first)
+        if not isinstance(client_final, bytes) or password is None:
+            return AuthResult(success=False, handled=False)
+        without_proof, _, proof_b64 = client_final.rpartition(b",p=")
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        auth_message = bare + b"," + server_first + b"," + without_proof
+        signature = hmac.new(hashlib.sha256(client_key).digest(), auth_message, "sha256").digest()
+        expected = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature)))
+        if not hmac.compare_digest(expected, proof_b64):
+            return AuthResult(success=False, handled=False)
+        if self.scram_mode == "no-proof":
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        server_signature = hmac.new(server_key, auth_message, "sha256").digest()
+        if self.scram_mode == "wrong-signature":
+            server_signature = bytes(32)
+        await server.challenge_auth(b"v=" + base64.b64encode(server_signature))
+        return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+
     async def auth_CRAM__MD5(self, server: SMTPServer, args: list[str]) -> AuthResult:
         challenge = b"<1896.697170952@smtp-sansio.test>"
         response = await server.challenge_auth(challenge)

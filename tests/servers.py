@@ -161,7 +161,7 @@ class Handler:
         client_key = hmac.new(salted, b"Client Key", "sha256").digest()
         auth_message = bare + b"," + server_first + b"," + without_proof
         signature = hmac.new(hashlib.sha256(client_key).digest(), auth_message, "sha256").digest()
-        expected = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature)))
+        expected = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True)))
         if not hmac.compare_digest(expected, proof_b64):
             return AuthResult(success=False, handled=False)
         if self.scram_mode == "no-proof":

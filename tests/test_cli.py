@@ -54,7 +54,8 @@ def test_server_with_auth_redacts_credentials(smtpd: Any) -> None:
         env={"SMTP_PASSWORD": "hunter2-secret"},
     )
     assert result.returncode == 0, result.stderr
-    assert "C: AUTH CRAM-MD5" in result.stdout
+    assert "C: AUTH SCRAM-SHA-256 <redacted>" in result.stdout
+    assert "C: <redacted>" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
     [got] = server.messages
     assert got.rcpt_tos == ["b@example.org", "c@example.org"]

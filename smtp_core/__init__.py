@@ -61,6 +61,7 @@ from ._exceptions import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from ._extensions import DSN
 from ._flows import RecipientResult, TransactionResult
 from ._replies import EnhancedStatusCode, Reply, ReplyParser
 from ._response import SMTPResponse, SMTPStatus
@@ -83,6 +84,7 @@ __all__ = [
     "ClientConnection",
     "Sendable",
     "State",
+    "DSN",
     "TransactionResult",
     "RecipientResult",
     "Capabilities",

@@ -45,6 +45,7 @@ from ._exceptions import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from ._extensions import DSN, priority_parameter
 from ._flows import (
     Envelope,
     Flow,
@@ -961,6 +962,9 @@ class SMTPClientBase(abc.ABC):
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+        priority: int | None = None,
     ) -> tuple[dict[str, SMTPResponse], str]:
         """Send ``message`` from ``sender`` to ``recipients`` in one mail transaction.
 
@@ -975,9 +979,20 @@ class SMTPClientBase(abc.ABC):
 
         Raises ``SMTPSenderRefused``, ``SMTPRecipientsRefused`` (all refused) or
         ``SMTPDataError``; the transaction is reset (RSET) after a refusal.
+
+        Extensions, as typed options: ``dsn`` (a :class:`~smtp_core.DSN`: RET, ENVID,
+        NOTIFY, ORCPT; ``SMTPNotSupported`` without the server's DSN), ``require_tls``
+        (RFC 8689 REQUIRETLS: fails unless the server offers it over TLS) and
+        ``priority`` (RFC 6710 MT-PRIORITY, -9 to 9; sent only when offered).
         """
         outcome = await self._sendmail_outcome(
-            sender, recipients, message, mail_options, rcpt_options, timeout
+            sender,
+            recipients,
+            message,
+            mail_options,
+            rcpt_options,
+            timeout,
+            _Extensions(dsn, require_tls, priority),
         )
         return _sendmail_result(outcome)
 
@@ -989,6 +1004,7 @@ class SMTPClientBase(abc.ABC):
         mail_options: Iterable[str] | None,
         rcpt_options: Iterable[str] | None,
         timeout: Timeout,
+        extensions: _Extensions | None = None,
     ) -> Any:
         recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
         mail_opts = list(mail_options or ())
@@ -1000,6 +1016,13 @@ class SMTPClientBase(abc.ABC):
             raise ValueError("No recipients given")
         content: Any = message.encode("ascii") if isinstance(message, str) else message
         conn = await self._ensure_session(timeout)
+        if extensions is not None and extensions.used:
+            mail_extra, per_rcpt = extensions.parameters(conn)
+            mail = mail.with_parameters([*mail.parameters, *mail_extra])
+            rcpts = [
+                Rcpt(rcpt.recipient, (*rcpt.parameters, *per_rcpt(rcpt.recipient)))
+                for rcpt in rcpts
+            ]
         envelope = self._prepare_envelope(conn, mail, rcpts, content)
         [outcome] = await self._submit([envelope], timeout)
         return outcome
@@ -1014,6 +1037,9 @@ class SMTPClientBase(abc.ABC):
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+        priority: int | None = None,
     ) -> TransactionResult:
         """Like :meth:`sendmail`, but return a typed result instead of raising on refusals.
 
@@ -1024,7 +1050,13 @@ class SMTPClientBase(abc.ABC):
         Connection failures (timeouts, disconnects) still raise.
         """
         outcome = await self._sendmail_outcome(
-            sender, recipients, message, mail_options, rcpt_options, timeout
+            sender,
+            recipients,
+            message,
+            mail_options,
+            rcpt_options,
+            timeout,
+            _Extensions(dsn, require_tls, priority),
         )
         if isinstance(outcome, TransactionResult):
             return outcome
@@ -1156,7 +1188,8 @@ class SMTPClientBase(abc.ABC):
             if not any(opt.lower().startswith("size=") for opt in mail_options):
                 mail_options.insert(0, f"SIZE={size}")
         self._check_options(mail_options, "MAIL")
-        self._check_options(rcpt_options, "RCPT")
+        for rcpt in rcpts:
+            self._check_options(list(rcpt.parameters), "RCPT")
         if mail_options != list(mail.parameters):
             mail = mail.with_parameters(mail_options)
         return Envelope(
@@ -1259,6 +1292,44 @@ class SMTPClientBase(abc.ABC):
 
 def _response(reply: Reply) -> SMTPResponse:
     return SMTPResponse(reply.code, reply.message)
+
+
+@dataclass
+class _Extensions:
+    """The typed extension options of one ``sendmail`` call."""
+
+    dsn: DSN | None
+    require_tls: bool
+    priority: int | None
+
+    def __post_init__(self) -> None:
+        if self.priority is not None:
+            priority_parameter(self.priority)  # validates
+
+    @property
+    def used(self) -> bool:
+        return self.dsn is not None or self.require_tls or self.priority is not None
+
+    def parameters(
+        self, conn: ClientConnection
+    ) -> tuple[list[str], Callable[[str], list[str]]]:
+        """MAIL parameters and a per-recipient RCPT parameter function, for this server."""
+        caps = conn.capabilities
+        mail: list[str] = []
+        if self.require_tls:
+            if "REQUIRETLS" not in caps or not conn.tls_active:
+                raise SMTPNotSupported(
+                    "REQUIRETLS was requested, but the server does not offer it over TLS"
+                )
+            mail.append("REQUIRETLS")
+        if self.priority is not None and "MT-PRIORITY" in caps:
+            mail.append(priority_parameter(self.priority))
+        dsn = self.dsn
+        if dsn is None:
+            return mail, lambda recipient: []
+        if "DSN" not in caps:
+            raise SMTPNotSupported("DSN is not supported by this server")
+        return [*mail, *dsn.mail_parameters()], dsn.rcpt_parameters
 
 
 MAX_BATCH = 100

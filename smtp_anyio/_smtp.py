@@ -53,6 +53,7 @@ class SMTP(SMTPClientBase):
         else:
             local_host, local_port = options.source_address or ("", 0)
             assert options.port is not None
+            # anyio.connect_tcp implements Happy Eyeballs (RFC 8305) itself.
             stream = await anyio.connect_tcp(
                 options.hostname,
                 options.port,

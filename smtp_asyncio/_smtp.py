@@ -51,11 +51,15 @@ class SMTP(SMTPClientBase):
                 lambda: protocol, path=options.socket_path, **ssl_args
             )
         else:
+            # Happy Eyeballs (RFC 8305): a host name's addresses are tried in turn,
+            # the next one started 250 ms after the previous, IPv6 and IPv4 interleaved.
             coro = loop.create_connection(
                 lambda: protocol,
                 host=options.hostname,
                 port=options.port or 25,
                 local_addr=options.source_address,
+                happy_eyeballs_delay=0.25,
+                interleave=1,
                 **ssl_args,
             )
         where = f"{options.hostname} on port {options.port}"

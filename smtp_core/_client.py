@@ -51,6 +51,7 @@ from ._flows import (
     Flow,
     NextChunk,
     Progress,
+    ProgressCallback,
     Read,
     TransactionResult,
     UpgradeTLS,
@@ -965,6 +966,7 @@ class SMTPClientBase(abc.ABC):
         dsn: DSN | None = None,
         require_tls: bool = False,
         priority: int | None = None,
+        progress: ProgressCallback | None = None,
     ) -> tuple[dict[str, SMTPResponse], str]:
         """Send ``message`` from ``sender`` to ``recipients`` in one mail transaction.
 
@@ -984,6 +986,8 @@ class SMTPClientBase(abc.ABC):
         NOTIFY, ORCPT; ``SMTPNotSupported`` without the server's DSN), ``require_tls``
         (RFC 8689 REQUIRETLS: fails unless the server offers it over TLS) and
         ``priority`` (RFC 6710 MT-PRIORITY, -9 to 9; sent only when offered).
+        ``progress(sent, total)`` is called as the content goes out (``total`` is None
+        when the size cannot be known in advance).
         """
         outcome = await self._sendmail_outcome(
             sender,
@@ -993,6 +997,7 @@ class SMTPClientBase(abc.ABC):
             rcpt_options,
             timeout,
             _Extensions(dsn, require_tls, priority),
+            progress,
         )
         return _sendmail_result(outcome)
 
@@ -1005,6 +1010,7 @@ class SMTPClientBase(abc.ABC):
         rcpt_options: Iterable[str] | None,
         timeout: Timeout,
         extensions: _Extensions | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Any:
         recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
         mail_opts = list(mail_options or ())
@@ -1024,6 +1030,7 @@ class SMTPClientBase(abc.ABC):
                 for rcpt in rcpts
             ]
         envelope = self._prepare_envelope(conn, mail, rcpts, content)
+        envelope.progress = progress
         [outcome] = await self._submit([envelope], timeout)
         return outcome
 
@@ -1040,6 +1047,7 @@ class SMTPClientBase(abc.ABC):
         dsn: DSN | None = None,
         require_tls: bool = False,
         priority: int | None = None,
+        progress: ProgressCallback | None = None,
     ) -> TransactionResult:
         """Like :meth:`sendmail`, but return a typed result instead of raising on refusals.
 
@@ -1057,6 +1065,7 @@ class SMTPClientBase(abc.ABC):
             rcpt_options,
             timeout,
             _Extensions(dsn, require_tls, priority),
+            progress,
         )
         if isinstance(outcome, TransactionResult):
             return outcome

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -422,16 +423,38 @@ class _ChunkSource:
                 return bytes(chunk)
 
 
+ProgressCallback = Callable[[int, "int | None"], None]
+"""Called as ``progress(bytes_sent, total_bytes_or_None)`` while content is sent."""
+
+
+def _content_total(content: MessageSource) -> int | None:
+    """The content's size when it can be known without reading it."""
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        return len(content)
+    if hasattr(content, "fileno") and hasattr(content, "tell"):
+        try:
+            return int(os.fstat(content.fileno()).st_size - content.tell())
+        except (OSError, ValueError, AttributeError):
+            return None
+    return None
+
+
 def _send_content(
-    conn: ClientConnection, content: MessageSource, then: Sequence[Command] = ()
+    conn: ClientConnection,
+    content: MessageSource,
+    then: Sequence[Command] = (),
+    progress: ProgressCallback | None = None,
 ) -> Flow[None]:
     """Send the content and its end, followed in the same write by ``then`` (pipelining).
 
     Content is encoded chunk by chunk, so memory stays bounded by the chunk size.
+    ``progress`` hears how many bytes of the content were written so far.
     """
     source = _ChunkSource(content)
+    total = _content_total(content) if progress is not None else None
     pending: list[bytes] = []
     size = 0
+    sent = 0
     while (chunk := (yield from source.next())) is not None:
         item = Content(chunk)
         pending.append(conn.send(item))
@@ -439,22 +462,31 @@ def _send_content(
         size += len(chunk)
         if size >= CONTENT_WRITE_SIZE:
             yield Write(b"".join(pending))
+            sent += size
             pending, size = [], 0
+            if progress is not None:
+                progress(sent, total)
     pending.append(conn.send(EndOfData()))
     _trace_sent(EndOfData())
     for command in then:
         pending.append(conn.send(command))
         _trace_sent(command)
     yield Write(b"".join(pending))
+    if progress is not None:
+        progress(sent + size, total)
 
 
-def _send_bdat(conn: ClientConnection, content: MessageSource) -> Flow[Reply]:
+def _send_bdat(
+    conn: ClientConnection, content: MessageSource, progress: ProgressCallback | None = None
+) -> Flow[Reply]:
     """Send the content as BDAT chunks (RFC 3030); return the final reply or the first failure.
 
     With PIPELINING the chunks go out without waiting for each reply; without it, each
     reply is awaited and a refusal stops the transfer.
     """
     source = _ChunkSource(content)
+    total = _content_total(content) if progress is not None else None
+    sent = 0
     pipelining = conn.capabilities.pipelining
     unanswered = 0
     failure: Reply | None = None
@@ -465,6 +497,9 @@ def _send_bdat(conn: ClientConnection, content: MessageSource) -> Flow[Reply]:
         last = following is None
         yield from send(conn, Bdat(current or b"", last=last))
         unanswered += 1
+        sent += len(current or b"")
+        if progress is not None:
+            progress(sent, total)
         if not pipelining:
             reply = yield from read_reply(conn)
             unanswered -= 1
@@ -489,6 +524,7 @@ def _bdat_transaction(
     mail: Mail,
     rcpts: list[Rcpt],
     content: MessageSource,
+    progress: ProgressCallback | None = None,
 ) -> Flow[TransactionResult]:
     """MAIL, RCPTs and the content in BDAT chunks: no 354 round trip (RFC 3030)."""
     sender = mail.sender
@@ -511,7 +547,7 @@ def _bdat_transaction(
     if not result.accepted:
         yield from _reset_quietly(conn)
         raise _with_result(_recipients_refused(result), result)
-    final = yield from _send_bdat(conn, content)
+    final = yield from _send_bdat(conn, content, progress)
     result.data_reply = final
     if final.code != 250:
         yield from _reset_quietly(conn)
@@ -527,6 +563,7 @@ def mail_transaction(
     *,
     mail_options: Sequence[str] = (),
     rcpt_options: Sequence[str] = (),
+    progress: ProgressCallback | None = None,
 ) -> Flow[TransactionResult]:
     """One whole transaction: MAIL, each RCPT, DATA, the content and its end.
 
@@ -541,7 +578,7 @@ def mail_transaction(
     if not rcpts:
         raise ValueError("at least one recipient is required")
     if conn.capabilities.chunking and not conn.lmtp:
-        return (yield from _bdat_transaction(conn, mail, rcpts, content))
+        return (yield from _bdat_transaction(conn, mail, rcpts, content, progress))
     if conn.capabilities.pipelining:
         yield from send(conn, mail, *rcpts, Data())
         mail_reply = yield from read_reply(conn)
@@ -579,7 +616,7 @@ def mail_transaction(
     if data_reply.code != 354:
         yield from _reset_quietly(conn)
         raise _with_result(SMTPDataError(data_reply.code, data_reply.message), result)
-    yield from _send_content(conn, content)
+    yield from _send_content(conn, content, progress=progress)
     if conn.lmtp:
         return (yield from _lmtp_deliveries(conn, result))
     final = yield from read_reply(conn)
@@ -646,6 +683,8 @@ class Envelope:
     rcpt_options: Sequence[str] = ()
     commands: Sequence[Command] | None = None
     """MAIL and RCPT commands already built (and validated) for this envelope."""
+    progress: ProgressCallback | None = None
+    """Told of the bytes of content sent so far (and the total, when known)."""
 
 
 BatchOutcome = TransactionResult | Exception
@@ -700,6 +739,7 @@ def mail_batch(
                     envelope.content,
                     mail_options=envelope.mail_options,
                     rcpt_options=envelope.rcpt_options,
+                    progress=envelope.progress,
                 )
                 outcomes.append(result)
             except (SMTPResponseException, SMTPRecipientsRefused) as exc:
@@ -748,7 +788,9 @@ def mail_batch(
             group = _group(following) if following is not None else []
             taken += following is not None
             if data_reply.code == 354:
-                yield from _send_content(conn, envelope.content if envelope_ok else b"", group)
+                yield from _send_content(
+                    conn, envelope.content if envelope_ok else b"", group, envelope.progress
+                )
                 final = yield from read_reply(conn)
                 result.data_reply = final
                 if not envelope_ok:

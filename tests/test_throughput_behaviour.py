@@ -220,3 +220,29 @@ def test_bdat_refused(adapter: Adapter, scripted: Any) -> None:
         smtp.close()
 
     adapter.run(main)
+
+
+def test_progress_callback_for_large_messages(adapter: Adapter, smtpd: Any, tmp_path: Any) -> None:
+    server = smtpd(data_size_limit=None)
+    path = tmp_path / "big.eml"
+    path.write_bytes(b"Subject: big\r\n\r\n" + (b"x" * 98 + b"\r\n") * 10_000)
+    size = path.stat().st_size
+    seen: list[tuple[int, Any]] = []
+    streamed: list[tuple[int, Any]] = []
+
+    async def chunks() -> Any:
+        for _ in range(10):
+            yield (b"y" * 98 + b"\r\n") * 1000
+
+    async def main() -> None:
+        async with adapter.module.SMTP(hostname=server.host, port=server.port) as smtp:
+            with open(path, "rb") as file:
+                await smtp.sendmail("a@example.org", ["b@example.org"], file, progress=lambda s, t: seen.append((s, t)))
+            await smtp.sendmail("a@example.org", ["b@example.org"], chunks(), progress=lambda s, t: streamed.append((s, t)))
+
+    adapter.run(main)
+    assert len(seen) >= 3
+    assert all(total == size for _, total in seen)
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen)
+    assert seen[-1][0] == size
+    assert streamed[-1] == (1_000_000, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -70,13 +71,15 @@ class SMTP(SMTPClientBase):
         return stream
 
     async def _with_deadline(
-        self, timeout: float | None, operation: Callable[[Callable[[], None]], Awaitable[T]]
+        self,
+        timeout: float | None,
+        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
     ) -> T:
         with anyio.move_on_after(timeout) as scope:
 
-            def restart() -> None:
-                if timeout is not None:
-                    scope.deadline = anyio.current_time() + timeout
+            def restart(seconds: float | None) -> None:
+                limit = timeout if seconds is None else seconds
+                scope.deadline = math.inf if limit is None else anyio.current_time() + limit
 
             return await operation(restart)
         assert scope.cancelled_caught

@@ -5,6 +5,7 @@ Code written for aiosmtplib runs by changing the import::
     import smtp_asyncio as aiosmtplib
 """
 
+from smtp_core._client import Timeouts
 from smtp_core._exceptions import (
     SMTPAuthenticationError,
     SMTPConnectError,
@@ -22,6 +23,7 @@ from smtp_core._exceptions import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from smtp_core._extensions import DSN
 from smtp_core._flows import RecipientResult, TransactionResult
 from smtp_core._response import SMTPResponse, SMTPStatus, SMTPTokenGenerator
 
@@ -36,6 +38,8 @@ __all__ = (
     "SMTPPool",
     "TransactionResult",
     "RecipientResult",
+    "Timeouts",
+    "DSN",
     "SMTPResponse",
     "SMTPStatus",
     "SMTPTokenGenerator",

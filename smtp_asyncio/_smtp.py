@@ -20,7 +20,7 @@ __all__ = ["SMTP", "LMTP", "SMTPPool"]
 T = TypeVar("T")
 
 
-def _no_restart() -> None:
+def _no_restart(seconds: float | None) -> None:
     pass
 
 
@@ -72,16 +72,17 @@ class SMTP(SMTPClientBase):
         return protocol
 
     async def _with_deadline(
-        self, timeout: float | None, operation: Callable[[Callable[[], None]], Awaitable[T]]
+        self,
+        timeout: float | None,
+        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
     ) -> T:
-        if timeout is None:
-            return await operation(_no_restart)
         loop = asyncio.get_running_loop()
         if sys.version_info >= (3, 11):
             deadline = asyncio.timeout(timeout)
 
-            def restart() -> None:
-                deadline.reschedule(loop.time() + timeout)
+            def restart(seconds: float | None) -> None:
+                limit = timeout if seconds is None else seconds
+                deadline.reschedule(None if limit is None else loop.time() + limit)
 
             try:
                 async with deadline:

@@ -38,6 +38,7 @@ from ._exceptions import (
     SMTPConnectTimeoutError,
     SMTPException,
     SMTPNotSupported,
+    SMTPReadTimeoutError,
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponseException,
@@ -53,6 +54,7 @@ from ._flows import (
     Progress,
     ProgressCallback,
     Read,
+    Stage,
     TransactionResult,
     UpgradeTLS,
     Write,
@@ -87,6 +89,7 @@ __all__ = [
     "SMTPClientBase",
     "Transport",
     "ConnectOptions",
+    "Timeouts",
     "SMTP_PORT",
     "SMTP_TLS_PORT",
     "SMTP_STARTTLS_PORT",
@@ -142,6 +145,25 @@ class Transport(Protocol):
         """Close and release everything; must not raise, even when the caller is cancelled."""
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """Time limits per stage, in seconds; None falls back to the client's ``timeout``.
+
+    * ``connect``: opening the connection (and the implicit-TLS handshake);
+    * ``greeting``: waiting for the server's greeting;
+    * ``command``: each command's reply, from when the command is written;
+    * ``data``: message content, from its first byte to the server's final reply;
+    * ``total``: a whole ``sendmail``/``send_message`` call, queueing included, however
+      many stages it takes.
+    """
+
+    connect: float | None = None
+    greeting: float | None = None
+    command: float | None = None
+    data: float | None = None
+    total: float | None = None
+
+
 @dataclass
 class ConnectOptions:
     """Everything :meth:`SMTPClientBase.connect` needs to open a transport."""
@@ -193,6 +215,7 @@ class SMTPClientBase(abc.ABC):
         socket_path: Any = None,
         sock: Any = None,
         loop: Any = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         if loop is not None:
             warnings.warn(
@@ -216,6 +239,7 @@ class SMTPClientBase(abc.ABC):
         self.socket_path = socket_path
         self.sock = sock
 
+        self.timeouts = timeouts or Timeouts()
         self._transport: Transport | None = None
         self._conn: ClientConnection | None = None
         self._lock: Any = None
@@ -238,12 +262,15 @@ class SMTPClientBase(abc.ABC):
 
     @abc.abstractmethod
     async def _with_deadline(
-        self, timeout: float | None, operation: Callable[[Callable[[], None]], Awaitable[T]]
+        self,
+        timeout: float | None,
+        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
     ) -> T:
         """Await ``operation(restart)``; past the deadline raise ``SMTPReadTimeoutError``.
 
         The deadline is ``timeout`` seconds from the start, or from the last call of
-        ``restart()`` (a batch restarts it after each message).
+        ``restart(seconds)``: ``seconds`` from then (``timeout`` when None). A batch
+        restarts it after each message; a stage with its own limit at its start.
         """
 
     @abc.abstractmethod
@@ -382,7 +409,9 @@ class SMTPClientBase(abc.ABC):
         assert transport is not None
         tls_context_holder: list[Any] = []
 
-        async def trampoline(restart: Callable[[], None]) -> T:
+        stage_limits = {"command": self.timeouts.command, "data": self.timeouts.data}
+
+        async def trampoline(restart: Callable[[float | None], None]) -> T:
             value: Any = None
             while True:
                 # Bytes that arrived unasked go to the machine before the flow sends its
@@ -400,8 +429,13 @@ class SMTPClientBase(abc.ABC):
                     value = None
                 elif isinstance(request, Read):
                     value = await transport.read()
+                elif isinstance(request, Stage):
+                    limit = stage_limits.get(request.name)
+                    if limit is not None:
+                        restart(limit)
+                    value = None
                 elif isinstance(request, Progress):
-                    restart()  # the timeout applies to each message of a batch
+                    restart(None)  # the timeout applies to each message of a batch
                     value = None
                 elif isinstance(request, NextChunk):
                     try:
@@ -566,6 +600,7 @@ class SMTPClientBase(abc.ABC):
         port = self.port
         if self.sock is None and self.socket_path is None and port is None:
             port = self._get_default_port()
+        connect_timeout = self.timeouts.connect if self.timeouts.connect is not None else timeout
         options = ConnectOptions(
             hostname=hostname,
             port=port,
@@ -575,14 +610,17 @@ class SMTPClientBase(abc.ABC):
             socket_path=self.socket_path,
             sock=self.sock,
             source_address=self.source_address,
-            timeout=timeout,
+            timeout=connect_timeout,
         )
         self._transport = await self._open_transport(options)
         self._conn = ClientConnection(local_hostname=self._ehlo_name(), lmtp=self._lmtp)
         if self.use_tls:
             self._conn.mark_tls()
         try:
-            reply = await self._run(greeting(self._conn), timeout)
+            greeting_timeout = self.timeouts.greeting
+            reply = await self._run(
+                greeting(self._conn), timeout if greeting_timeout is None else greeting_timeout
+            )
         except SMTPServerDisconnected as exc:
             raise SMTPConnectError(f"Error connecting to {hostname} on port {port}: {exc}") from exc
         except SMTPTimeoutError as exc:
@@ -1012,6 +1050,51 @@ class SMTPClientBase(abc.ABC):
         extensions: _Extensions | None = None,
         progress: ProgressCallback | None = None,
     ) -> Any:
+        total = self.timeouts.total
+        if total is None:
+            return await self._sendmail_outcome_now(
+                sender,
+                recipients,
+                message,
+                mail_options,
+                rcpt_options,
+                timeout,
+                extensions,
+                progress,
+            )
+
+        async def whole(restart: Callable[[float | None], None]) -> Any:
+            return await self._sendmail_outcome_now(
+                sender,
+                recipients,
+                message,
+                mail_options,
+                rcpt_options,
+                timeout,
+                extensions,
+                progress,
+            )
+
+        try:
+            return await self._with_deadline(total, whole)
+        except SMTPTimeoutError as exc:
+            if self._transport is not None:
+                await self._abort()
+            raise SMTPReadTimeoutError(
+                f"Timed out: the message was not sent within its total deadline ({total} s)"
+            ) from exc
+
+    async def _sendmail_outcome_now(
+        self,
+        sender: str,
+        recipients: str | Sequence[str],
+        message: Any,
+        mail_options: Iterable[str] | None,
+        rcpt_options: Iterable[str] | None,
+        timeout: Timeout,
+        extensions: _Extensions | None,
+        progress: ProgressCallback | None,
+    ) -> Any:
         recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
         mail_opts = list(mail_options or ())
         rcpt_opts = list(rcpt_options or ())
@@ -1319,9 +1402,7 @@ class _Extensions:
     def used(self) -> bool:
         return self.dsn is not None or self.require_tls or self.priority is not None
 
-    def parameters(
-        self, conn: ClientConnection
-    ) -> tuple[list[str], Callable[[str], list[str]]]:
+    def parameters(self, conn: ClientConnection) -> tuple[list[str], Callable[[str], list[str]]]:
         """MAIL parameters and a per-recipient RCPT parameter function, for this server."""
         caps = conn.capabilities
         mail: list[str] = []

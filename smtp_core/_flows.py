@@ -9,6 +9,8 @@ Each flow is a plain generator: it yields I/O requests and returns its result.
   None once the handshake is complete.
 * :class:`NextChunk` - only for content given as an async iterable: the adapter awaits
   the next chunk and sends it back (None at the end).
+* :class:`Stage` - the flow enters the ``"command"`` or ``"data"`` stage, which may
+  have its own time limit; the adapter sends back None (or ignores it).
 * :data:`PROGRESS` - a message of a batch is done (a per-message deadline may restart);
   the adapter sends back None. Drivers that have no deadline can ignore it.
 
@@ -82,6 +84,9 @@ __all__ = [
     "READ",
     "UpgradeTLS",
     "NextChunk",
+    "Stage",
+    "COMMAND_STAGE",
+    "DATA_STAGE",
     "Progress",
     "PROGRESS",
     "Request",
@@ -150,7 +155,19 @@ class Progress:
 
 PROGRESS = Progress()
 
-Request = Write | Read | UpgradeTLS | NextChunk | Progress
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """Request: the flow enters a stage (``"command"`` or ``"data"``) that may have its
+    own time limit; the adapter sends back None. Drivers without limits can ignore it."""
+
+    name: str
+
+
+COMMAND_STAGE = Stage("command")
+DATA_STAGE = Stage("data")
+
+Request = Write | Read | UpgradeTLS | NextChunk | Progress | Stage
 T = TypeVar("T")
 Flow = Generator[Request, Any, T]
 """A flow yields requests, receives their outcomes, and returns a ``T``."""
@@ -180,6 +197,7 @@ def send(conn: ClientConnection, *items: Command | Content | EndOfData) -> Flow[
     for item in items:
         data.append(conn.send(item))
         _trace_sent(item)
+    yield COMMAND_STAGE
     yield Write(b"".join(data))
 
 
@@ -452,6 +470,7 @@ def _send_content(
     """
     source = _ChunkSource(content)
     total = _content_total(content) if progress is not None else None
+    yield DATA_STAGE
     pending: list[bytes] = []
     size = 0
     sent = 0
@@ -486,6 +505,7 @@ def _send_bdat(
     """
     source = _ChunkSource(content)
     total = _content_total(content) if progress is not None else None
+    yield DATA_STAGE
     sent = 0
     pipelining = conn.capabilities.pipelining
     unanswered = 0

@@ -1,0 +1,66 @@
+"""Per-stage time limits and the total deadline, on every adapter.
+
+The client's own ``timeout`` is set far above the stage limit under test, so the
+error can only come from that stage's limit (a generous bound on the elapsed time
+guards against a hang if it did not).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from .conftest import Adapter
+from .servers import Expect, ExpectData, Hang, Send, SendSlowly, session_prefix
+
+MESSAGE = b"Subject: t\r\n\r\nhi\r\n"
+SLOW = 30.0
+
+
+def run_expecting_timeout(adapter: Adapter, port: int, timeouts: Any, match: str | None = None) -> None:
+    mod = adapter.module
+
+    async def main() -> None:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=port, timeout=SLOW, timeouts=timeouts)
+        started = time.monotonic()
+        with pytest.raises(mod.SMTPTimeoutError, match=match):
+            await smtp.connect()
+            await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+        assert time.monotonic() - started < SLOW / 3
+        assert not smtp.is_connected
+
+    adapter.run(main)
+
+
+def test_greeting_limit(adapter: Adapter, scripted: Any) -> None:
+    server = scripted([Hang()])
+    run_expecting_timeout(adapter, server.port, adapter.module.Timeouts(greeting=0.3), "ready message")
+
+
+def test_command_limit(adapter: Adapter, scripted: Any) -> None:
+    server = scripted([*session_prefix("PIPELINING"), Expect(b"MAIL"), Hang()])
+    run_expecting_timeout(adapter, server.port, adapter.module.Timeouts(command=0.3))
+
+
+def test_data_limit(adapter: Adapter, scripted: Any) -> None:
+    server = scripted(
+        [*session_prefix("PIPELINING"), Expect(b"MAIL"), Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Hang()]
+    )
+    run_expecting_timeout(adapter, server.port, adapter.module.Timeouts(data=0.3))
+
+
+def test_total_deadline_bounds_a_slow_server(adapter: Adapter, scripted: Any) -> None:
+    # Every reply arrives well within the per-command limit, but the whole send cannot.
+    server = scripted(
+        [
+            *session_prefix("PIPELINING"),
+            Expect(b"MAIL"),
+            SendSlowly(b"250 ok\r\n250 ok\r\n354 go\r\n", 0.05),
+            ExpectData(),
+            SendSlowly(b"250 " + b"x" * 100 + b"\r\n", 0.05),
+        ]
+    )
+    timeouts = adapter.module.Timeouts(command=2.0, data=2.0, total=1.0)
+    run_expecting_timeout(adapter, server.port, timeouts, "total deadline")

@@ -1279,6 +1279,15 @@ class SMTPClientBase(abc.ABC):
                 )
             if not any(opt.lower().startswith("size=") for opt in mail_options):
                 mail_options.insert(0, f"SIZE={size}")
+        if (
+            "BINARYMIME" in caps
+            and "CHUNKING" in caps
+            and isinstance(content, (bytes, bytearray, memoryview))
+            and not any(opt.lower().startswith("body=") for opt in mail_options)
+            and _needs_binarymime(bytes(content))
+        ):
+            # Content that is not 7bit/8bit-safe goes as BINARYMIME with BDAT, unaltered.
+            mail_options.append("BODY=BINARYMIME")
         self._check_options(mail_options, "MAIL")
         for rcpt in rcpts:
             self._check_options(list(rcpt.parameters), "RCPT")
@@ -1420,6 +1429,13 @@ class _Extensions:
         if "DSN" not in caps:
             raise SMTPNotSupported("DSN is not supported by this server")
         return [*mail, *dsn.mail_parameters()], dsn.rcpt_parameters
+
+
+def _needs_binarymime(data: bytes) -> bool:
+    """True for content that 7bit/8bit SMTP cannot carry: NUL bytes or lines over 998 octets."""
+    if b"\0" in data:
+        return True
+    return any(len(line) > 999 for line in data.split(b"\n"))
 
 
 MAX_BATCH = 100

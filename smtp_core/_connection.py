@@ -105,6 +105,7 @@ class ClientConnection:
         self.lmtp = lmtp
         self._accepted_rcpts = 0
         self._content_started = False
+        self._binary = False
 
     # -- properties ----------
 
@@ -310,12 +311,15 @@ class ClientConnection:
             self._pending.extend([item] * self._replies_after_content())
         elif isinstance(item, Bdat):
             self._content_started = True
-            if self._normalizer is None:
-                self._normalizer = LineNormalizer(bare_line_endings=self.bare_line_endings)
-            payload = self._normalizer.feed(item.payload)
-            if item.last:
-                payload += self._normalizer.flush()
-                self._normalizer = None
+            if self._binary:
+                payload = item.payload  # BODY=BINARYMIME: octets exactly as given
+            else:
+                if self._normalizer is None:
+                    self._normalizer = LineNormalizer(bare_line_endings=self.bare_line_endings)
+                payload = self._normalizer.feed(item.payload)
+                if item.last:
+                    payload += self._normalizer.flush()
+                    self._normalizer = None
             item = Bdat(payload, last=item.last)
             data = item.to_bytes()
             self._pending.extend([item] * (self._replies_after_content() if item.last else 1))
@@ -326,6 +330,10 @@ class ClientConnection:
                 self._normalizer = None
                 self._accepted_rcpts = 0
                 self._content_started = False
+                self._binary = isinstance(item, Mail) and any(
+                    key == "BODY" and (value or "").upper() == "BINARYMIME"
+                    for key, value in item.params
+                )
             if isinstance(item, Auth):
                 self._auth_rounds = 0
         self._state = new_state

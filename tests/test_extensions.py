@@ -99,3 +99,31 @@ def test_requiretls_needs_the_extension_over_tls(adapter: Adapter, scripted: Any
         smtp.close()
 
     adapter.run(main)
+
+
+def test_binarymime_with_bdat_sends_content_unaltered(adapter: Adapter, scripted: Any) -> None:
+    from .servers import ExpectBdat
+
+    content = b"Subject: binary\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01bare\nlf\rcr" + b"z" * 1200
+    server = scripted(
+        [
+            *session_prefix("PIPELINING", "CHUNKING", "BINARYMIME", "8BITMIME"),
+            Expect(b"MAIL"), Expect(b"RCPT"),
+            Send(b"250 ok\r\n250 ok\r\n"),
+            ExpectBdat(),
+            Send(b"250 stored\r\n"),
+            Hang(),
+        ]
+    )
+
+    async def main() -> None:
+        smtp = adapter.module.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        await smtp.sendmail("a@example.org", ["b@example.org"], content)
+        smtp.close()
+
+    adapter.run(main)
+    assert server.lines[1] == b"MAIL FROM:<a@example.org> BODY=BINARYMIME\r\n"
+    header, payload = server.lines[3].split(b"\r\n", 1)
+    assert header == f"BDAT {len(content)} LAST".encode()
+    assert payload == content

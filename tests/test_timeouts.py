@@ -64,3 +64,45 @@ def test_total_deadline_bounds_a_slow_server(adapter: Adapter, scripted: Any) ->
     )
     timeouts = adapter.module.Timeouts(command=2.0, data=2.0, total=1.0)
     run_expecting_timeout(adapter, server.port, timeouts, "total deadline")
+
+
+def test_connect_limit(adapter: Adapter) -> None:
+    """A listener whose accept queue is full never completes new handshakes."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # fill the accept queue (never accepted)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        mod = adapter.module
+
+        async def main() -> None:
+            smtp = mod.SMTP(hostname="127.0.0.1", port=port, timeout=SLOW, timeouts=mod.Timeouts(connect=0.3))
+            started = time.monotonic()
+            with pytest.raises(mod.SMTPConnectTimeoutError):
+                await smtp.connect()
+            assert time.monotonic() - started < SLOW / 3
+
+        adapter.run(main)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_host_name_with_several_addresses(adapter: Adapter, smtpd: Any) -> None:
+    """'localhost' names ::1 and 127.0.0.1; the server listens on one: the other is tried."""
+    server = smtpd()
+
+    async def main() -> None:
+        async with adapter.module.SMTP(hostname="localhost", port=server.port, timeout=10) as smtp:
+            await smtp.noop()
+
+    adapter.run(main)

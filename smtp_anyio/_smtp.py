@@ -104,23 +104,8 @@ class SMTP(SMTPClientBase):
         """Close the connection (no QUIT) and release the stream."""
         await self._abort()
 
-    def sendmail_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
-        """Blocking :meth:`sendmail`: connect, send, QUIT, in a fresh event loop."""
-
-        async def run() -> tuple[dict[str, Any], str]:
-            async with self:
-                return await self.sendmail(*args, **kwargs)
-
-        return anyio.run(run)
-
-    def send_message_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
-        """Blocking :meth:`send_message`: connect, send, QUIT, in a fresh event loop."""
-
-        async def run() -> tuple[dict[str, Any], str]:
-            async with self:
-                return await self.send_message(*args, **kwargs)
-
-        return anyio.run(run)
+    def _run_blocking(self, main: Callable[[], Awaitable[T]]) -> T:
+        return anyio.run(main)
 
 
 class LMTP(SMTP):

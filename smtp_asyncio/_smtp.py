@@ -111,25 +111,11 @@ class SMTP(SMTPClientBase):
     async def _default_local_hostname(self) -> str:
         return await asyncio.get_running_loop().run_in_executor(None, socket.getfqdn)
 
-    def sendmail_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
-        """Blocking :meth:`sendmail`: connect, send, QUIT, in a fresh event loop."""
-
-        async def run() -> tuple[dict[str, Any], str]:
-            async with self:
-                return await self.sendmail(*args, **kwargs)
+    def _run_blocking(self, main: Callable[[], Awaitable[T]]) -> T:
+        async def run() -> T:
+            return await main()
 
         return asyncio.run(run())
-
-    def send_message_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
-        """Blocking :meth:`send_message`: connect, send, QUIT, in a fresh event loop."""
-
-        async def run() -> tuple[dict[str, Any], str]:
-            async with self:
-                return await self.send_message(*args, **kwargs)
-
-        return asyncio.run(run())
-
-
 
 
 class LMTP(SMTP):

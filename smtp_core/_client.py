@@ -96,6 +96,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "validate_local_hostname",
     "send_with",
+    "make_send",
 ]
 
 SMTP_PORT = 25
@@ -284,6 +285,28 @@ class SMTPClientBase(abc.ABC):
     @abc.abstractmethod
     async def _default_local_hostname(self) -> str:
         """The local machine's fully qualified name, without blocking the loop."""
+
+    @abc.abstractmethod
+    def _run_blocking(self, main: Callable[[], Awaitable[T]]) -> T:
+        """Run ``main()`` to completion in a fresh event loop of the adapter's kind."""
+
+    def sendmail_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, SMTPResponse], str]:
+        """Blocking :meth:`sendmail`: connect, send, QUIT, in a fresh event loop."""
+
+        async def main() -> tuple[dict[str, SMTPResponse], str]:
+            async with self:
+                return await self.sendmail(*args, **kwargs)
+
+        return self._run_blocking(main)
+
+    def send_message_sync(self, *args: Any, **kwargs: Any) -> tuple[dict[str, SMTPResponse], str]:
+        """Blocking :meth:`send_message`: connect, send, QUIT, in a fresh event loop."""
+
+        async def main() -> tuple[dict[str, SMTPResponse], str]:
+            async with self:
+                return await self.send_message(*args, **kwargs)
+
+        return self._run_blocking(main)
 
     # -- configuration ----------
 
@@ -1464,6 +1487,42 @@ def _sendmail_result(outcome: Any) -> tuple[dict[str, SMTPResponse], str]:
     assert isinstance(outcome, TransactionResult) and outcome.data_reply is not None
     refused = {rcpt: _response(reply) for rcpt, reply in outcome.refused.items()}
     return refused, outcome.data_reply.message
+
+
+def make_send(
+    client_class: Callable[..., SMTPClientBase],
+) -> Callable[..., Awaitable[tuple[dict[str, SMTPResponse], str]]]:
+    """The module-level ``send()`` of an adapter, for its client class."""
+
+    async def send(
+        message: email.message.Message | email.message.EmailMessage | str | bytes,
+        /,
+        *,
+        sender: str | None = None,
+        recipients: str | Sequence[str] | None = None,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        **client_options: Any,
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        """Connect, send one message, and QUIT.
+
+        ``message`` is an ``email.message.Message`` (sender and recipients default to
+        its headers) or raw ``str``/``bytes`` (``sender`` and ``recipients`` required).
+        ``client_options`` are the client's keyword arguments (``hostname``, ``port``,
+        ``username``, ``password``, ``use_tls``, ``start_tls``, ``timeout``, ...).
+        Returns ``(refused recipients, final reply text)``.
+        """
+        client_options.setdefault("hostname", "localhost")
+        return await send_with(
+            client_class(**client_options),
+            message,
+            sender=sender,
+            recipients=recipients,
+            mail_options=mail_options,
+            rcpt_options=rcpt_options,
+        )
+
+    return send
 
 
 async def send_with(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,14 @@ T = TypeVar("T")
 
 def _no_restart(seconds: float | None) -> None:
     pass
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class SMTP(SMTPClientBase):
@@ -51,21 +60,28 @@ class SMTP(SMTPClientBase):
                 lambda: protocol, path=options.socket_path, **ssl_args
             )
         else:
-            # Happy Eyeballs (RFC 8305): a host name's addresses are tried in turn,
-            # the next one started 250 ms after the previous, IPv6 and IPv4 interleaved.
+            # Happy Eyeballs (RFC 8305) for host names: their addresses are tried in
+            # turn, the next started 250 ms after the previous, IPv6 and IPv4
+            # interleaved. An address literal needs no race.
+            eyeballs: dict[str, Any] = {}
+            if not _is_ip_literal(options.hostname):
+                eyeballs = {"happy_eyeballs_delay": 0.25, "interleave": 1}
             coro = loop.create_connection(
                 lambda: protocol,
                 host=options.hostname,
                 port=options.port or 25,
                 local_addr=options.source_address,
-                happy_eyeballs_delay=0.25,
-                interleave=1,
+                **eyeballs,
                 **ssl_args,
             )
         where = f"{options.hostname} on port {options.port}"
+
+        async def connected(restart: Callable[[float | None], None]) -> None:
+            await coro
+
         try:
-            await asyncio.wait_for(coro, timeout=options.timeout)
-        except asyncio.TimeoutError as exc:
+            await self._with_deadline(options.timeout, connected)
+        except SMTPReadTimeoutError as exc:
             raise SMTPConnectTimeoutError(f"Timed out connecting to {where}") from exc
         except OSError as exc:
             raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc

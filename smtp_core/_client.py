@@ -1335,9 +1335,17 @@ class SMTPClientBase(abc.ABC):
             async with self._lock:
                 if not all(job.done for job in jobs):
                     await self._send_queued(timeout)
+        except Exception:
+            # Another batch than this task's own may have broken: this task's messages
+            # already have their outcomes then.
+            for job in jobs:
+                if job in self._queue:
+                    self._queue.remove(job)
+            if all(job.done for job in jobs):
+                return [job.outcome for job in jobs]
+            raise
         except BaseException:
-            # Cancelled while waiting, or this task's batch broke: never leave its
-            # messages queued for a later batch.
+            # Cancelled: never leave this task's messages queued for a later batch.
             for job in jobs:
                 if job in self._queue:
                     self._queue.remove(job)
@@ -1358,6 +1366,15 @@ class SMTPClientBase(abc.ABC):
 
     async def _send_queued(self, timeout: Timeout) -> None:
         while self._queue:
+            if not self.is_connected:
+                # The session ended under an earlier batch: what is still queued was
+                # never sent, so it may safely be sent again elsewhere.
+                for job in self._queue:
+                    never_sent = SMTPServerDisconnected("Connection lost")
+                    never_sent.content_started = False  # type: ignore[attr-defined]
+                    job.finish(never_sent)
+                self._queue.clear()
+                return
             batch: list[_Job] = []
             take = self._taker(batch)
 
@@ -1365,15 +1382,21 @@ class SMTPClientBase(abc.ABC):
                 conn = self._require_connection()
                 outcomes = await self._run(mail_batch(conn, take), timeout)
             except BaseException as exc:
-                failure: Exception = (
-                    exc
-                    if isinstance(exc, SMTPException)
-                    else SMTPServerDisconnected(f"Connection lost: {type(exc).__name__}")
-                )
+                # The batch broke (timeout, protocol error, cancellation). Which of its
+                # messages reached the server is unknown: each is reported lost, and
+                # marked as possibly delivered so that nobody sends it again.
                 for job in batch:
-                    job.finish(failure)
+                    lost: Exception
+                    if isinstance(exc, SMTPException):
+                        lost = type(exc)(*exc.args)  # each message its own exception
+                    else:
+                        lost = SMTPServerDisconnected(f"Connection lost: {type(exc).__name__}")
+                    lost.content_started = True  # type: ignore[attr-defined]
+                    job.finish(lost)
                 for job in self._queue:
-                    job.finish(SMTPServerDisconnected("Connection lost"))
+                    never_sent = SMTPServerDisconnected("Connection lost")
+                    never_sent.content_started = False  # type: ignore[attr-defined]
+                    job.finish(never_sent)
                 self._queue.clear()
                 raise
             for job, outcome in zip(batch, outcomes, strict=True):

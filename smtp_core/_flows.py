@@ -767,6 +767,7 @@ def mail_batch(
                 if conn.state.name in ("CLOSED", "ERROR"):
                     break
             except SMTPServerDisconnected as exc:
+                exc.content_started = conn.content_started  # type: ignore[attr-defined]
                 outcomes.append(exc)
                 break
             yield PROGRESS
@@ -778,8 +779,10 @@ def mail_batch(
     taken = 1
     yield from send(conn, *_group(envelope))
     need_reset = False
+    content_sent = False  # whether the current message's content went out
     try:
         while envelope is not None:
+            content_sent = False
             mail_reply = yield from read_reply(conn)
             result = TransactionResult(envelope.sender, mail_reply)
             if mail_reply.code == 421:
@@ -808,6 +811,7 @@ def mail_batch(
             group = _group(following) if following is not None else []
             taken += following is not None
             if data_reply.code == 354:
+                content_sent = envelope_ok
                 yield from _send_content(
                     conn, envelope.content if envelope_ok else b"", group, envelope.progress
                 )
@@ -836,6 +840,7 @@ def mail_batch(
             yield PROGRESS
             envelope = following
     except SMTPServerDisconnected as exc:
+        exc.content_started = content_sent  # type: ignore[attr-defined]
         outcomes.append(exc)
         return _fill(outcomes, total if total is not None else taken)
     if need_reset:
@@ -863,5 +868,7 @@ def _with_result(exc: _E, result: TransactionResult) -> _E:
 def _fill(outcomes: list[BatchOutcome], count: int) -> list[BatchOutcome]:
     """Messages not finished because the session ended get SMTPServerDisconnected."""
     while len(outcomes) < count:
-        outcomes.append(SMTPServerDisconnected("Connection lost before this message was sent"))
+        lost = SMTPServerDisconnected("Connection lost before this message was sent")
+        lost.content_started = False  # type: ignore[attr-defined]
+        outcomes.append(lost)
     return outcomes

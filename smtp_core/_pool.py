@@ -36,12 +36,14 @@ __all__ = ["SMTPPoolBase"]
 _PoolT = TypeVar("_PoolT", bound="SMTPPoolBase")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pooled:
     client: SMTPClientBase
     created: float
     last_used: float
     messages: int = 0
+    in_flight: int = 0
+    dead: bool = False
 
 
 class SMTPPoolBase(abc.ABC):
@@ -61,6 +63,9 @@ class SMTPPoolBase(abc.ABC):
       sending.
     * ``max_attempts`` (3) and ``retry_backoff`` (0.5 s, doubling): retries of a message
       after a dropped connection, a 421 or a 4xx refusal before its content was sent.
+    * ``max_in_flight`` (8): messages one connection carries at once; the client
+      pipelines them back to back (RFC 2920) when the server offers PIPELINING. New
+      connections are opened, up to ``max_connections``, before connections are shared.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class SMTPPoolBase(abc.ABC):
         rate_limit: tuple[int, float] | None = None,
         max_attempts: int = 3,
         retry_backoff: float = 0.5,
+        max_in_flight: int = 8,
         timeout: float | None = 60.0,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -85,6 +91,7 @@ class SMTPPoolBase(abc.ABC):
             ("max_connections", max_connections),
             ("max_messages_per_connection", max_messages_per_connection),
             ("max_attempts", max_attempts),
+            ("max_in_flight", max_in_flight),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -100,11 +107,11 @@ class SMTPPoolBase(abc.ABC):
         self.rate_limit = rate_limit
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
+        self.max_in_flight = max_in_flight
         self.timeout = timeout
         self._now = clock or self._monotonic
         self._sleep = sleep or self._real_sleep
-        self._idle: list[_Pooled] = []
-        self._busy = 0
+        self._conns: list[_Pooled] = []
         self._connecting = 0
         self._waiters: collections.deque[Any] = collections.deque()
         self._sent_times: collections.deque[float] = collections.deque()
@@ -155,13 +162,12 @@ class SMTPPoolBase(abc.ABC):
     @property
     def connections(self) -> int:
         """Connections open now (idle, busy or being opened)."""
-        return len(self._idle) + self._busy + self._connecting
+        return len(self._conns) + self._connecting
 
     async def close(self) -> None:
-        """Close every idle connection with QUIT; busy ones close when released."""
+        """Close every idle connection with QUIT; busy ones close when their work ends."""
         self._closed = True
-        idle, self._idle = self._idle, []
-        for pooled in idle:
+        for pooled in [p for p in self._conns if p.in_flight == 0]:
             await self._retire(pooled)
         while self._waiters:
             self._waiters.popleft().set()
@@ -169,13 +175,9 @@ class SMTPPoolBase(abc.ABC):
     async def expire_idle(self) -> None:
         """Close (QUIT) connections idle longer than ``idle_timeout`` or past their age."""
         now = self._now()
-        keep = []
-        for pooled in self._idle:
+        for pooled in [p for p in self._conns if p.in_flight == 0]:
             if now - pooled.last_used > self.idle_timeout or self._expired(pooled, now):
                 await self._retire(pooled)
-            else:
-                keep.append(pooled)
-        self._idle = keep
 
     async def sendmail(
         self,
@@ -297,8 +299,12 @@ class SMTPPoolBase(abc.ABC):
                 await self._respect_rate_limit(deadline)
                 result = await operation(pooled.client, self._left(deadline))
             except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException) as exc:
-                # The connection broke (or a -1 protocol error closed it).
-                content_started = pooled.client.content_started
+                # The connection broke (or a -1 protocol error closed it). Whether this
+                # message's content may have reached the server decides whether it may
+                # be sent again; when that is unknown, it is not.
+                content_started = getattr(exc, "content_started", None)
+                if content_started is None:
+                    content_started = pooled.in_flight > 1 or pooled.client.content_started
                 await self._discard(pooled)
                 if content_started or attempt >= self.max_attempts:
                     raise
@@ -317,7 +323,7 @@ class SMTPPoolBase(abc.ABC):
             retry = (
                 result.error is not None
                 and _transient(result.error)
-                and not pooled.client.content_started
+                and result.data_reply is None  # refused before its content was sent
                 and attempt < self.max_attempts
             )
             if pooled.client.is_connected and not retry:
@@ -364,7 +370,8 @@ class SMTPPoolBase(abc.ABC):
 
     def _expired(self, pooled: _Pooled, now: float) -> bool:
         return (
-            pooled.messages >= self.max_messages_per_connection
+            pooled.dead
+            or pooled.messages + pooled.in_flight >= self.max_messages_per_connection
             or now - pooled.created >= self.max_connection_age
             or not pooled.client.is_connected
         )
@@ -375,20 +382,27 @@ class SMTPPoolBase(abc.ABC):
                 raise SMTPException("The connection pool is closed")
             await self.expire_idle()
             now = self._now()
-            while self._idle:
-                pooled = self._idle.pop()  # the most recently used first
-                if self._expired(pooled, now):
-                    await self._retire(pooled)
-                    continue
-                self._busy += 1
+            usable = [
+                p
+                for p in self._conns
+                if not self._expired(p, now) and p.in_flight < self.max_in_flight
+            ]
+            idle = [p for p in usable if p.in_flight == 0]
+            if idle:
+                pooled = max(idle, key=lambda p: p.last_used)  # the most recently used
+                pooled.in_flight += 1
                 if now - pooled.last_used >= self.check_after_idle and not await self._check(
                     pooled
                 ):
-                    self._busy -= 1
+                    await self._discard(pooled)
                     continue
                 return pooled
             if self.connections < self.max_connections:
                 return await self._open(deadline)
+            if usable:
+                pooled = min(usable, key=lambda p: p.in_flight)  # share the least loaded
+                pooled.in_flight += 1
+                return pooled
             event = self._new_event()
             self._waiters.append(event)
             if not await self._wait_event(event, self._left(deadline)):
@@ -409,36 +423,41 @@ class SMTPPoolBase(abc.ABC):
             self._connecting -= 1
             self._wake()
         now = self._now()
-        self._busy += 1
+        pooled = _Pooled(client, now, now, in_flight=1)
+        self._conns.append(pooled)
         self.stats["connections"] += 1
-        return _Pooled(client, now, now)
+        return pooled
 
     async def _check(self, pooled: _Pooled) -> bool:
         try:
             await pooled.client.noop(timeout=5.0)
         except (SMTPException, OSError):
-            await pooled.client.aclose_quietly()
             return False
         return True
 
     async def _release(self, pooled: _Pooled) -> None:
-        self._busy -= 1
+        pooled.in_flight -= 1
         pooled.last_used = self._now()
-        if self._closed or self._expired(pooled, pooled.last_used):
+        if pooled.in_flight == 0 and (self._closed or self._expired(pooled, pooled.last_used)):
             await self._retire(pooled)
-        else:
-            self._idle.append(pooled)
         self._wake()
 
     async def _discard(self, pooled: _Pooled) -> None:
-        self._busy -= 1
-        await pooled.client.aclose_quietly()
+        """The connection broke: no new work for it; closed once its other work ends."""
+        pooled.dead = True
+        pooled.in_flight -= 1
+        if pooled.in_flight == 0 and pooled in self._conns:
+            self._conns.remove(pooled)
+            await pooled.client.aclose_quietly()
         self._wake()
 
     async def _retire(self, pooled: _Pooled) -> None:
+        if pooled not in self._conns:
+            return
+        self._conns.remove(pooled)
         self.stats["retired"] += 1
         client = pooled.client
-        if client.is_connected:
+        if client.is_connected and not pooled.dead:
             with contextlib.suppress(SMTPException, OSError):
                 await client.quit(timeout=5.0)
         await client.aclose_quietly()

@@ -50,7 +50,11 @@ PREFERENCE: tuple[str, ...] = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN")
 
 
 def _bytes(value: str | bytes) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"SASL credentials must be str or bytes, not {type(value).__name__}")
 
 
 def decode_challenge(text: str) -> bytes:
@@ -76,7 +80,22 @@ class SASLMechanism(abc.ABC):
     challenge, or bytes (possibly empty) to send with the command. ``respond()``
     takes a decoded 334 challenge and returns the raw response (the connection
     base64-encodes it); it raises :class:`RemoteProtocolError` for a challenge it
-    cannot answer, which cancels the exchange.
+    cannot answer, which cancels the exchange. ``check_success()`` runs on the 235.
+
+    This is the plug-in point for mechanisms the library does not ship::
+
+        class External(SASLMechanism):
+            name = "EXTERNAL"
+
+            def initial_response(self) -> bytes | None:
+                return b""  # authorize as the TLS client certificate's identity
+
+            def respond(self, challenge: bytes) -> bytes:
+                raise RemoteProtocolError("EXTERNAL takes no challenge")
+
+        await smtp.auth(External())
+
+    Never put a secret in ``repr()``; the built-in mechanisms show ``<redacted>``.
     """
 
     name: ClassVar[str]
@@ -111,7 +130,11 @@ class _Credentials(SASLMechanism):
 
 
 class Plain(_Credentials):
-    """PLAIN (RFC 4616): ``authzid NUL username NUL password`` in the initial response."""
+    """PLAIN (RFC 4616): ``authzid NUL username NUL password`` in the initial response.
+
+    If the driver sends ``AUTH PLAIN`` without the initial response, the server's
+    empty challenge is answered with the same message instead.
+    """
 
     name = "PLAIN"
 
@@ -132,19 +155,33 @@ class Plain(_Credentials):
         return self.authzid + b"\0" + self.username + b"\0" + self._password
 
     def initial_response(self) -> bytes | None:
+        self._round = 1
         return self._message()
 
     def respond(self, challenge: bytes) -> bytes:
-        raise RemoteProtocolError("server challenged PLAIN after its initial response")
+        if self._round == 0 and not challenge:
+            self._round = 2
+            return self._message()
+        if self._round == 1:
+            raise RemoteProtocolError("server challenged PLAIN after its initial response")
+        if self._round == 0:
+            raise RemoteProtocolError(f"PLAIN expects an empty challenge, got {challenge[:40]!r}")
+        raise RemoteProtocolError("server challenged PLAIN after it was sent the credentials")
 
 
 class Login(_Credentials):
     """LOGIN: the username as initial response, then the password on the challenge.
 
     If a server asks ``Username:`` first anyway, it gets the username, then the password.
+    Without the initial response (a driver that sends ``AUTH LOGIN`` alone), the first
+    challenge gets the username and the second the password. Any further challenge,
+    or a second ``Username:``, raises :class:`RemoteProtocolError`.
     """
 
     name = "LOGIN"
+
+    # _round: 0 nothing sent, 1 username sent as initial response,
+    # 2 username sent in answer to a challenge, 3 password sent.
 
     def initial_response(self) -> bytes | None:
         self._round = 1
@@ -152,7 +189,8 @@ class Login(_Credentials):
 
     def respond(self, challenge: bytes) -> bytes:
         asks_username = challenge.strip().lower().startswith(b"user")
-        if self._round == 1 and asks_username:
+        if self._round == 0 or (self._round == 1 and asks_username):
+            self._round = 2
             return self.username
         if self._round in (1, 2) and not asks_username:
             self._round = 3
@@ -337,10 +375,12 @@ MECHANISMS: dict[str, type[_Credentials]] = {
 }
 
 
-def credentials_mechanism(
-    name: str, username: str | bytes, password: str | bytes
-) -> SASLMechanism:
-    """Build PLAIN, LOGIN or CRAM-MD5 by name (case-insensitive)."""
+def credentials_mechanism(name: str, username: str | bytes, password: str | bytes) -> SASLMechanism:
+    """Build a username/password mechanism of :data:`MECHANISMS` by name (case-insensitive).
+
+    That is PLAIN, LOGIN, CRAM-MD5 or SCRAM-SHA-256; any other name raises
+    :class:`LocalProtocolError`.
+    """
     try:
         cls = MECHANISMS[name.upper()]
     except KeyError:

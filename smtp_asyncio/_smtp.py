@@ -94,12 +94,40 @@ class SMTP(SMTPClientBase):
     ) -> T:
         loop = asyncio.get_running_loop()
         if sys.version_info >= (3, 11):
-            deadline = asyncio.timeout(timeout)
+            # The deadline moves at every stage of a flow (several times per message).
+            # Moving it later only records the new time; one timer checks the record
+            # when it fires and, if the deadline has moved on, waits again.
+            deadline = asyncio.timeout(None)
+            target = None if timeout is None else loop.time() + timeout
+            timer: asyncio.TimerHandle | None = None
+            armed_at = 0.0
+
+            def arm(when: float) -> None:
+                nonlocal timer, armed_at
+                if timer is not None:
+                    timer.cancel()
+                timer = loop.call_at(when, fire)
+                armed_at = when
+
+            def fire() -> None:
+                nonlocal timer
+                timer = None
+                if target is None:
+                    return
+                if target > loop.time():
+                    arm(target)
+                else:
+                    deadline.reschedule(loop.time())  # expires now: cancels the operation
 
             def restart(seconds: float | None) -> None:
+                nonlocal target
                 limit = timeout if seconds is None else seconds
-                deadline.reschedule(None if limit is None else loop.time() + limit)
+                target = None if limit is None else loop.time() + limit
+                if target is not None and (timer is None or target < armed_at):
+                    arm(target)
 
+            if target is not None:
+                arm(target)
             try:
                 async with deadline:
                     return await operation(restart)
@@ -107,6 +135,9 @@ class SMTP(SMTPClientBase):
                 if deadline.expired():
                     raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
         try:  # pragma: no cover - Python 3.10: one deadline for the whole operation
             return await asyncio.wait_for(operation(_no_restart), timeout)
         except asyncio.TimeoutError as exc:  # pragma: no cover

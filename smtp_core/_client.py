@@ -447,25 +447,25 @@ class SMTPClientBase(abc.ABC):
                 except StopIteration as stop:
                     result: T = stop.value
                     return result
-                if isinstance(request, Write):
+                if type(request) is Write:
                     await transport.write(request.data)
                     value = None
-                elif isinstance(request, Read):
+                elif type(request) is Read:
                     value = await transport.read()
-                elif isinstance(request, Stage):
+                elif type(request) is Stage:
                     limit = stage_limits.get(request.name)
                     if limit is not None:
                         restart(limit)
                     value = None
-                elif isinstance(request, Progress):
+                elif type(request) is Progress:
                     restart(None)  # the timeout applies to each message of a batch
                     value = None
-                elif isinstance(request, NextChunk):
+                elif type(request) is NextChunk:
                     try:
                         value = await request.source.__anext__()
                     except StopAsyncIteration:
                         value = None
-                elif isinstance(request, UpgradeTLS):
+                elif type(request) is UpgradeTLS:
                     # Bytes the transport read past the 220 reply go to the machine, which
                     # refuses them (STARTTLS response injection) before any TLS starts.
                     early = transport.take_unread()

@@ -129,6 +129,24 @@ def validate_address(address: str, *, allow_null: bool = False) -> str:
     """
     if not isinstance(address, str):
         raise LocalProtocolError(f"address must be a str, not {type(address).__name__}")
+    key = (address, allow_null)
+    cached = _VALID_ADDRESSES.get(key)
+    if cached is not None:
+        return cached
+    path = _validate_address(address, allow_null)
+    if len(_VALID_ADDRESSES) >= _VALID_ADDRESSES_MAX:
+        _VALID_ADDRESSES.clear()
+    _VALID_ADDRESSES[key] = path
+    return path
+
+
+# Addresses already validated, with their paths: a program sending many messages
+# repeats the same few senders and recipients. Only valid addresses are kept.
+_VALID_ADDRESSES: dict[tuple[str, bool], str] = {}
+_VALID_ADDRESSES_MAX = 1024
+
+
+def _validate_address(address: str, allow_null: bool) -> str:
     _check_text(address, "address")
     inner = address
     if ("<" in address[1:] or ">" in address[:-1]) and not (

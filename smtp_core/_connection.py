@@ -33,7 +33,7 @@ from ._events import (
     Greeting,
 )
 from ._replies import Reply, ReplyParser
-from ._state import State, Trigger, transition
+from ._state import TRANSITIONS, State, Trigger, transition
 
 __all__ = ["ClientConnection", "Sendable"]
 
@@ -43,6 +43,7 @@ Sendable = Command | Content | EndOfData
 _Pending = Command | EndOfData
 
 _HELLO = (Ehlo, Helo, Lhlo)
+_STARTS_TRANSACTION = (Mail, Rset, *_HELLO)
 
 
 class ClientConnection:
@@ -282,34 +283,36 @@ class ClientConnection:
             self._fail(exc)
 
     def _send(self, item: Sendable) -> bytes:
-        trigger = self._send_trigger(item)
-        new_state = transition(self._state, trigger)
-        name = _name(item)
+        trigger = _TRIGGER_BY_TYPE.get(type(item)) or self._send_trigger(item)
+        new_state = TRANSITIONS[self._state].get(trigger)
         if new_state is None:
-            raise LocalProtocolError(f"cannot send {name} in state {self._state.name}")
+            raise LocalProtocolError(f"cannot send {_name(item)} in state {self._state.name}")
         if not self._pending and self._parser.buffer and self._state is not State.CONTENT:
             # Bytes that arrived while nothing was awaiting a reply would otherwise be
             # taken as the reply to this command.
             raise RemoteProtocolError(
-                f"server sent unsolicited data before {name}: "
+                f"server sent unsolicited data before {_name(item)}: "
                 f"{bytes(self._parser.buffer.peek(40))!r}"
             )
-        if isinstance(item, _HELLO) and isinstance(item, Lhlo) != self.lmtp:
-            raise LocalProtocolError(
-                f"cannot send {name} on an {'LMTP' if self.lmtp else 'SMTP'} connection"
-            )
-        if isinstance(item, Command):
-            self._check_pipelining(name)
-            self._check_extensions(item, name)
         if isinstance(item, Content):
             assert self._encoder is not None
-            data = self._encoder.encode(item.data)
-        elif isinstance(item, EndOfData):
+            self._state = new_state
+            return self._encoder.encode(item.data)
+        if isinstance(item, EndOfData):
             assert self._encoder is not None
             data = self._encoder.finish()
             self._encoder = None
             self._pending.extend([item] * self._replies_after_content())
-        elif isinstance(item, Bdat):
+            self._state = new_state
+            return data
+        if isinstance(item, _HELLO) and isinstance(item, Lhlo) != self.lmtp:
+            raise LocalProtocolError(
+                f"cannot send {_name(item)} on an {'LMTP' if self.lmtp else 'SMTP'} connection"
+            )
+        if self._pending:
+            self._check_pipelining(item)
+        self._check_extensions(item)
+        if isinstance(item, Bdat):
             self._content_started = True
             if self._binary:
                 payload = item.payload  # BODY=BINARYMIME: octets exactly as given
@@ -326,7 +329,7 @@ class ClientConnection:
         else:
             data = item.to_bytes()
             self._pending.append(item)
-            if isinstance(item, (Mail, Rset, *_HELLO)):
+            if isinstance(item, _STARTS_TRANSACTION):
                 self._normalizer = None
                 self._accepted_rcpts = 0
                 self._content_started = False
@@ -334,7 +337,7 @@ class ClientConnection:
                     key == "BODY" and (value or "").upper() == "BINARYMIME"
                     for key, value in item.params
                 )
-            if isinstance(item, Auth):
+            elif isinstance(item, Auth):
                 self._auth_rounds = 0
         self._state = new_state
         return data
@@ -367,31 +370,30 @@ class ClientConnection:
                 return trigger
         return Trigger.SEND_OTHER
 
-    def _check_pipelining(self, name: str) -> None:
-        if not self._pending:
-            return
+    def _check_pipelining(self, item: Command) -> None:
         waiting = self._pending[-1]
         if not self._capabilities.pipelining:
             raise LocalProtocolError(
-                f"cannot send {name} before the reply to {_name(waiting)}: "
+                f"cannot send {_name(item)} before the reply to {_name(waiting)}: "
                 "the server did not advertise PIPELINING"
             )
         for command in self._pending:
             if isinstance(command, Command) and command.group_last:
                 raise LocalProtocolError(
-                    f"cannot send {name} before the reply to {_name(command)}, "
+                    f"cannot send {_name(item)} before the reply to {_name(command)}, "
                     "which must end a PIPELINING group (RFC 2920)"
                 )
 
-    def _check_extensions(self, command: Command, name: str) -> None:
+    def _check_extensions(self, command: Command) -> None:
         if isinstance(command, StartTLS) and self._tls:
             raise LocalProtocolError("cannot send STARTTLS: TLS is already active")
-        missing = sorted(
-            ext for ext in command.required_extensions() if ext not in self._capabilities
-        )
+        required = command.required_extensions()
+        if not required:
+            return
+        missing = sorted(ext for ext in required if ext not in self._capabilities)
         if missing:
             raise LocalProtocolError(
-                f"cannot send {name}: the server did not advertise {', '.join(missing)}"
+                f"cannot send {_name(command)}: the server did not advertise {', '.join(missing)}"
             )
 
     # -- TLS ------------------------------------------------------------------------

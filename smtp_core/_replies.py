@@ -11,6 +11,7 @@ from ._errors import RemoteProtocolError
 __all__ = ["EnhancedStatusCode", "Reply", "ReplyParser"]
 
 _FIRST = b"2345"
+_CACHED_REPLIES = 64  # distinct single-line replies remembered per connection
 _ENHANCED_RE = re.compile(rb"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 
 
@@ -96,10 +97,11 @@ class ReplyParser:
         "_code",
         "_enhanced",
         "_lines",
+        "_parse_enhanced_codes",
+        "_single_line_replies",
         "max_buffer_size",
         "max_line_length",
         "max_reply_lines",
-        "parse_enhanced_codes",
     )
 
     def __init__(
@@ -116,7 +118,19 @@ class ReplyParser:
         self.max_line_length = max_line_length
         self.max_reply_lines = max_reply_lines
         self.max_buffer_size = max_buffer_size
-        self.parse_enhanced_codes = False
+        self._parse_enhanced_codes = False
+        self._single_line_replies: dict[bytes, Reply] = {}
+
+    @property
+    def parse_enhanced_codes(self) -> bool:
+        """Whether each line's RFC 3463 code is parsed (the server sent ENHANCEDSTATUSCODES)."""
+        return self._parse_enhanced_codes
+
+    @parse_enhanced_codes.setter
+    def parse_enhanced_codes(self, value: bool) -> None:
+        if value != self._parse_enhanced_codes:
+            self._single_line_replies.clear()
+        self._parse_enhanced_codes = value
 
     @property
     def buffer(self) -> ReceiveBuffer:
@@ -153,11 +167,21 @@ class ReplyParser:
                     f"reply line longer than {self.max_line_length} bytes (max_line_length)"
                 )
             if self._code is None and raw[3:4] == b" " and raw[:3].isdigit() and raw[0] in _FIRST:
-                # Fast path: a whole single-line reply.
-                code = int(raw[:3])
-                text = raw[4:]
-                enhanced = (self._enhanced_code(code, text),) if self.parse_enhanced_codes else ()
-                return Reply(code, (text.decode("utf-8", "replace"),), enhanced)
+                # Fast path: a whole single-line reply. Servers repeat the same few
+                # ("250 2.1.0 Ok"), and a Reply is immutable: parse each line once.
+                cache = self._single_line_replies
+                reply = cache.get(raw)
+                if reply is None:
+                    code = int(raw[:3])
+                    text = raw[4:]
+                    enhanced = (
+                        (self._enhanced_code(code, text),) if self.parse_enhanced_codes else ()
+                    )
+                    reply = Reply(code, (text.decode("utf-8", "replace"),), enhanced)
+                    if len(cache) >= _CACHED_REPLIES:
+                        cache.clear()
+                    cache[raw] = reply
+                return reply
             code, last, text = self._split(raw)
             if self._code is None:
                 self._code = code

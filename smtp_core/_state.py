@@ -17,6 +17,10 @@ __all__ = ["State", "Trigger", "TRANSITIONS", "SEND_TRIGGERS", "transition"]
 class State(enum.Enum):
     """Where the SMTP session stands, from the client's side."""
 
+    # Members are singletons: identity hashing is exact, and much cheaper than
+    # Enum's own __hash__ for the transition-table lookups made on every command.
+    __hash__ = object.__hash__
+
     GREETING = "GREETING"  # connected, waiting for the server's greeting
     REJECTED = "REJECTED"  # the greeting refused service: only QUIT remains
     HELLO = "HELLO"  # EHLO/HELO needed (after the greeting and after STARTTLS)
@@ -37,6 +41,10 @@ class State(enum.Enum):
 
 class Trigger(enum.Enum):
     """What moves the state machine."""
+
+    # Members are singletons: identity hashing is exact, and much cheaper than
+    # Enum's own __hash__ for the transition-table lookups made on every command.
+    __hash__ = object.__hash__
 
     SEND_HELLO = "SEND_HELLO"  # EHLO, HELO, LHLO
     SEND_MAIL = "SEND_MAIL"

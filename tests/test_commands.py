@@ -285,3 +285,26 @@ def test_parse_command_gives_typed_commands() -> None:
 def test_parse_command_validates(args: tuple[bytes, ...]) -> None:
     with pytest.raises(LocalProtocolError):
         parse_command(*args)
+
+
+def test_validated_addresses_are_remembered_but_invalid_ones_are_not() -> None:
+    from smtp_core import _commands
+
+    assert validate_address("<cache@example.org>") == "cache@example.org"
+    assert ("<cache@example.org>", False) in _commands._VALID_ADDRESSES
+    for _ in range(2):  # refused every time, never remembered
+        with pytest.raises(LocalProtocolError):
+            validate_address("bad address@example.org")
+    assert not any(key[0] == "bad address@example.org" for key in _commands._VALID_ADDRESSES)
+    # The null path is valid only where allowed, whatever was validated before.
+    assert validate_address("<>", allow_null=True) == ""
+    with pytest.raises(LocalProtocolError):
+        validate_address("<>")
+
+
+def test_address_cache_stays_bounded() -> None:
+    from smtp_core import _commands
+
+    for index in range(3000):
+        assert validate_address(f"user{index}@example.org") == f"user{index}@example.org"
+    assert len(_commands._VALID_ADDRESSES) <= _commands._VALID_ADDRESSES_MAX

@@ -193,3 +193,33 @@ def test_any_bytes_any_chunking_parse_or_remote_error(data: bytes, sizes: list[i
             parse_all([data], max_line_length=64, max_reply_lines=5)
         return
     assert chunked == parse_all([data], max_line_length=64, max_reply_lines=5)
+
+
+def test_repeated_single_line_replies_are_parsed_once() -> None:
+    parser = ReplyParser()
+    parser.feed(b"250 2.1.0 Ok\r\n250 2.1.0 Ok\r\n")
+    first, second = parser.next_reply(), parser.next_reply()
+    assert first is second  # immutable, shared
+    assert first == Reply(250, ("2.1.0 Ok",))
+
+
+def test_enhanced_codes_switch_does_not_reuse_replies_parsed_without_them() -> None:
+    parser = ReplyParser()
+    parser.feed(b"250 2.1.0 Ok\r\n")
+    assert parser.next_reply() == Reply(250, ("2.1.0 Ok",))
+    parser.parse_enhanced_codes = True
+    parser.feed(b"250 2.1.0 Ok\r\n")
+    reply = parser.next_reply()
+    assert reply is not None and str(reply.enhanced_status) == "2.1.0"
+    parser.parse_enhanced_codes = False
+    parser.feed(b"250 2.1.0 Ok\r\n")
+    assert parser.next_reply() == Reply(250, ("2.1.0 Ok",))
+
+
+def test_reply_cache_stays_bounded() -> None:
+    parser = ReplyParser()
+    for index in range(1000):  # a server sending a different line every time
+        parser.feed(b"250 ok %d\r\n" % index)
+        reply = parser.next_reply()
+        assert reply is not None and reply.lines == (f"ok {index}",)
+    assert len(parser._single_line_replies) <= 64

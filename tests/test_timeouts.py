@@ -106,3 +106,33 @@ def test_host_name_with_several_addresses(adapter: Adapter, smtpd: Any) -> None:
             await smtp.noop()
 
     adapter.run(main)
+
+
+def test_each_stage_gets_its_own_limit(adapter: Adapter, scripted: Any) -> None:
+    """The command and data stages each take 0.6 s: more than the 1 s limit together, so
+    the send succeeds only if the deadline really moves at each stage."""
+    mod = adapter.module
+    envelope_replies = b"250 ok\r\n250 ok\r\n354 go\r\n"
+    final_reply = b"250 queued as " + b"x" * 16 + b"\r\n"
+    server = scripted(
+        [
+            *session_prefix("PIPELINING"),
+            Expect(b"MAIL"),
+            SendSlowly(envelope_replies, 0.6 / len(envelope_replies)),
+            ExpectData(),
+            SendSlowly(final_reply, 0.6 / len(final_reply)),
+            Expect(b"QUIT"),
+            Send(b"221 bye\r\n"),
+        ]
+    )
+
+    async def main() -> None:
+        timeouts = mod.Timeouts(command=1.0, data=1.0)
+        async with mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=1.0, timeouts=timeouts) as smtp:
+            started = time.monotonic()
+            refused, text = await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+            assert time.monotonic() - started > 1.0  # longer than any one limit
+        assert refused == {}
+        assert text.startswith("queued as")
+
+    adapter.run(main)

@@ -1,7 +1,9 @@
 """One benchmark run in a fresh process: one client, one scenario; prints a JSON line.
 
 Usage: python benchmarks/client.py CLIENT SCENARIO PORT COUNT
-CLIENT: smtp_asyncio, smtp_anyio-asyncio, smtp_anyio-trio, aiosmtplib, smtplib
+CLIENT: smtp_asyncio, smtp_anyio-asyncio, smtp_anyio-trio, aiosmtplib, smtplib,
+        asyncio-floor (the reference point of benchmarks/floor.py; sequential, connsN
+        and newconn only)
 SCENARIO: sequential, batch, conns8, conns64, newconn, big, bigfile
 """
 
@@ -189,6 +191,9 @@ def main() -> None:
         import smtp_anyio
     elif client in ("smtp_asyncio", "aiosmtplib"):
         __import__(client)
+    elif client == "asyncio-floor":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import floor  # noqa: F401
     base_rss = rss_kib()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
@@ -218,6 +223,8 @@ def main() -> None:
         module: Any
         if client == "smtp_asyncio":
             import smtp_asyncio as module
+        elif client == "asyncio-floor":
+            import floor as module
         elif client == "smtp_anyio-asyncio":
             import smtp_anyio as module
         else:

@@ -41,6 +41,10 @@ SCENARIOS = {
     "bigfile": (1, 1, "the same 20 MiB message streamed from a file"),
 }
 CLIENTS = ["smtp_asyncio", "smtp_anyio-asyncio", "smtp_anyio-trio", "aiosmtplib", "smtplib"]
+FLOOR = "asyncio-floor"
+FLOOR_SCENARIOS = {"sequential", "conns8", "conns64", "newconn"}
+"""Scenarios where benchmarks/floor.py (no parsing, no checks: the least an asyncio
+program can do per message) runs as a reference point beside the clients."""
 
 
 def free_port() -> int:
@@ -109,17 +113,20 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny run (CI)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS))
-    parser.add_argument("--client", action="append", choices=CLIENTS)
+    parser.add_argument("--client", action="append", choices=[*CLIENTS, FLOOR])
+    parser.add_argument(
+        "--no-floor", action="store_true", help="leave out the asyncio floor reference point"
+    )
     args = parser.parse_args()
     if not os.path.exists(SINK):
         print(f"error: {SINK} not found (Debian package postfix)", file=sys.stderr)
         return 2
-    clients = args.client or CLIENTS
+    available = set(CLIENTS)
     try:
         import aiosmtplib  # noqa: F401
     except ImportError:
         print("note: aiosmtplib is not installed; ratios are left out", file=sys.stderr)
-        clients = [c for c in clients if c != "aiosmtplib"]
+        available.discard("aiosmtplib")
     rounds = 1 if args.smoke else args.rounds
     port = free_port()
     sink = start_sink(port)
@@ -127,6 +134,12 @@ def main() -> int:
         for scenario in args.scenario or list(SCENARIOS):
             full, smoke, description = SCENARIOS[scenario]
             count = smoke if args.smoke else full
+            clients = list(args.client or CLIENTS)
+            if "aiosmtplib" not in available:
+                clients = [c for c in clients if c != "aiosmtplib"]
+            if scenario in FLOOR_SCENARIOS and not args.no_floor and FLOOR not in clients:
+                clients.append(FLOOR)
+            clients = [c for c in clients if c != FLOOR or scenario in FLOOR_SCENARIOS]
             runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
             ratios: dict[str, list[float]] = {c: [] for c in clients}
             for round_index in range(rounds):
@@ -150,7 +163,8 @@ def main() -> int:
                 cpu = statistics.median(r["cpu_seconds"] / r["messages"] * 1000 for r in rs)
                 rss = statistics.median(r["rss_growth_kib"] / 1024 for r in rs)
                 ratio = f"{statistics.median(ratios[client]):.2f}x" if ratios[client] else "-"
-                print(f"{client:<20}{msgs:>10.0f}{mbs:>10.1f}{cpu:>10.3f}{rss:>10.1f}{ratio:>15}")
+                label = "asyncio floor (ref)" if client == FLOOR else client
+                print(f"{label:<20}{msgs:>10.0f}{mbs:>10.1f}{cpu:>10.3f}{rss:>10.1f}{ratio:>15}")
             if scenario == "batch" and os.path.exists(SOURCE):
                 source = run_smtp_source(port, count)
                 print(f"{'smtp-source -d (C)':<20}{count / source['seconds']:>10.0f}")

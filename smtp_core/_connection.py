@@ -43,6 +43,7 @@ Sendable = Command | Content | EndOfData
 _Pending = Command | EndOfData
 
 _HELLO = (Ehlo, Helo, Lhlo)
+_HELLO_TYPES = frozenset(_HELLO)
 _STARTS_TRANSACTION = (Mail, Rset, *_HELLO)
 
 
@@ -149,7 +150,8 @@ class ClientConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the server; ``b""`` means the server closed the connection."""
-        self._check_not_error()
+        if self._state is State.ERROR:
+            self._check_not_error()
         if not data:
             self._eof = True
             return
@@ -169,7 +171,8 @@ class ClientConnection:
 
     def next_event(self) -> Event | type[NEED_DATA]:
         """Return the next event, or ``NEED_DATA`` when more bytes must be read first."""
-        self._check_not_error()
+        if self._state is State.ERROR:
+            self._check_not_error()
         if self._state is State.CLOSED and not self._parser.in_reply:
             if self._eof:
                 return ConnectionClosed(expected=True)
@@ -219,6 +222,15 @@ class ClientConnection:
         return CommandReply(command, reply)
 
     def _reply_trigger(self, command: _Pending, reply: Reply) -> Trigger | None:
+        cls = type(command)
+        if cls is Rcpt:
+            if 200 <= reply.code < 300:
+                self._accepted_rcpts += 1
+            return None
+        if cls is Mail:
+            return None if 200 <= reply.code < 300 else Trigger.MAIL_FAILED
+        if cls is EndOfData:
+            return None
         if isinstance(command, _HELLO):
             if not reply.is_success:
                 return Trigger.HELLO_FAILED
@@ -276,7 +288,14 @@ class ClientConnection:
         state, an unanswered command that PIPELINING rules say must come first, or an
         extension the server did not advertise.
         """
-        self._check_not_error()
+        if self._state is State.ERROR:
+            self._check_not_error()
+        if type(item) is Content and self._state is State.CONTENT:
+            assert self._encoder is not None
+            try:
+                return self._encoder.encode(item.data)
+            except ProtocolError as exc:
+                self._fail(exc)
         try:
             return self._send(item)
         except ProtocolError as exc:
@@ -305,7 +324,7 @@ class ClientConnection:
             self._pending.extend([item] * self._replies_after_content())
             self._state = new_state
             return data
-        if isinstance(item, _HELLO) and isinstance(item, Lhlo) != self.lmtp:
+        if type(item) in _HELLO_TYPES and isinstance(item, Lhlo) != self.lmtp:
             raise LocalProtocolError(
                 f"cannot send {_name(item)} on an {'LMTP' if self.lmtp else 'SMTP'} connection"
             )

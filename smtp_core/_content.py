@@ -23,6 +23,8 @@ BareLineEndings = Literal["normalize", "reject"]
 
 def normalize_line_endings(data: bytes) -> bytes:
     """Turn every bare CR and bare LF into CRLF (CRLF stays as it is)."""
+    if not _has_bare_line_ending(data):
+        return data  # the usual case: counting costs less than copying three times
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -106,7 +108,8 @@ class DataEncoder:
         self.bytes_out = 0
 
     def _stuff(self, data: bytes, at_line_start: bool) -> bytes:
-        data = data.replace(b"\n.", b"\n..")
+        if b"\n." in data:
+            data = data.replace(b"\n.", b"\n..")
         if at_line_start and data.startswith(b"."):
             data = b"." + data
         return data

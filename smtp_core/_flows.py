@@ -77,6 +77,7 @@ from ._exceptions import (
 )
 from ._replies import EnhancedStatusCode, Reply
 from ._sasl import SASLMechanism, decode_challenge
+from ._state import State
 
 __all__ = [
     "Write",
@@ -193,10 +194,10 @@ def _trace_sent(item: Command | Content | EndOfData) -> None:
 
 def send(conn: ClientConnection, *items: Command | Content | EndOfData) -> Flow[None]:
     """Send ``items`` in one write."""
-    data = []
-    for item in items:
-        data.append(conn.send(item))
-        _trace_sent(item)
+    data = [conn.send(item) for item in items]
+    if trace_logger.isEnabledFor(logging.DEBUG):
+        for item in items:
+            _trace_sent(item)
     yield COMMAND_STAGE
     yield Write(b"".join(data))
 
@@ -397,9 +398,13 @@ class RecipientResult:
         return self.reply.message
 
 
+def _closed(conn: ClientConnection) -> bool:
+    return conn.state is State.CLOSED
+
+
 def _reset_quietly(conn: ClientConnection) -> Flow[None]:
     """RSET after a failed transaction; its own failure is not reported (as aiosmtplib)."""
-    if conn.state.name in ("CLOSED", "ERROR"):
+    if conn.state in (State.CLOSED, State.ERROR):
         return
     with contextlib.suppress(SMTPServerDisconnected):
         yield from command(conn, Rset())
@@ -561,7 +566,7 @@ def _bdat_transaction(
             for rcpt in rcpts:
                 result.recipient_replies[rcpt.recipient] = yield from command(conn, rcpt)
     if not mail_reply.is_success:
-        if conn.state.name != "CLOSED":
+        if conn.state is not State.CLOSED:
             yield from _reset_quietly(conn)
         raise _with_result(SMTPSenderRefused(mail_reply.code, mail_reply.message, sender), result)
     if not result.accepted:
@@ -653,7 +658,7 @@ def _lmtp_deliveries(conn: ClientConnection, result: TransactionResult) -> Flow[
         reply = yield from read_reply(conn)
         result.delivery_replies[rcpt] = reply
         result.data_reply = reply
-        if conn.state.name == "CLOSED":
+        if conn.state is State.CLOSED:
             break
     if not result.delivered:
         raise _with_result(_recipients_refused(result), result)
@@ -764,7 +769,7 @@ def mail_batch(
                 outcomes.append(result)
             except (SMTPResponseException, SMTPRecipientsRefused) as exc:
                 outcomes.append(exc)
-                if conn.state.name in ("CLOSED", "ERROR"):
+                if conn.state in (State.CLOSED, State.ERROR):
                     break
             except SMTPServerDisconnected as exc:
                 exc.content_started = conn.content_started  # type: ignore[attr-defined]
@@ -797,7 +802,7 @@ def mail_batch(
                 result.recipient_replies[rcpt] = reply
                 if reply.code == 421:
                     break
-            if conn.state.name == "CLOSED":
+            if conn.state is State.CLOSED:
                 outcomes.append(_recipients_refused(result))
                 break
             data_reply = yield from read_reply(conn)
@@ -835,7 +840,7 @@ def mail_batch(
                 yield from send(conn, Rset(), *group)
                 yield from read_reply(conn)
                 need_reset = False
-            if conn.state.name == "CLOSED":
+            if _closed(conn):  # the state moves as replies are read
                 break
             yield PROGRESS
             envelope = following

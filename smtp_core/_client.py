@@ -436,30 +436,38 @@ class SMTPClientBase(abc.ABC):
 
         async def trampoline(restart: Callable[[float | None], None]) -> T:
             value: Any = None
+            may_have_unread = True
             while True:
                 # Bytes that arrived unasked go to the machine before the flow sends its
-                # next command, so they can never pass for that command's reply.
-                early = transport.take_unread()
-                if early:
-                    conn.receive_data(early)
+                # next command, so they can never pass for that command's reply. They can
+                # only arrive while this task waits for something other than a read
+                # (which takes everything), or before the flow started.
+                if may_have_unread:
+                    early = transport.take_unread()
+                    if early:
+                        conn.receive_data(early)
                 try:
                     request = flow.send(value)
                 except StopIteration as stop:
                     result: T = stop.value
                     return result
+                may_have_unread = True
                 if type(request) is Write:
                     await transport.write(request.data)
                     value = None
                 elif type(request) is Read:
                     value = await transport.read()
+                    may_have_unread = False
                 elif type(request) is Stage:
                     limit = stage_limits.get(request.name)
                     if limit is not None:
                         restart(limit)
                     value = None
+                    may_have_unread = False  # nothing was awaited
                 elif type(request) is Progress:
                     restart(None)  # the timeout applies to each message of a batch
                     value = None
+                    may_have_unread = False
                 elif type(request) is NextChunk:
                     try:
                         value = await request.source.__anext__()

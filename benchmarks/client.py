@@ -3,7 +3,7 @@
 Usage: python benchmarks/client.py CLIENT SCENARIO PORT COUNT
 CLIENT: smtp_asyncio, smtp_anyio-asyncio, smtp_anyio-trio, aiosmtplib, smtplib,
         asyncio-floor (the reference point of benchmarks/floor.py; sequential, connsN
-        and newconn only)
+        and newconn only); any asyncio one with "-uvloop" appended runs on uvloop
 SCENARIO: sequential, batch, conns8, conns64, newconn, big, bigfile
 """
 
@@ -168,6 +168,8 @@ async def run_pool(module: Any, gather: Any, port: int, count: int, payload: Any
 
 def main() -> None:
     client, scenario, port_text, count_text = sys.argv[1:5]
+    uvloop = client.endswith("-uvloop")
+    client = client.removesuffix("-uvloop")
     port, count = int(port_text), int(count_text)
     payload: Any = MESSAGE
     size = len(MESSAGE)
@@ -233,7 +235,12 @@ def main() -> None:
         async def gather_asyncio(coros: list[Any]) -> None:
             await asyncio.gather(*coros)
 
-        asyncio.run(run_async(module, gather_asyncio, scenario, port, count, payload))
+        if uvloop:
+            import uvloop as uvloop_module
+
+            uvloop_module.run(run_async(module, gather_asyncio, scenario, port, count, payload))
+        else:
+            asyncio.run(run_async(module, gather_asyncio, scenario, port, count, payload))
     elapsed = time.perf_counter() - started
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
@@ -242,7 +249,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "client": client,
+                "client": client + ("-uvloop" if uvloop else ""),
                 "scenario": scenario,
                 "messages": count,
                 "seconds": elapsed,

@@ -117,6 +117,11 @@ def main() -> int:
     parser.add_argument(
         "--no-floor", action="store_true", help="leave out the asyncio floor reference point"
     )
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="also run smtp_asyncio (and the floor) on uvloop (pip install uvloop)",
+    )
     args = parser.parse_args()
     if not os.path.exists(SINK):
         print(f"error: {SINK} not found (Debian package postfix)", file=sys.stderr)
@@ -140,6 +145,8 @@ def main() -> int:
             if scenario in FLOOR_SCENARIOS and not args.no_floor and FLOOR not in clients:
                 clients.append(FLOOR)
             clients = [c for c in clients if c != FLOOR or scenario in FLOOR_SCENARIOS]
+            if args.uvloop:
+                clients += [f"{c}-uvloop" for c in ("smtp_asyncio", FLOOR) if c in clients]
             runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
             ratios: dict[str, list[float]] = {c: [] for c in clients}
             for round_index in range(rounds):
@@ -163,7 +170,7 @@ def main() -> int:
                 cpu = statistics.median(r["cpu_seconds"] / r["messages"] * 1000 for r in rs)
                 rss = statistics.median(r["rss_growth_kib"] / 1024 for r in rs)
                 ratio = f"{statistics.median(ratios[client]):.2f}x" if ratios[client] else "-"
-                label = "asyncio floor (ref)" if client == FLOOR else client
+                label = client.replace(FLOOR, "floor (ref)")
                 print(f"{label:<20}{msgs:>10.0f}{mbs:>10.1f}{cpu:>10.3f}{rss:>10.1f}{ratio:>15}")
             if scenario == "batch" and os.path.exists(SOURCE):
                 source = run_smtp_source(port, count)

@@ -64,7 +64,9 @@ class SMTP(SMTPClientBase):
             # turn, the next started 250 ms after the previous, IPv6 and IPv4
             # interleaved. An address literal needs no race.
             eyeballs: dict[str, Any] = {}
-            if not _is_ip_literal(options.hostname):
+            # Other event loops (uvloop) may not take these arguments; they try a
+            # host's addresses one after another instead.
+            if isinstance(loop, asyncio.BaseEventLoop) and not _is_ip_literal(options.hostname):
                 eyeballs = {"happy_eyeballs_delay": 0.25, "interleave": 1}
             coro = loop.create_connection(
                 lambda: protocol,

@@ -21,6 +21,12 @@ import smtp_asyncio
 
 from .servers import ScriptedServer, ServerInfo, Step, start_smtpd
 
+uvloop: Any
+try:
+    import uvloop
+except ImportError:  # not built for this platform
+    uvloop = None
+
 
 @dataclass
 class Certs:
@@ -113,6 +119,8 @@ class Adapter:
     backend: str
 
     def run(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        if self.backend == "uvloop":
+            return uvloop.run(fn())  # type: ignore[arg-type]
         if self.name == "asyncio":
             return asyncio.run(fn())  # type: ignore[arg-type]
         return anyio.run(fn, backend=self.backend)
@@ -122,7 +130,7 @@ class Adapter:
         return trio.Cancelled if self.backend == "trio" else asyncio.CancelledError
 
     async def sleep(self, seconds: float) -> None:
-        if self.name == "asyncio":
+        if self.module is smtp_asyncio:
             await asyncio.sleep(seconds)
         else:
             await anyio.sleep(seconds)
@@ -133,6 +141,8 @@ ADAPTERS = [
     Adapter("anyio-asyncio", smtp_anyio, "asyncio"),
     Adapter("anyio-trio", smtp_anyio, "trio"),
 ]
+if uvloop is not None:  # another event loop: its transports are not asyncio's classes
+    ADAPTERS.append(Adapter("asyncio-uvloop", smtp_asyncio, "uvloop"))
 
 
 @pytest.fixture(params=ADAPTERS, ids=[a.name for a in ADAPTERS])

@@ -511,7 +511,7 @@ class SMTPClientBase(abc.ABC):
     def _is_clean(self, conn: ClientConnection) -> bool:
         return (
             conn is self._conn
-            and not conn.pending
+            and not conn.awaiting_replies
             and conn.state
             in (
                 State.HELLO,
@@ -1065,7 +1065,9 @@ class SMTPClientBase(abc.ABC):
             mail_options,
             rcpt_options,
             timeout,
-            _Extensions(dsn, require_tls, priority),
+            _Extensions(dsn, require_tls, priority)
+            if dsn is not None or require_tls or priority is not None
+            else None,
             progress,
         )
         return _sendmail_result(outcome)
@@ -1290,6 +1292,16 @@ class SMTPClientBase(abc.ABC):
         caps = conn.capabilities
         sender = mail.sender
         recipients = [rcpt.recipient for rcpt in rcpts]
+        if (
+            not mail.parameters
+            and not any(rcpt.parameters for rcpt in rcpts)
+            and sender.isascii()
+            and all(r.isascii() for r in recipients)
+            and "SIZE" not in caps
+            and "BINARYMIME" not in caps
+        ):
+            # The usual case: nothing to add, nothing to check against the server.
+            return Envelope(sender, recipients, content, [], [], commands=[mail, *rcpts])
         mail_options = list(mail.parameters)
         rcpt_options = list(rcpts[0].parameters) if rcpts else []
         utf8 = any(opt.lower() == "smtputf8" for opt in mail_options)

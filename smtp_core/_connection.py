@@ -146,6 +146,11 @@ class ClientConnection:
         """Commands sent and still awaiting their replies, oldest first."""
         return tuple(self._pending)
 
+    @property
+    def awaiting_replies(self) -> int:
+        """How many replies are still expected (``len(pending)``, without the copy)."""
+        return len(self._pending)
+
     # -- receiving ----------
 
     def receive_data(self, data: bytes) -> None:

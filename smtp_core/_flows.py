@@ -501,12 +501,19 @@ def _send_content(
 
 
 def _send_bdat(
-    conn: ClientConnection, content: MessageSource, progress: ProgressCallback | None = None
-) -> Flow[Reply]:
-    """Send the content as BDAT chunks (RFC 3030); return the final reply or the first failure.
+    conn: ClientConnection,
+    content: MessageSource,
+    progress: ProgressCallback | None = None,
+    envelope: Sequence[Command] = (),
+) -> Flow[tuple[list[Reply], Reply]]:
+    """Send the content as BDAT chunks (RFC 3030), preceded in the first write by
+    ``envelope`` (MAIL and RCPTs, with PIPELINING).
 
-    With PIPELINING the chunks go out without waiting for each reply; without it, each
-    reply is awaited and a refusal stops the transfer.
+    Returns the envelope's replies and the content's result: the final reply, or the
+    first failure. With PIPELINING the chunks go out without waiting for each reply;
+    without it, each reply is awaited and a refusal stops the transfer. A refused
+    envelope stops the transfer after the first chunk (the server reads and rejects
+    that chunk: BDAT framing keeps it from being taken for commands).
     """
     source = _ChunkSource(content)
     total = _content_total(content) if progress is not None else None
@@ -516,15 +523,21 @@ def _send_bdat(
     unanswered = 0
     failure: Reply | None = None
     final: Reply | None = None
+    envelope_replies: list[Reply] = []
     current = yield from source.next()
     while True:
         following = (yield from source.next()) if current is not None else None
         last = following is None
-        yield from send(conn, Bdat(current or b"", last=last))
+        yield from send(conn, *envelope, Bdat(current or b"", last=last))
         unanswered += 1
         sent += len(current or b"")
         if progress is not None:
             progress(sent, total)
+        if envelope:
+            envelope_replies = yield from _read_envelope_replies(conn, envelope)
+            envelope = ()
+            if not _envelope_accepted(envelope_replies):
+                break  # the chunk's reply is read below; nothing more is sent
         if not pipelining:
             reply = yield from read_reply(conn)
             unanswered -= 1
@@ -536,12 +549,36 @@ def _send_bdat(
             break
         current = following
     for _ in range(unanswered):
+        if conn.state is State.CLOSED:
+            break  # 421: the server answers nothing more
         reply = yield from read_reply(conn)
         final = reply
         if failure is None and not reply.is_success:
             failure = reply
-    assert final is not None
-    return failure or final
+    if final is None:  # the session closed during the envelope
+        final = envelope_replies[-1]
+    return envelope_replies, failure or final
+
+
+def _read_envelope_replies(
+    conn: ClientConnection, envelope: Sequence[Command]
+) -> Flow[list[Reply]]:
+    """One reply per envelope command (fewer if the session closes)."""
+    replies = []
+    for _ in envelope:
+        replies.append((yield from read_reply(conn)))
+        if conn.state is State.CLOSED:
+            break
+    return replies
+
+
+def _envelope_accepted(replies: list[Reply]) -> bool:
+    """MAIL accepted and at least one RCPT accepted."""
+    return (
+        len(replies) > 1
+        and replies[0].is_success
+        and any(reply.is_success for reply in replies[1:])
+    )
 
 
 def _bdat_transaction(
@@ -551,14 +588,21 @@ def _bdat_transaction(
     content: MessageSource,
     progress: ProgressCallback | None = None,
 ) -> Flow[TransactionResult]:
-    """MAIL, RCPTs and the content in BDAT chunks: no 354 round trip (RFC 3030)."""
+    """MAIL, RCPTs and the content in BDAT chunks: no 354 round trip (RFC 3030).
+
+    With PIPELINING, MAIL, every RCPT and the first chunk go out in one write
+    (RFC 3030 section 4.2), so a message that fits in one chunk costs one round trip.
+    """
     sender = mail.sender
+    final: Reply | None = None
     if conn.capabilities.pipelining:
-        yield from send(conn, mail, *rcpts)
-        mail_reply = yield from read_reply(conn)
+        replies, final = yield from _send_bdat(conn, content, progress, envelope=[mail, *rcpts])
+        mail_reply = replies[0]
         result = TransactionResult(sender, mail_reply)
-        for rcpt in rcpts:
-            result.recipient_replies[rcpt.recipient] = yield from read_reply(conn)
+        for rcpt, reply in zip(rcpts, replies[1:], strict=False):
+            result.recipient_replies[rcpt.recipient] = reply
+        if conn.state is State.CLOSED and mail_reply.is_success and not result.accepted:
+            raise _with_result(_recipients_refused(result), result)
     else:
         mail_reply = yield from command(conn, mail)
         result = TransactionResult(sender, mail_reply)
@@ -572,7 +616,8 @@ def _bdat_transaction(
     if not result.accepted:
         yield from _reset_quietly(conn)
         raise _with_result(_recipients_refused(result), result)
-    final = yield from _send_bdat(conn, content, progress)
+    if final is None:
+        _, final = yield from _send_bdat(conn, content, progress)
     result.data_reply = final
     if final.code != 250:
         yield from _reset_quietly(conn)

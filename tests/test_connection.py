@@ -113,7 +113,9 @@ def test_pipelined_transaction() -> None:
     data = b"".join(conn.send(c) for c in (Mail("a@b.org"), Rcpt("b@c.org"), Rcpt("x@c.org"), Data()))
     assert data == b"MAIL FROM:<a@b.org>\r\nRCPT TO:<b@c.org>\r\nRCPT TO:<x@c.org>\r\nDATA\r\n"
     assert conn.state is State.DATA
+    assert conn.awaiting_replies == len(conn.pending) == 4
     replies = events(conn, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n")
+    assert conn.awaiting_replies == 0
     assert [type(r.command).__name__ for r in replies if isinstance(r, CommandReply)] == ["Mail", "Rcpt", "Rcpt", "Data"]
     assert conn.state is State.CONTENT
     assert conn.send(Content(b".x\n")) == b"..x\r\n"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .conftest import Adapter
-from .servers import Expect, ExpectBuffered, ExpectData, Send, session_prefix
+from .servers import Close, Expect, ExpectBuffered, ExpectData, Send, session_prefix
 
 MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
 
@@ -246,3 +246,82 @@ def test_progress_callback_for_large_messages(adapter: Adapter, smtpd: Any, tmp_
     assert [s for s, _ in seen] == sorted(s for s, _ in seen)
     assert seen[-1][0] == size
     assert streamed[-1] == (1_000_000, None)
+
+
+def test_bdat_pipelined_with_the_envelope_costs_one_round_trip(adapter: Adapter, scripted: Any) -> None:
+    """With PIPELINING and CHUNKING, MAIL, RCPT and BDAT LAST arrive before any reply:
+    the server below answers nothing until it has read all three."""
+    from .servers import ExpectBdat
+
+    body = b"Subject: one trip\r\n\r\nhello\r\n"
+    server = scripted(
+        [
+            *session_prefix("PIPELINING", "CHUNKING"),
+            Expect(b"MAIL"), Expect(b"RCPT"), ExpectBdat(),
+            Send(b"250 ok\r\n250 ok\r\n250 2.0.0 accepted\r\n"),
+            Expect(b"QUIT"), Send(b"221 bye\r\n"),
+        ]
+    )
+
+    async def main() -> Any:
+        async with adapter.module.SMTP(hostname="127.0.0.1", port=server.port, timeout=5) as smtp:
+            return await smtp.sendmail("a@example.org", ["b@example.org"], body)
+
+    assert adapter.run(main) == ({}, "2.0.0 accepted")
+    assert server.lines[3] == f"BDAT {len(body)} LAST\r\n".encode() + body
+
+
+def test_pipelined_bdat_after_refused_recipients_sends_nothing_more(adapter: Adapter, scripted: Any) -> None:
+    """A two-chunk message: the first chunk went with the envelope; once every recipient
+    is refused, the second chunk is never sent, and the transaction is reset."""
+    from .servers import ExpectBdat
+
+    body = b"Subject: big\r\n\r\n" + b"x" * 400_000 + b"\r\n"
+    server = scripted(
+        [
+            *session_prefix("PIPELINING", "CHUNKING"),
+            Expect(b"MAIL"), Expect(b"RCPT"), ExpectBdat(),
+            Send(b"250 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n"),
+            Expect(b"RSET"), Send(b"250 reset\r\n"),
+            Expect(b"NOOP"), Send(b"250 still here\r\n"),
+        ]
+    )
+    mod = adapter.module
+
+    async def main() -> None:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        with pytest.raises(mod.SMTPRecipientsRefused) as info:
+            await smtp.sendmail("a@example.org", ["b@example.org"], body)
+        assert [e.code for e in info.value.recipients] == [550]
+        assert (await smtp.noop()).message == "still here"
+        smtp.close()
+
+    adapter.run(main)
+    first_chunk = server.lines[3]
+    assert first_chunk.startswith(b"BDAT ") and b"LAST" not in first_chunk.split(b"\r\n", 1)[0]
+    assert server.lines[4] == b"RSET\r\n"
+
+
+def test_pipelined_bdat_when_the_server_closes_on_mail(adapter: Adapter, scripted: Any) -> None:
+    from .servers import ExpectBdat
+
+    server = scripted(
+        [
+            *session_prefix("PIPELINING", "CHUNKING"),
+            Expect(b"MAIL"), Expect(b"RCPT"), ExpectBdat(),
+            Send(b"421 4.3.2 shutting down\r\n"),
+            Close(),
+        ]
+    )
+    mod = adapter.module
+
+    async def main() -> None:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        with pytest.raises(mod.SMTPSenderRefused) as info:
+            await smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: x\r\n\r\nhi\r\n")
+        assert info.value.code == 421
+        assert not smtp.is_connected
+
+    adapter.run(main)

@@ -61,6 +61,7 @@ from ._flows import (
     authenticate,
     command,
     content_size,
+    content_total,
     data_flow,
     greeting,
     hello,
@@ -1322,6 +1323,17 @@ class SMTPClientBase(abc.ABC):
                 )
             if not any(opt.lower().startswith("size=") for opt in mail_options):
                 mail_options.insert(0, f"SIZE={size}")
+        elif "SIZE" in caps and caps.size is not None:
+            # A file: its length on disk is a lower bound of the size sent (line-ending
+            # normalisation only adds bytes), enough to refuse before streaming it.
+            at_least = content_total(content)
+            if at_least is not None and at_least > caps.size:
+                raise SMTPSenderRefused(
+                    552,
+                    f"Message size (at least {at_least} bytes) exceeds the server's limit "
+                    f"of {caps.size} bytes (SIZE)",
+                    sender,
+                )
         if (
             "BINARYMIME" in caps
             and "CHUNKING" in caps

@@ -450,7 +450,7 @@ ProgressCallback = Callable[[int, "int | None"], None]
 """Called as ``progress(bytes_sent, total_bytes_or_None)`` while content is sent."""
 
 
-def _content_total(content: MessageSource) -> int | None:
+def content_total(content: MessageSource) -> int | None:
     """The content's size when it can be known without reading it."""
     if isinstance(content, (bytes, bytearray, memoryview)):
         return len(content)
@@ -474,7 +474,7 @@ def _send_content(
     ``progress`` hears how many bytes of the content were written so far.
     """
     source = _ChunkSource(content)
-    total = _content_total(content) if progress is not None else None
+    total = content_total(content) if progress is not None else None
     yield DATA_STAGE
     pending: list[bytes] = []
     size = 0
@@ -516,7 +516,7 @@ def _send_bdat(
     that chunk: BDAT framing keeps it from being taken for commands).
     """
     source = _ChunkSource(content)
-    total = _content_total(content) if progress is not None else None
+    total = content_total(content) if progress is not None else None
     yield DATA_STAGE
     sent = 0
     pipelining = conn.capabilities.pipelining

@@ -216,6 +216,27 @@ def test_size_limit_checked_before_content(adapter: Adapter, smtpd: Any) -> None
     assert "SIZE=100" in server.messages[0].mail_options
 
 
+def test_size_limit_checked_before_streaming_a_file(adapter: Adapter, smtpd: Any, tmp_path: Any) -> None:
+    server = smtpd(data_size_limit=1000)
+    mod = adapter.module
+    big, small = tmp_path / "big.eml", tmp_path / "small.eml"
+    big.write_bytes(b"Subject: big\r\n\r\n" + b"x" * 2000 + b"\r\n")
+    small.write_bytes(b"Subject: small\r\n\r\nhello\r\n")
+
+    async def main() -> None:
+        async with mod.SMTP(hostname=server.host, port=server.port) as smtp:
+            with open(big, "rb") as file:
+                with pytest.raises(mod.SMTPSenderRefused, match="at least 2018 bytes") as info:
+                    await smtp.sendmail("a@example.org", ["b@example.org"], file)
+                assert info.value.code == 552
+                assert file.tell() == 0  # not a byte of it was read
+            with open(small, "rb") as file:
+                await smtp.sendmail("a@example.org", ["b@example.org"], file)
+
+    adapter.run(main)
+    assert [m.content for m in server.messages] == [small.read_bytes()]
+
+
 def test_malformed_addresses_raise_before_any_byte(adapter: Adapter, scripted: Any) -> None:
     server = scripted([*session_prefix("PIPELINING"), Hang()])
     mod = adapter.module

@@ -129,6 +129,10 @@ def validate_address(address: str, *, allow_null: bool = False) -> str:
     """
     if not isinstance(address, str):
         raise LocalProtocolError(f"address must be a str, not {type(address).__name__}")
+    if type(address) is not str:
+        # A str subclass could format itself differently on the wire (__format__):
+        # only its characters count.
+        address = str.__getitem__(address, slice(None))
     key = (address, allow_null)
     cached = _VALID_ADDRESSES.get(key)
     if cached is not None:
@@ -285,7 +289,12 @@ class Command:
 
     def to_bytes(self) -> bytes:
         """The command line as sent, ending with CRLF."""
-        return self._line().encode("utf-8") + b"\r\n"
+        line = self._line().encode("utf-8")
+        if b"\r" in line or b"\n" in line or b"\0" in line:
+            # Arguments are checked when the command is built; this catches anything
+            # that changed on the way to the wire (a str subclass formatting itself).
+            raise LocalProtocolError(f"{self.verb} command line holds CR, LF or NUL")
+        return line + b"\r\n"
 
     def _line(self) -> str:
         return self.verb
@@ -397,11 +406,12 @@ class Rcpt(Command):
         object.__setattr__(self, "params", _parse_params(self.parameters, "RCPT"))
 
     def _path(self) -> str:
-        inner = self.recipient
-        if inner.startswith("<") and inner.endswith(">"):
-            inner = inner[1:-1]
-        if inner.lower() == "postmaster":
-            return inner
+        if isinstance(self.recipient, str):
+            inner = str.__getitem__(self.recipient, slice(None))  # a plain str, as sent
+            if inner.startswith("<") and inner.endswith(">"):
+                inner = inner[1:-1]
+            if inner.lower() == "postmaster":
+                return inner
         return validate_address(self.recipient)
 
     @property

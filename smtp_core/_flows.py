@@ -42,6 +42,7 @@ logged at DEBUG level on the ``smtp_sansio.protocol`` logger as ``C: ...`` and
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -446,15 +447,21 @@ class _ChunkSource:
                 return bytes(chunk)
 
 
+_PLAIN_FILES = (io.BufferedReader, io.BufferedRandom, io.FileIO)
+
 ProgressCallback = Callable[[int, "int | None"], None]
 """Called as ``progress(bytes_sent, total_bytes_or_None)`` while content is sent."""
 
 
 def content_total(content: MessageSource) -> int | None:
-    """The content's size when it can be known without reading it."""
+    """The content's size when it can be known without reading it.
+
+    For a file, only a plain binary file counts: the size on disk of a wrapper (a
+    gzip file, a spooled temporary file) says nothing of the bytes it yields.
+    """
     if isinstance(content, (bytes, bytearray, memoryview)):
         return len(content)
-    if hasattr(content, "fileno") and hasattr(content, "tell"):
+    if type(content) in _PLAIN_FILES:
         try:
             return int(os.fstat(content.fileno()).st_size - content.tell())
         except (OSError, ValueError, AttributeError):
@@ -536,8 +543,8 @@ def _send_bdat(
         if envelope:
             envelope_replies = yield from _read_envelope_replies(conn, envelope)
             envelope = ()
-            if not _envelope_accepted(envelope_replies):
-                break  # the chunk's reply is read below; nothing more is sent
+            if conn.state is State.CLOSED or not _envelope_accepted(envelope_replies):
+                break  # the chunk's reply (if any) is read below; nothing more is sent
         if not pipelining:
             reply = yield from read_reply(conn)
             unanswered -= 1
@@ -601,7 +608,8 @@ def _bdat_transaction(
         result = TransactionResult(sender, mail_reply)
         for rcpt, reply in zip(rcpts, replies[1:], strict=False):
             result.recipient_replies[rcpt.recipient] = reply
-        if conn.state is State.CLOSED and mail_reply.is_success and not result.accepted:
+        if mail_reply.is_success and any(reply.code == 421 for reply in replies[1:]):
+            # The session closed during the envelope (as the DATA path reports it).
             raise _with_result(_recipients_refused(result), result)
     else:
         mail_reply = yield from command(conn, mail)

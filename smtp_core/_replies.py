@@ -12,6 +12,7 @@ __all__ = ["EnhancedStatusCode", "Reply", "ReplyParser"]
 
 _FIRST = b"2345"
 _CACHED_REPLIES = 64  # distinct single-line replies remembered per connection
+_CACHED_LINE_LENGTH = 128  # longer lines are parsed every time (bounds the cache's memory)
 _ENHANCED_RE = re.compile(rb"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 
 
@@ -178,9 +179,10 @@ class ReplyParser:
                         (self._enhanced_code(code, text),) if self.parse_enhanced_codes else ()
                     )
                     reply = Reply(code, (text.decode("utf-8", "replace"),), enhanced)
-                    if len(cache) >= _CACHED_REPLIES:
-                        cache.clear()
-                    cache[raw] = reply
+                    if len(raw) <= _CACHED_LINE_LENGTH:
+                        if len(cache) >= _CACHED_REPLIES:
+                            cache.clear()
+                        cache[raw] = reply
                 return reply
             code, last, text = self._split(raw)
             if self._code is None:

@@ -237,6 +237,29 @@ def test_size_limit_checked_before_streaming_a_file(adapter: Adapter, smtpd: Any
     assert [m.content for m in server.messages] == [small.read_bytes()]
 
 
+def test_size_of_a_compressed_file_is_not_taken_from_the_disk(adapter: Adapter, smtpd: Any, tmp_path: Any) -> None:
+    """A gzip file yields other bytes than its size on disk: no early refusal for it."""
+    import gzip
+    import os
+
+    noise = os.urandom(12000).replace(b"\r", b"").replace(b"\n", b"")
+    body = b"\r\n".join(noise[i : i + 76] for i in range(0, len(noise), 76))
+    content = b"Subject: gz\r\n\r\n" + body + b"\r\n"
+    path = tmp_path / "message.eml.gz"
+    path.write_bytes(gzip.compress(content))
+    assert path.stat().st_size > len(content)  # random data does not compress
+    server = smtpd(data_size_limit=len(content) + 8)
+    mod = adapter.module
+
+    async def main() -> None:
+        async with mod.SMTP(hostname=server.host, port=server.port) as smtp:
+            with gzip.open(path, "rb") as file:
+                await smtp.sendmail("a@example.org", ["b@example.org"], file)
+
+    adapter.run(main)
+    assert [m.content for m in server.messages] == [content]
+
+
 def test_malformed_addresses_raise_before_any_byte(adapter: Adapter, scripted: Any) -> None:
     server = scripted([*session_prefix("PIPELINING"), Hang()])
     mod = adapter.module

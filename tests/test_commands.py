@@ -308,3 +308,18 @@ def test_address_cache_stays_bounded() -> None:
     for index in range(3000):
         assert validate_address(f"user{index}@example.org") == f"user{index}@example.org"
     assert len(_commands._VALID_ADDRESSES) <= _commands._VALID_ADDRESSES_MAX
+
+
+class _Tagged(str):
+    """A str subclass that would format itself otherwise on the wire."""
+
+    def __format__(self, spec: str) -> str:
+        return "x@example.org>\r\nRCPT TO:<evil@example.org"
+
+
+def test_str_subclasses_are_sent_as_their_characters() -> None:
+    assert Rcpt(_Tagged("b@example.org")).to_bytes() == b"RCPT TO:<b@example.org>\r\n"
+    assert Rcpt("b@example.org").to_bytes() == b"RCPT TO:<b@example.org>\r\n"  # not cached as the subclass
+    assert Mail(_Tagged("<a@example.org>")).to_bytes() == b"MAIL FROM:<a@example.org>\r\n"
+    assert Rcpt(_Tagged("postmaster")).to_bytes() == b"RCPT TO:<postmaster>\r\n"
+    assert type(validate_address(_Tagged("c@example.org"))) is str

@@ -223,3 +223,12 @@ def test_reply_cache_stays_bounded() -> None:
         reply = parser.next_reply()
         assert reply is not None and reply.lines == (f"ok {index}",)
     assert len(parser._single_line_replies) <= 64
+
+
+def test_long_reply_lines_are_not_kept() -> None:
+    parser = ReplyParser()
+    line = b"250 " + b"y" * 4000 + b"\r\n"
+    parser.feed(line * 2)
+    first, second = parser.next_reply(), parser.next_reply()
+    assert first == second and first is not second
+    assert not parser._single_line_replies

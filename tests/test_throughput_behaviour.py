@@ -325,3 +325,29 @@ def test_pipelined_bdat_when_the_server_closes_on_mail(adapter: Adapter, scripte
         assert not smtp.is_connected
 
     adapter.run(main)
+
+
+def test_pipelined_bdat_when_the_server_closes_on_a_later_recipient(adapter: Adapter, scripted: Any) -> None:
+    """One recipient accepted, then 421: no further chunk, and the refusal as with DATA."""
+    from .servers import ExpectBdat
+
+    body = b"Subject: big\r\n\r\n" + b"x" * 400_000 + b"\r\n"
+    server = scripted(
+        [
+            *session_prefix("PIPELINING", "CHUNKING"),
+            Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"RCPT"), ExpectBdat(),
+            Send(b"250 ok\r\n250 ok\r\n421 4.3.2 shutting down\r\n"),
+            Close(),
+        ]
+    )
+    mod = adapter.module
+
+    async def main() -> None:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        with pytest.raises(mod.SMTPRecipientsRefused) as info:
+            await smtp.sendmail("a@example.org", ["b@example.org", "c@example.org"], body)
+        assert [(e.code, e.recipient) for e in info.value.recipients] == [(421, "c@example.org")]
+        assert not smtp.is_connected
+
+    adapter.run(main)

@@ -16,8 +16,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from smtp_core import ClientConnection, Plain, ProtocolError, SMTPException, State
 from smtp_core._commands import Noop, Rset
+from smtp_core._flows import CONTENT_WRITE_SIZE
 from smtp_core.flows import (
     READ,
+    Envelope,
     Flow,
     UpgradeTLS,
     Write,
@@ -25,9 +27,13 @@ from smtp_core.flows import (
     command,
     greeting,
     hello,
+    mail_batch,
     mail_transaction,
     quit,
 )
+
+# One chunk, or two (BDAT sends content in chunks of this size).
+contents = st.sampled_from([b".hi\r\n", b"x" * CONTENT_WRITE_SIZE + b"\r\n.tail\r\n"])
 
 CODES = [220, 221, 235, 250, 251, 334, 354, 421, 450, 451, 500, 502, 503, 535, 550, 552, 554]
 LIMIT = 4096
@@ -36,7 +42,9 @@ reply_line = st.builds(
     lambda code, sep, text: f"{code}{sep}{text}\r\n".encode(),
     st.sampled_from(CODES),
     st.sampled_from([" ", "-"]),
-    st.sampled_from(["ok", "PIPELINING", "AUTH PLAIN", "STARTTLS", "SIZE 10", "", "UGFzc3dvcmQ6", "5.1.1 no"]),
+    st.sampled_from(
+        ["ok", "PIPELINING", "CHUNKING", "AUTH PLAIN", "STARTTLS", "SIZE 10", "", "UGFzc3dvcmQ6", "5.1.1 no"]
+    ),
 )
 server_bytes = st.one_of(
     st.lists(reply_line, min_size=1, max_size=5).map(b"".join),
@@ -101,7 +109,17 @@ class ClientAgainstAnyServer(RuleBasedStateMachine):
     @rule(data=st.data(), recipients=st.integers(1, 3))
     def send_mail(self, data: st.DataObject, recipients: int) -> None:
         rcpts = [f"r{i}@example.org" for i in range(recipients)]
-        self.drive(data, mail_transaction(self.conn, "a@example.org", rcpts, b".hi\r\n"))
+        content = data.draw(contents)
+        self.drive(data, mail_transaction(self.conn, "a@example.org", rcpts, content))
+
+    @precondition(lambda self: not self.closed and self.conn.state is State.READY)
+    @rule(data=st.data(), messages=st.integers(1, 3))
+    def send_batch(self, data: st.DataObject, messages: int) -> None:
+        envelopes = [
+            Envelope("a@example.org", [f"r{i}@example.org" for i in range(1 + i % 2)], data.draw(contents))
+            for i in range(messages)
+        ]
+        self.drive(data, mail_batch(self.conn, envelopes))
 
     @precondition(lambda self: not self.closed and self.conn.state is State.READY)
     @rule(data=st.data())

@@ -95,7 +95,7 @@ class SMTP(SMTPClientBase):
         )
 
     def _new_lock(self) -> Any:
-        return anyio.Lock()
+        return anyio.Lock(fast_acquire=True)
 
     async def _default_local_hostname(self) -> str:
         return await anyio.to_thread.run_sync(socket.getfqdn)
@@ -142,4 +142,4 @@ class SMTPPool(SMTPPoolBase):
         return False
 
     def _new_lock(self) -> Any:
-        return anyio.Lock()
+        return anyio.Lock(fast_acquire=True)

@@ -22,6 +22,8 @@ __all__ = ["SMTP", "LMTP", "SMTPPool"]
 
 T = TypeVar("T")
 
+_DEADLINE_SLACK = 0.005  # seconds
+
 
 class SMTP(SMTPClientBase):
     """An SMTP client with aiosmtplib's API that runs on asyncio and on trio (via anyio).
@@ -79,7 +81,11 @@ class SMTP(SMTPClientBase):
 
             def restart(seconds: float | None) -> None:
                 limit = timeout if seconds is None else seconds
-                scope.deadline = math.inf if limit is None else anyio.current_time() + limit
+                deadline = math.inf if limit is None else anyio.current_time() + limit
+                # The deadline moves at every stage of a flow; moving it by less than
+                # 5 ms would only reschedule the backend's timer for nothing.
+                if abs(deadline - scope.deadline) > _DEADLINE_SLACK:
+                    scope.deadline = deadline
 
             return await operation(restart)
         assert scope.cancelled_caught

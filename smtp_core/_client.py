@@ -249,6 +249,8 @@ class SMTPClientBase(abc.ABC):
         #: Whether the last operation's message content may have reached the server
         #: (so the message must not be sent again after a failure).
         self.content_started = False
+        # Set by send_with(): QUIT goes out with the end of the next (and only) message.
+        self._quit_after_next = False
         self.last_helo_response: SMTPResponse | None = None
         self._last_ehlo_response: SMTPResponse | None = None
         self.esmtp_extensions: dict[str, str] = {}
@@ -510,6 +512,8 @@ class SMTPClientBase(abc.ABC):
         return result
 
     def _is_clean(self, conn: ClientConnection) -> bool:
+        if conn is self._conn and conn.state is State.QUIT:
+            return conn.awaiting_replies == 1  # QUIT sent with the last message; see quit()
         return (
             conn is self._conn
             and not conn.awaiting_replies
@@ -1412,7 +1416,8 @@ class SMTPClientBase(abc.ABC):
 
             try:
                 conn = self._require_connection()
-                outcomes = await self._run(mail_batch(conn, take), timeout)
+                quit_after, self._quit_after_next = self._quit_after_next, False
+                outcomes = await self._run(mail_batch(conn, take, quit_after=quit_after), timeout)
             except BaseException as exc:
                 # The batch broke (timeout, protocol error, cancellation). Which of its
                 # messages reached the server is unknown: each is reported lost, and
@@ -1596,6 +1601,8 @@ async def send_with(
         if not sender:
             raise ValueError("Sender must be provided with raw messages.")
     async with client:
+        # One message, then QUIT: with PIPELINING, QUIT rides with the end of data.
+        client._quit_after_next = True
         if isinstance(message, (str, bytes)):
             assert sender is not None and recipients is not None
             return await client.sendmail(

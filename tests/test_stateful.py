@@ -119,7 +119,13 @@ class ClientAgainstAnyServer(RuleBasedStateMachine):
             Envelope("a@example.org", [f"r{i}@example.org" for i in range(1 + i % 2)], data.draw(contents))
             for i in range(messages)
         ]
-        self.drive(data, mail_batch(self.conn, envelopes))
+        self.drive(data, mail_batch(self.conn, envelopes, quit_after=data.draw(st.booleans())))
+
+    @precondition(lambda self: not self.closed and self.conn.state is State.QUIT)
+    @rule(data=st.data())
+    def finish_quit(self, data: st.DataObject) -> None:
+        """QUIT went with the last message of a batch: read its reply."""
+        self.drive(data, quit(self.conn))
 
     @precondition(lambda self: not self.closed and self.conn.state is State.READY)
     @rule(data=st.data())

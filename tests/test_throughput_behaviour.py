@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .conftest import Adapter
-from .servers import Close, Expect, ExpectBuffered, ExpectData, Send, session_prefix
+from .servers import Close, Expect, ExpectBuffered, ExpectData, Hang, Send, session_prefix
 
 MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
 
@@ -351,3 +351,54 @@ def test_pipelined_bdat_when_the_server_closes_on_a_later_recipient(adapter: Ada
         assert not smtp.is_connected
 
     adapter.run(main)
+
+
+def _one_message_script(after_content: list[Any]) -> list[Any]:
+    return [
+        *session_prefix("PIPELINING"),
+        Expect(b"MAIL"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        ExpectData(),
+        *after_content,
+    ]
+
+
+def test_send_puts_quit_in_the_same_write_as_the_end_of_data(adapter: Adapter, scripted: Any) -> None:
+    """The server answers the content only once it has read QUIT too: send() must not
+    wait for that answer before sending QUIT."""
+    server = scripted(_one_message_script([Expect(b"QUIT"), Send(b"250 2.0.0 queued\r\n221 bye\r\n")]))
+
+    async def main() -> Any:
+        return await adapter.module.send(
+            b"Subject: x\r\n\r\nhi\r\n",
+            sender="a@example.org",
+            recipients=["b@example.org"],
+            hostname="127.0.0.1",
+            port=server.port,
+            start_tls=False,
+            timeout=5,
+        )
+
+    assert adapter.run(main) == ({}, "2.0.0 queued")
+    assert server.lines[-1] == b"QUIT\r\n"
+
+
+@pytest.mark.parametrize("after_reply", ["hang", "close"])
+def test_send_succeeds_whatever_follows_the_final_reply(adapter: Adapter, scripted: Any, after_reply: str) -> None:
+    """A server that never answers the pipelined QUIT (or closes at once) cannot turn an
+    accepted message into a failure."""
+    ending = [Hang()] if after_reply == "hang" else [Close()]
+    server = scripted(_one_message_script([Send(b"250 2.0.0 queued\r\n"), *ending]))
+
+    async def main() -> Any:
+        return await adapter.module.send(
+            b"Subject: x\r\n\r\nhi\r\n",
+            sender="a@example.org",
+            recipients=["b@example.org"],
+            hostname="127.0.0.1",
+            port=server.port,
+            start_tls=False,
+            timeout=0.5,
+        )
+
+    assert adapter.run(main) == ({}, "2.0.0 queued")

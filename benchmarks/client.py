@@ -4,7 +4,7 @@ Usage: python benchmarks/client.py CLIENT SCENARIO PORT COUNT
 CLIENT: smtp_asyncio, smtp_anyio-asyncio, smtp_anyio-trio, aiosmtplib, smtplib,
         asyncio-floor (the reference point of benchmarks/floor.py; sequential, connsN
         and newconn only); any asyncio one with "-uvloop" appended runs on uvloop
-SCENARIO: sequential, batch, conns8, conns64, newconn, big, bigfile
+SCENARIO: sequential, batch, conns8, conns64, newconn, send, pool, big, bigfile
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> None:
             thread.start()
         for thread in threads:
             thread.join()
-    elif scenario == "newconn":
+    elif scenario in ("newconn", "send"):
         for _ in range(count):
             one_connection(1)
 
@@ -124,6 +124,17 @@ async def run_async(
     elif scenario == "newconn":
         for _ in range(count):
             await one_connection(1)
+    elif scenario == "send":
+        for _ in range(count):
+            await module.send(
+                payload,
+                sender=SENDER,
+                recipients=RECIPIENTS,
+                hostname=HOST,
+                port=port,
+                start_tls=False,
+                local_hostname="bench.local",
+            )
     elif scenario == "pool":
         await run_pool(module, gather, port, count, payload)
 

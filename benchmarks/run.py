@@ -36,6 +36,7 @@ SCENARIOS = {
     "conns8": (20_000, 50, "1 KiB over 8 connections"),
     "conns64": (20_000, 128, "1 KiB over 64 connections"),
     "newconn": (5_000, 10, "1 KiB, a new connection per message"),
+    "send": (5_000, 10, "1 KiB, the module-level send() per message (smtplib: newconn)"),
     "pool": (20_000, 400, "1 KiB, 200 concurrent senders over 8 connections (SMTPPool)"),
     "big": (1, 1, "one 20 MiB message, most lines start with a dot (bytes)"),
     "bigfile": (1, 1, "the same 20 MiB message streamed from a file"),

@@ -34,6 +34,9 @@ class StreamsTransport:
     def take_unread(self) -> bytes:
         return b""
 
+    def peek_unsolicited(self) -> bytes:
+        return b""
+
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         await self.writer.start_tls(tls_context, server_hostname=server_hostname)
 

@@ -24,6 +24,7 @@ class AnyioTransport:
 
     def __init__(self, stream: ByteStream) -> None:
         self._stream = stream
+        self._raw_socket: Any = None  # looked up once, for peek_unsolicited()
 
     async def read(self) -> bytes:
         try:
@@ -43,6 +44,30 @@ class AnyioTransport:
 
     def take_unread(self) -> bytes:
         return b""  # anyio streams hand over everything they have on each receive
+
+    def peek_unsolicited(self) -> bytes:
+        # anyio reads only when asked: bytes the server sent while the client was idle
+        # wait in the socket. Peek at them there (a TLS stream's socket holds records,
+        # some of them not data, so only plain streams are looked at).
+        if isinstance(self._stream, TLSStream):
+            return b""
+        raw = self._raw_socket
+        if raw is None:
+            raw = self._raw_socket = self._stream.extra(SocketAttribute.raw_socket, False)
+        if raw is False:
+            return b""
+        # On asyncio the raw socket is a restricted view without recv(): peek through a
+        # temporary socket object on the same descriptor, detached so it closes nothing.
+        peeker = raw if hasattr(raw, "recv") else socket.socket(
+            raw.family, raw.type, raw.proto, fileno=raw.fileno()
+        )
+        try:
+            return bytes(peeker.recv(64, socket.MSG_PEEK))  # non-blocking: never waits
+        except OSError:  # BlockingIOError: nothing there
+            return b""
+        finally:
+            if peeker is not raw:
+                peeker.detach()
 
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         try:

@@ -110,6 +110,9 @@ class StreamProtocol(asyncio.Protocol):
         self._buffered = 0
         return data
 
+    def peek_unsolicited(self) -> bytes:
+        return b""  # the protocol reads all the time: take_unread() has them
+
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         transport = self.transport
         if transport is None or self._closed:

@@ -110,6 +110,12 @@ Timeout = float | Literal[Default.token] | None
 _SelfT = TypeVar("_SelfT", bound="SMTPClientBase")
 
 
+# States in which, with no command awaiting a reply, the server has nothing to say.
+_OWED_NOTHING = frozenset(
+    {State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH_CHALLENGE}
+)
+
+
 def validate_local_hostname(hostname: str) -> str:
     """Strip whitespace around a local host name and refuse control characters inside."""
     hostname = hostname.strip()
@@ -133,6 +139,15 @@ class Transport(Protocol):
 
     def take_unread(self) -> bytes:
         """Remove and return bytes received but not yet returned by :meth:`read`."""
+
+    def peek_unsolicited(self) -> bytes:
+        """Bytes waiting to be read (left in place), asked only when no reply is due.
+
+        A transport that reads only when asked (so bytes sent while the client was
+        idle wait in the socket) shows them here, so that they can be refused instead
+        of passing for the next command's reply; one that reads all the time returns
+        them from :meth:`take_unread` and ``b""`` here.
+        """
 
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         """Replace the stream with a TLS one over it (STARTTLS)."""
@@ -447,6 +462,8 @@ class SMTPClientBase(abc.ABC):
                 # (which takes everything), or before the flow started.
                 if may_have_unread:
                     early = transport.take_unread()
+                    if not early and not conn.awaiting_replies and conn.state in _OWED_NOTHING:
+                        early = transport.peek_unsolicited()
                     if early:
                         conn.receive_data(early)
                 try:

@@ -192,6 +192,62 @@ def test_unsolicited_reply_after_pipelined_group(adapter: Adapter, scripted: Any
     adapter.run(main)
 
 
+def test_unsolicited_reply_while_the_client_is_idle(adapter: Adapter) -> None:
+    """A reply sent while no command awaits one is refused before the next command,
+    whether the transport reads all the time (asyncio) or only when asked (anyio)."""
+    import socket
+    import threading
+
+    client_side, server_side = socket.socketpair()
+    go, spoof_sent = threading.Event(), threading.Event()
+    after_spoof: list[bytes] = []
+
+    def server() -> None:
+        with server_side, server_side.makefile("rb") as lines:
+            server_side.sendall(b"220 hi\r\n")
+            lines.readline()  # EHLO
+            server_side.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            go.wait(5)
+            server_side.sendall(b"250 spoofed reply for the next command\r\n")
+            spoof_sent.set()
+            try:
+                after_spoof.append(lines.readline())  # b"": the client closed, sent nothing
+            except OSError:
+                after_spoof.append(b"")
+
+    thread = threading.Thread(target=server, daemon=True)
+    thread.start()
+    mod = adapter.module
+
+    async def wait_for_spoof() -> None:
+        if adapter.module.__name__ == "smtp_asyncio":
+            import asyncio
+
+            await asyncio.to_thread(spoof_sent.wait, 5)
+        else:
+            import anyio
+
+            await anyio.to_thread.run_sync(spoof_sent.wait, 5)
+
+    async def main() -> None:
+        smtp = mod.SMTP(sock=client_side, hostname="localhost", start_tls=False, timeout=5)
+        await smtp.connect()
+        await smtp.ehlo()
+        go.set()
+        await wait_for_spoof()
+        with pytest.raises(mod.SMTPResponseException, match="unsolicited"):
+            await smtp.noop()
+        assert not smtp.is_connected
+
+    try:
+        adapter.run(main)
+    finally:
+        go.set()
+        client_side.close()
+        thread.join(5)
+    assert after_spoof == [b""]  # NOOP was never sent
+
+
 def test_starttls_injection_in_a_later_packet(adapter: Adapter, scripted: Any, certs: Certs) -> None:
     """Plaintext sent after the 220 is never read as TLS-protected, however it arrives."""
     server = scripted(

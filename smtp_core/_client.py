@@ -32,6 +32,7 @@ from ._commands import (
 from ._connection import ClientConnection
 from ._email import prepare_message
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import CommandReply
 from ._exceptions import (
     SMTPAuthenticationError,
     SMTPConnectError,
@@ -114,6 +115,17 @@ _SelfT = TypeVar("_SelfT", bound="SMTPClientBase")
 _OWED_NOTHING = frozenset(
     {State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH_CHALLENGE}
 )
+
+
+def _closed_while_idle(conn: ClientConnection) -> None:
+    """Bytes came while no reply was due: a 421 means the server ended the session
+    (an idle timeout, typically); anything else is refused by the machine."""
+    event = conn.next_event()
+    if isinstance(event, CommandReply) and event.command is None:
+        reply = event.reply
+        raise SMTPServerDisconnected(
+            f"Server closed the connection while idle: {reply.code} {reply.message}"
+        )
 
 
 def validate_local_hostname(hostname: str) -> str:
@@ -466,6 +478,8 @@ class SMTPClientBase(abc.ABC):
                         early = transport.peek_unsolicited()
                     if early:
                         conn.receive_data(early)
+                        if not conn.awaiting_replies and conn.state in _OWED_NOTHING:
+                            _closed_while_idle(conn)
                 try:
                     request = flow.send(value)
                 except StopIteration as stop:
@@ -1448,7 +1462,11 @@ class SMTPClientBase(abc.ABC):
                     lost.content_started = True  # type: ignore[attr-defined]
                     job.finish(lost)
                 for job in self._queue:
-                    never_sent = SMTPServerDisconnected("Connection lost")
+                    never_sent = SMTPServerDisconnected(
+                        exc.args[0]
+                        if isinstance(exc, SMTPServerDisconnected) and exc.args
+                        else "Connection lost"
+                    )
                     never_sent.content_started = False  # type: ignore[attr-defined]
                     job.finish(never_sent)
                 self._queue.clear()

@@ -192,15 +192,16 @@ def test_unsolicited_reply_after_pipelined_group(adapter: Adapter, scripted: Any
     adapter.run(main)
 
 
-def test_unsolicited_reply_while_the_client_is_idle(adapter: Adapter) -> None:
-    """A reply sent while no command awaits one is refused before the next command,
-    whether the transport reads all the time (asyncio) or only when asked (anyio)."""
+def _idle_then(adapter: Adapter, sent_while_idle: bytes, next_step: Any) -> list[bytes]:
+    """Over a socketpair, the server sends ``sent_while_idle`` once the client is idle
+    after EHLO; ``next_step(smtp)`` runs then. Returns what the server read afterwards
+    (``[b""]``: nothing, the client closed)."""
     import socket
     import threading
 
     client_side, server_side = socket.socketpair()
-    go, spoof_sent = threading.Event(), threading.Event()
-    after_spoof: list[bytes] = []
+    go, sent = threading.Event(), threading.Event()
+    after: list[bytes] = []
 
     def server() -> None:
         with server_side, server_side.makefile("rb") as lines:
@@ -208,35 +209,34 @@ def test_unsolicited_reply_while_the_client_is_idle(adapter: Adapter) -> None:
             lines.readline()  # EHLO
             server_side.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
             go.wait(5)
-            server_side.sendall(b"250 spoofed reply for the next command\r\n")
-            spoof_sent.set()
+            server_side.sendall(sent_while_idle)
+            sent.set()
             try:
-                after_spoof.append(lines.readline())  # b"": the client closed, sent nothing
+                after.append(lines.readline())
             except OSError:
-                after_spoof.append(b"")
+                after.append(b"")
 
     thread = threading.Thread(target=server, daemon=True)
     thread.start()
     mod = adapter.module
 
-    async def wait_for_spoof() -> None:
-        if adapter.module.__name__ == "smtp_asyncio":
+    async def wait_until_sent() -> None:
+        if mod.__name__ == "smtp_asyncio":
             import asyncio
 
-            await asyncio.to_thread(spoof_sent.wait, 5)
+            await asyncio.to_thread(sent.wait, 5)
         else:
             import anyio
 
-            await anyio.to_thread.run_sync(spoof_sent.wait, 5)
+            await anyio.to_thread.run_sync(sent.wait, 5)
 
     async def main() -> None:
         smtp = mod.SMTP(sock=client_side, hostname="localhost", start_tls=False, timeout=5)
         await smtp.connect()
         await smtp.ehlo()
         go.set()
-        await wait_for_spoof()
-        with pytest.raises(mod.SMTPResponseException, match="unsolicited"):
-            await smtp.noop()
+        await wait_until_sent()
+        await next_step(smtp)
         assert not smtp.is_connected
 
     try:
@@ -245,7 +245,32 @@ def test_unsolicited_reply_while_the_client_is_idle(adapter: Adapter) -> None:
         go.set()
         client_side.close()
         thread.join(5)
-    assert after_spoof == [b""]  # NOOP was never sent
+    return after
+
+
+def test_unsolicited_reply_while_the_client_is_idle(adapter: Adapter) -> None:
+    """A reply sent while no command awaits one is refused before the next command,
+    whether the transport reads all the time (asyncio) or only when asked (anyio)."""
+    mod = adapter.module
+
+    async def noop(smtp: Any) -> None:
+        with pytest.raises(mod.SMTPResponseException, match="unsolicited"):
+            await smtp.noop()
+
+    assert _idle_then(adapter, b"250 spoofed reply for the next command\r\n", noop) == [b""]
+
+
+def test_421_while_idle_is_a_disconnect_before_anything_is_sent(adapter: Adapter) -> None:
+    """A server ending an idle session (421, as Postfix does on its idle timeout): the
+    next send raises SMTPServerDisconnected with the server's words, and sends nothing."""
+    mod = adapter.module
+
+    async def send(smtp: Any) -> None:
+        with pytest.raises(mod.SMTPServerDisconnected, match=r"421 4\.4\.2 timeout exceeded") as info:
+            await smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: x\r\n\r\nhi\r\n")
+        assert info.value.content_started is False  # safe to send again elsewhere
+
+    assert _idle_then(adapter, b"421 4.4.2 timeout exceeded\r\n", send) == [b""]
 
 
 def test_starttls_injection_in_a_later_packet(adapter: Adapter, scripted: Any, certs: Certs) -> None:

@@ -4,7 +4,7 @@ Each client runs each scenario in a fresh process; clients alternate across roun
 figures are medians, and each client's ratio to aiosmtplib is computed within each
 round (then the median of those ratios is printed).
 
-    python benchmarks/run.py               # full run (about 20 minutes)
+    python benchmarks/run.py               # full run (about 25 minutes; --uvloop adds uvloop)
     python benchmarks/run.py --smoke       # a few messages per scenario, for CI
 
 Needs /usr/sbin/smtp-sink (Debian package postfix) and, for the comparison,

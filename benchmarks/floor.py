@@ -2,9 +2,9 @@
 
 It writes pre-built commands and content, and counts the final lines of replies
 without parsing, validating or checking anything, with the same round trips a
-pipelining client needs: MAIL, RCPT and DATA in one write, then the content. No
-real client on asyncio can beat it on the same machine and server, so its figures
-show how much of a target the event loop and the kernel leave to reach.
+pipelining client needs: MAIL, RCPT and DATA in one write, then the content. A real
+client on asyncio can hardly do less per message on the same machine and server, so
+its figures show how much of a target the event loop and the kernel leave to reach.
 """
 
 from __future__ import annotations

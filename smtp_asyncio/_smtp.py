@@ -102,14 +102,12 @@ class SMTP(SMTPClientBase):
             deadline = asyncio.timeout(None)
             target = None if timeout is None else loop.time() + timeout
             timer: asyncio.TimerHandle | None = None
-            armed_at = 0.0
 
             def arm(when: float) -> None:
-                nonlocal timer, armed_at
+                nonlocal timer
                 if timer is not None:
                     timer.cancel()
                 timer = loop.call_at(when, fire)
-                armed_at = when
 
             def fire() -> None:
                 nonlocal timer
@@ -125,7 +123,7 @@ class SMTP(SMTPClientBase):
                 nonlocal target
                 limit = timeout if seconds is None else seconds
                 target = None if limit is None else loop.time() + limit
-                if target is not None and (timer is None or target < armed_at):
+                if target is not None and (timer is None or target < timer.when()):
                     arm(target)
 
             if target is not None:

@@ -474,11 +474,12 @@ class SMTPClientBase(abc.ABC):
                 # (which takes everything), or before the flow started.
                 if may_have_unread:
                     early = transport.take_unread()
-                    if not early and not conn.awaiting_replies and conn.state in _OWED_NOTHING:
+                    idle = not conn.awaiting_replies and conn.state in _OWED_NOTHING
+                    if not early and idle:
                         early = transport.peek_unsolicited()
                     if early:
                         conn.receive_data(early)
-                        if not conn.awaiting_replies and conn.state in _OWED_NOTHING:
+                        if idle:
                             _closed_while_idle(conn)
                 try:
                     request = flow.send(value)

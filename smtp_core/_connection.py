@@ -227,14 +227,14 @@ class ClientConnection:
         return CommandReply(command, reply)
 
     def _reply_trigger(self, command: _Pending, reply: Reply) -> Trigger | None:
-        cls = type(command)
-        if cls is Rcpt:
-            if 200 <= reply.code < 300:
+        # The commands of a mail transaction first: they are the most frequent.
+        if isinstance(command, Rcpt):
+            if reply.is_success:
                 self._accepted_rcpts += 1
             return None
-        if cls is Mail:
-            return None if 200 <= reply.code < 300 else Trigger.MAIL_FAILED
-        if cls is EndOfData:
+        if isinstance(command, Mail):
+            return None if reply.is_success else Trigger.MAIL_FAILED
+        if isinstance(command, EndOfData):
             return None
         if isinstance(command, _HELLO):
             if not reply.is_success:
@@ -247,12 +247,6 @@ class ClientConnection:
                 self._extended = True
             self._parser.parse_enhanced_codes = self._capabilities.enhanced_status_codes
             return Trigger.HELLO_OK
-        if isinstance(command, Mail):
-            return None if reply.is_success else Trigger.MAIL_FAILED
-        if isinstance(command, Rcpt):
-            if reply.is_success:
-                self._accepted_rcpts += 1
-            return None
         if isinstance(command, Data):
             if reply.code == 354:
                 self._content_started = True
@@ -295,18 +289,16 @@ class ClientConnection:
         """
         if self._state is State.ERROR:
             self._check_not_error()
-        if type(item) is Content and self._state is State.CONTENT:
-            assert self._encoder is not None
-            try:
-                return self._encoder.encode(item.data)
-            except ProtocolError as exc:
-                self._fail(exc)
         try:
             return self._send(item)
         except ProtocolError as exc:
             self._fail(exc)
 
     def _send(self, item: Sendable) -> bytes:
+        if type(item) is Content and self._state is State.CONTENT:
+            # The content of a large message comes in many pieces: no table lookups.
+            assert self._encoder is not None
+            return self._encoder.encode(item.data)
         trigger = _TRIGGER_BY_TYPE.get(type(item)) or self._send_trigger(item)
         new_state = TRANSITIONS[self._state].get(trigger)
         if new_state is None:

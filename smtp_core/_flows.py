@@ -911,7 +911,7 @@ def mail_batch(
                 yield from read_reply(conn)
                 need_reset = False
             if quitting:
-                # The reply to QUIT is left to read (quit_reply), so that a server slow
+                # The reply to QUIT is left for quit() to read, so that a server slow
                 # to answer it cannot change this message's outcome.
                 return _fill(outcomes, total if total is not None else taken)
             if _closed(conn):  # the state moves as replies are read

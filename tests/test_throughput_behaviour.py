@@ -363,10 +363,8 @@ def _one_message_script(after_content: list[Any]) -> list[Any]:
     ]
 
 
-def test_send_puts_quit_in_the_same_write_as_the_end_of_data(adapter: Adapter, scripted: Any) -> None:
-    """The server answers the content only once it has read QUIT too: send() must not
-    wait for that answer before sending QUIT."""
-    server = scripted(_one_message_script([Expect(b"QUIT"), Send(b"250 2.0.0 queued\r\n221 bye\r\n")]))
+def _send_one(adapter: Adapter, port: int, *, timeout: float) -> Any:
+    """One raw message through the module-level send()."""
 
     async def main() -> Any:
         return await adapter.module.send(
@@ -374,12 +372,20 @@ def test_send_puts_quit_in_the_same_write_as_the_end_of_data(adapter: Adapter, s
             sender="a@example.org",
             recipients=["b@example.org"],
             hostname="127.0.0.1",
-            port=server.port,
+            port=port,
             start_tls=False,
-            timeout=5,
+            timeout=timeout,
         )
 
-    assert adapter.run(main) == ({}, "2.0.0 queued")
+    return adapter.run(main)
+
+
+def test_send_puts_quit_in_the_same_write_as_the_end_of_data(adapter: Adapter, scripted: Any) -> None:
+    """The server answers the content only once it has read QUIT too: send() must not
+    wait for that answer before sending QUIT."""
+    server = scripted(_one_message_script([Expect(b"QUIT"), Send(b"250 2.0.0 queued\r\n221 bye\r\n")]))
+
+    assert _send_one(adapter, server.port, timeout=5) == ({}, "2.0.0 queued")
     assert server.lines[-1] == b"QUIT\r\n"
 
 
@@ -390,15 +396,4 @@ def test_send_succeeds_whatever_follows_the_final_reply(adapter: Adapter, script
     ending = [Hang()] if after_reply == "hang" else [Close()]
     server = scripted(_one_message_script([Send(b"250 2.0.0 queued\r\n"), *ending]))
 
-    async def main() -> Any:
-        return await adapter.module.send(
-            b"Subject: x\r\n\r\nhi\r\n",
-            sender="a@example.org",
-            recipients=["b@example.org"],
-            hostname="127.0.0.1",
-            port=server.port,
-            start_tls=False,
-            timeout=0.5,
-        )
-
-    assert adapter.run(main) == ({}, "2.0.0 queued")
+    assert _send_one(adapter, server.port, timeout=0.5) == ({}, "2.0.0 queued")

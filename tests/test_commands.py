@@ -323,3 +323,14 @@ def test_str_subclasses_are_sent_as_their_characters() -> None:
     assert Mail(_Tagged("<a@example.org>")).to_bytes() == b"MAIL FROM:<a@example.org>\r\n"
     assert Rcpt(_Tagged("postmaster")).to_bytes() == b"RCPT TO:<postmaster>\r\n"
     assert type(validate_address(_Tagged("c@example.org"))) is str
+
+
+def test_a_command_line_with_cr_or_lf_is_never_serialised() -> None:
+    """Whatever a command's text turns out to be, CR, LF and NUL never reach the wire."""
+
+    class Smuggling(Noop):
+        def _line(self) -> str:
+            return "NOOP\r\nRSET"
+
+    with pytest.raises(LocalProtocolError, match="CR, LF or NUL"):
+        Smuggling().to_bytes()

@@ -24,8 +24,9 @@ from smtp_core._exceptions import (
     SMTPTimeoutError,
 )
 from smtp_core._extensions import DSN
-from smtp_core._flows import RecipientResult, TransactionResult
+from smtp_core._outcome import Outcome
 from smtp_core._response import SMTPResponse, SMTPStatus, SMTPTokenGenerator
+from smtp_core._transaction import RecipientResult, TransactionResult
 
 from ._smtp import LMTP, SMTP, SMTPPool
 from .api import send
@@ -37,6 +38,7 @@ __all__ = (
     "LMTP",
     "SMTPPool",
     "TransactionResult",
+    "Outcome",
     "RecipientResult",
     "Timeouts",
     "DSN",

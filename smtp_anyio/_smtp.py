@@ -100,8 +100,8 @@ class SMTP(SMTPClientBase):
             client_key=self.client_key,
         )
 
-    def _new_lock(self) -> Any:
-        return anyio.Lock(fast_acquire=True)
+    def _new_event(self) -> Any:
+        return anyio.Event()
 
     async def _default_local_hostname(self) -> str:
         return await anyio.to_thread.run_sync(socket.getfqdn)

@@ -13,10 +13,35 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 
 from smtp_core import SMTPServerDisconnected
 
-__all__ = ["AnyioTransport"]
+__all__ = ["AnyioTransport", "SocketStreamTransport", "SSLStreamTransport"]
 
 _READ_SIZE = 65536
 _BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class SocketStreamTransport:
+    """What aiosmtplib programs read as ``SMTP.transport``, over an anyio stream:
+    ``get_extra_info()``, ``is_closing()``, ``close()`` and ``abort()``."""
+
+    def __init__(self, owner: AnyioTransport) -> None:
+        self._owner = owner
+
+    def get_extra_info(self, key: str, default: Any = None) -> Any:
+        value = self._owner.get_extra_info(key)
+        return default if value is None else value
+
+    def is_closing(self) -> bool:
+        return self._owner.closed
+
+    def close(self) -> None:
+        self._owner.close()
+
+    def abort(self) -> None:
+        self._owner.close()
+
+
+class SSLStreamTransport(SocketStreamTransport):
+    """``SMTP.transport`` once TLS is active (its name says SSL, as asyncio's does)."""
 
 
 class AnyioTransport:
@@ -25,6 +50,19 @@ class AnyioTransport:
     def __init__(self, stream: ByteStream) -> None:
         self._stream = stream
         self._raw_socket: Any = None  # looked up once, for peek_unsolicited()
+        self.closed = False
+
+    @property
+    def is_connected(self) -> bool:
+        """True until the stream is closed."""
+        return not self.closed
+
+    @property
+    def transport(self) -> SocketStreamTransport:
+        """The asyncio-like transport view of the stream."""
+        if isinstance(self._stream, TLSStream):
+            return SSLStreamTransport(self)
+        return SocketStreamTransport(self)
 
     async def read(self) -> bytes:
         try:
@@ -106,6 +144,7 @@ class AnyioTransport:
         return None
 
     def close(self) -> None:
+        self.closed = True
         # anyio streams close asynchronously; shut the socket down now so the server
         # sees the connection end at once. aclose() releases the stream itself.
         raw = self._stream.extra(SocketAttribute.raw_socket, None)
@@ -114,6 +153,7 @@ class AnyioTransport:
                 raw.shutdown(socket.SHUT_RDWR)
 
     async def aclose(self) -> None:
+        self.closed = True
         # Closing must not mask the error that made the client close.
         with contextlib.suppress(BaseException):
             await anyio.aclose_forcefully(self._stream)

@@ -152,8 +152,8 @@ class SMTP(SMTPClientBase):
             client_key=self.client_key,
         )
 
-    def _new_lock(self) -> Any:
-        return asyncio.Lock()
+    def _new_event(self) -> Any:
+        return asyncio.Event()
 
     async def _default_local_hostname(self) -> str:
         return await asyncio.get_running_loop().run_in_executor(None, socket.getfqdn)

@@ -132,6 +132,11 @@ class StreamProtocol(asyncio.Protocol):
         self.transport = new_transport
         self._tls = True
 
+    @property
+    def is_connected(self) -> bool:
+        """True while the transport is open (as aiosmtplib's protocol says)."""
+        return self.transport is not None and not self._closed and not self.transport.is_closing()
+
     def get_extra_info(self, key: str) -> Any:
         if self.transport is None:
             return None

@@ -60,9 +60,10 @@ from ._exceptions import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
+    SMTPUTF8NotSupported,
 )
 from ._extensions import DSN
-from ._flows import RecipientResult, TransactionResult
+from ._outcome import Outcome
 from ._replies import EnhancedStatusCode, Reply, ReplyParser
 from ._response import SMTPResponse, SMTPStatus
 from ._sasl import (
@@ -77,6 +78,7 @@ from ._sasl import (
     choose_mechanism,
 )
 from ._state import State
+from ._transaction import RecipientResult, TransactionResult
 
 __version__ = "0.1.0"
 
@@ -85,6 +87,7 @@ __all__ = [
     "Sendable",
     "State",
     "DSN",
+    "Outcome",
     "TransactionResult",
     "RecipientResult",
     "Capabilities",
@@ -158,4 +161,5 @@ __all__ = [
     "SMTPSenderRefused",
     "SMTPRecipientRefused",
     "SMTPRecipientsRefused",
+    "SMTPUTF8NotSupported",
 ]

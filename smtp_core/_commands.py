@@ -58,6 +58,7 @@ _XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
 _MECH_RE = re.compile(r"[A-Za-z0-9_-]{1,20}\Z")
 
 _NOTHING: frozenset[str] = frozenset()
+_SMTPUTF8: frozenset[str] = frozenset({"SMTPUTF8"})
 _PARAM_EXTENSIONS: dict[str, frozenset[str]] = {
     "SIZE": frozenset({"SIZE"}),
     "SMTPUTF8": frozenset({"SMTPUTF8"}),
@@ -346,6 +347,8 @@ class Mail(Command):
 
     sender: str
     parameters: tuple[str, ...] = ()
+    advertised_only: bool = field(default=True, repr=False, compare=False)
+    """False: send parameters whatever the server advertised (it answers them itself)."""
     params: tuple[tuple[str, str | None], ...] = field(init=False, repr=False, compare=False)
     path: str = field(init=False, repr=False, compare=False)
     """The reverse-path without angle brackets (``""`` for the null sender)."""
@@ -369,6 +372,7 @@ class Mail(Command):
         mail = object.__new__(Mail)
         parameters = tuple(parameters)
         object.__setattr__(mail, "sender", self.sender)
+        object.__setattr__(mail, "advertised_only", self.advertised_only)
         object.__setattr__(mail, "path", self.path)
         object.__setattr__(mail, "parameters", parameters)
         object.__setattr__(mail, "params", _parse_params(parameters, "MAIL"))
@@ -380,6 +384,8 @@ class Mail(Command):
     def required_extensions(self) -> frozenset[str]:
         if not self.params and self.sender.isascii():
             return _NOTHING
+        if not self.advertised_only:
+            return _NOTHING if self.sender.isascii() else _SMTPUTF8
         needed = _param_extensions(self.params)
         if not self.sender.isascii():
             needed.add("SMTPUTF8")
@@ -392,6 +398,8 @@ class Rcpt(Command):
 
     recipient: str
     parameters: tuple[str, ...] = ()
+    advertised_only: bool = field(default=True, repr=False, compare=False)
+    """False: send parameters whatever the server advertised (it answers them itself)."""
     params: tuple[tuple[str, str | None], ...] = field(init=False, repr=False, compare=False)
     path: str = field(init=False, repr=False, compare=False)
     """The forward-path without angle brackets."""
@@ -425,6 +433,8 @@ class Rcpt(Command):
     def required_extensions(self) -> frozenset[str]:
         if not self.params and self.recipient.isascii():
             return _NOTHING
+        if not self.advertised_only:
+            return _NOTHING if self.recipient.isascii() else _SMTPUTF8
         needed = _param_extensions(self.params)
         if not self.recipient.isascii():
             needed.add("SMTPUTF8")

@@ -45,6 +45,8 @@ _Pending = Command | EndOfData
 _HELLO = (Ehlo, Helo, Lhlo)
 _HELLO_TYPES = frozenset(_HELLO)
 _STARTS_TRANSACTION = (Mail, Rset, *_HELLO)
+_STARTS_TRANSACTION_TYPES = frozenset(_STARTS_TRANSACTION)
+_TRANSACTION_FAILURES = frozenset({Trigger.MAIL_FAILED, Trigger.BDAT_FAILED, Trigger.DATA_FAILED})
 
 
 class ClientConnection:
@@ -108,6 +110,9 @@ class ClientConnection:
         self._accepted_rcpts = 0
         self._content_started = False
         self._binary = False
+        # Transaction-starting commands (MAIL, RSET, EHLO...) awaiting replies: while one
+        # is, a failure reply belongs to an earlier transaction than the one being sent.
+        self._pending_starts = 0
 
     # -- properties ----------
 
@@ -191,6 +196,7 @@ class ClientConnection:
                 expected = self._state in (State.QUIT, State.CLOSED)
                 self._apply(Trigger.SERVER_CLOSED)
                 self._pending.clear()
+                self._pending_starts = 0
                 return ConnectionClosed(expected=expected)
             return NEED_DATA
         try:
@@ -219,10 +225,17 @@ class ClientConnection:
         command = self._pending.popleft()
         if reply.code == 421:
             self._pending.clear()
+            self._pending_starts = 0
             self._apply(Trigger.SERVICE_CLOSING)
             return CommandReply(command, reply)
+        if type(command) in _STARTS_TRANSACTION_TYPES:
+            self._pending_starts -= 1
         trigger = self._reply_trigger(command, reply)
-        if trigger is not None:
+        if trigger is not None and (
+            not self._pending_starts or trigger not in _TRANSACTION_FAILURES
+        ):
+            # A failure in a transaction that later pipelined commands already ended
+            # (a refused MAIL, BDAT or DATA of an earlier message) moves nothing.
             self._apply(trigger)
         return CommandReply(command, reply)
 
@@ -346,6 +359,7 @@ class ClientConnection:
             data = item.to_bytes()
             self._pending.append(item)
             if isinstance(item, _STARTS_TRANSACTION):
+                self._pending_starts += 1
                 self._normalizer = None
                 self._accepted_rcpts = 0
                 self._content_started = False
@@ -456,6 +470,7 @@ class ClientConnection:
     def _fail(self, exc: ProtocolError) -> NoReturn:
         self._state = State.ERROR
         self._pending.clear()
+        self._pending_starts = 0
         raise exc
 
 

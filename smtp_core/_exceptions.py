@@ -6,6 +6,8 @@ smtp-sansio adapter raised them.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = (
     "SMTPAuthenticationError",
     "SMTPConnectError",
@@ -22,11 +24,21 @@ __all__ = (
     "SMTPConnectTimeoutError",
     "SMTPReadTimeoutError",
     "SMTPConnectResponseError",
+    "SMTPUTF8NotSupported",
 )
 
 
 class SMTPException(Exception):
-    """Base class for all SMTP exceptions."""
+    """Base class for all SMTP exceptions.
+
+    An exception a message met while being sent also tells the message's fate:
+    ``outcome`` (:class:`~smtp_core.Outcome`: the server answered, the message was never
+    sent, or its fate is unknown) and ``content_started`` (whether any of its content
+    was written). Both are None on exceptions that concern no message.
+    """
+
+    outcome: Any = None
+    content_started: bool | None = None
 
     def __init__(self, message: str, /) -> None:
         self.message = message
@@ -108,3 +120,17 @@ class SMTPRecipientsRefused(SMTPException):
     def __init__(self, recipients: list[SMTPRecipientRefused], /) -> None:
         self.recipients = recipients
         self.args = (recipients,)
+
+
+class SMTPUTF8NotSupported(SMTPNotSupported, UnicodeEncodeError):
+    """An address is not ASCII, and the server lacks SMTPUTF8 (RFC 6531).
+
+    Also a ``UnicodeEncodeError``, which aiosmtplib raises in this case.
+    """
+
+    def __init__(self, address: str, message: str, /) -> None:
+        UnicodeEncodeError.__init__(self, "ascii", address, 0, len(address), "not ASCII")
+        SMTPNotSupported.__init__(self, message)
+
+    def __str__(self) -> str:
+        return self.message

@@ -28,8 +28,9 @@ from ._exceptions import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
-from ._flows import TransactionResult
+from ._outcome import Outcome
 from ._response import SMTPResponse
+from ._transaction import TransactionResult
 
 __all__ = ["SMTPPoolBase"]
 
@@ -97,6 +98,7 @@ class SMTPPoolBase(abc.ABC):
                 raise ValueError(f"{name} must be at least 1")
         if rate_limit is not None and (rate_limit[0] < 1 or rate_limit[1] <= 0):
             raise ValueError("rate_limit must be (messages >= 1, seconds > 0)")
+        smtp_options.setdefault("pipeline_window", max_in_flight)
         self._options = {"hostname": hostname, "port": port, "timeout": timeout, **smtp_options}
         self._client_class()(**self._options)  # check the options now, not at first use
         self.max_connections = max_connections
@@ -299,14 +301,12 @@ class SMTPPoolBase(abc.ABC):
                 await self._respect_rate_limit(deadline)
                 result = await operation(pooled.client, self._left(deadline))
             except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException) as exc:
-                # The connection broke (or a -1 protocol error closed it). Whether this
-                # message's content may have reached the server decides whether it may
-                # be sent again; when that is unknown, it is not.
-                content_started = getattr(exc, "content_started", None)
-                if content_started is None:
-                    content_started = pooled.in_flight > 1 or pooled.client.content_started
+                # The connection broke (or a -1 protocol error closed it). A message is
+                # sent again only if none of its content was written; an exception that
+                # concerns no message (connecting, EHLO) came before it was sent at all.
+                outcome = getattr(exc, "outcome", None)
                 await self._discard(pooled)
-                if content_started or attempt >= self.max_attempts:
+                if outcome is Outcome.UNKNOWN or attempt >= self.max_attempts:
                     raise
                 if isinstance(exc, SMTPTimeoutError) and self._left(deadline) == 0:
                     raise

@@ -213,7 +213,8 @@ def test_size_limit_checked_before_content(adapter: Adapter, smtpd: Any) -> None
 
     adapter.run(main)
     assert len(server.messages) == 1
-    assert "SIZE=100" in server.messages[0].mail_options
+    # RFC 1870: the octets sent, CRLF pairs included: the final CRLF added counts.
+    assert "SIZE=102" in server.messages[0].mail_options
 
 
 def test_size_limit_checked_before_streaming_a_file(adapter: Adapter, smtpd: Any, tmp_path: Any) -> None:

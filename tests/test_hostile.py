@@ -338,7 +338,7 @@ def test_capabilities_after_starttls_are_the_new_ones(adapter: Adapter, scripted
         smtp.close()
 
     adapter.run(main)
-    assert any(line.startswith(b"MAIL FROM:<a@example.org> SIZE=50") for line in server.lines)
+    assert any(line.startswith(b"MAIL FROM:<a@example.org> SIZE=52") for line in server.lines)
 
 
 def test_auth_challenge_loop_is_bounded(adapter: Adapter, scripted: Any) -> None:

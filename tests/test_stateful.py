@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from smtp_core import ClientConnection, Plain, ProtocolError, SMTPException, State
 from smtp_core._commands import Noop, Rset
-from smtp_core._flows import CONTENT_WRITE_SIZE
+from smtp_core._transaction import CONTENT_WRITE_SIZE
 from smtp_core.flows import (
     READ,
     Envelope,

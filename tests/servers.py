@@ -360,6 +360,8 @@ class ScriptedServer:
 
     script: Sequence[Step]
     host: str = "127.0.0.1"
+    more: Sequence[Sequence[Step]] = ()
+    """Scripts for the next connections, one each, in order."""
     lines: list[bytes] = field(default_factory=list)
     received: bytearray = field(default_factory=bytearray)
     errors: list[BaseException] = field(default_factory=list)
@@ -380,19 +382,22 @@ class ScriptedServer:
 
     def _serve(self) -> None:
         self._listener.settimeout(0.2)
-        while not self._stop.is_set():
+        scripts = [self.script, *self.more]
+        while scripts and not self._stop.is_set():
             try:
                 conn, _ = self._listener.accept()
             except (TimeoutError, OSError):
                 continue
             self._conns.append(conn)
+            script = scripts.pop(0)
             try:
-                self._play(conn)
+                self._play(conn, script)
             except BaseException as exc:
                 self.errors.append(exc)
             finally:
-                self.done.set()
-            return
+                if not scripts:
+                    self.done.set()
+                conn.close()
 
     def _readline(self, conn: Any, buffer: bytearray) -> bytes:
         while b"\n" not in buffer:
@@ -414,10 +419,10 @@ class ScriptedServer:
             return data
         return b""
 
-    def _play(self, conn: Any) -> None:
+    def _play(self, conn: Any, script: Sequence[Step]) -> None:
         conn.settimeout(0.2)
         buffer = bytearray()
-        for step in self.script:
+        for step in script:
             if isinstance(step, Send):
                 conn.sendall(step.data)
             elif isinstance(step, SendSlowly):

@@ -9,7 +9,7 @@ import pytest
 from smtp_core import DSN, LocalProtocolError
 
 from .conftest import Adapter
-from .servers import Expect, ExpectData, Hang, Send, session_prefix
+from .servers import Expect, ExpectBdat, ExpectData, Hang, Send, session_prefix
 
 MESSAGE = b"Subject: dsn\r\n\r\nhi\r\n"
 
@@ -127,3 +127,47 @@ def test_binarymime_with_bdat_sends_content_unaltered(adapter: Adapter, scripted
     header, payload = server.lines[3].split(b"\r\n", 1)
     assert header == f"BDAT {len(content)} LAST".encode()
     assert payload == content
+
+
+DSN_PATHS = {
+    "pipelining-data": (("PIPELINING", "DSN"), False),
+    "data": (("DSN",), False),
+    "pipelining-bdat": (("PIPELINING", "CHUNKING", "DSN"), False),
+    "bdat": (("CHUNKING", "DSN"), False),
+    "lmtp": (("PIPELINING", "DSN"), True),
+}
+
+
+@pytest.mark.parametrize("path", list(DSN_PATHS))
+def test_dsn_per_recipient_on_every_path(adapter: Adapter, scripted: Any, path: str) -> None:
+    """Each RCPT carries its own recipient's NOTIFY and ORCPT, whatever the path."""
+    capabilities, lmtp = DSN_PATHS[path]
+    recipients = ["a@example.org", "b@example.org", "c@example.org"]
+    notify = {"a@example.org": ("NEVER",), "b@example.org": ("SUCCESS",), "c@example.org": ("FAILURE", "DELAY")}
+    orcpt = {"a@example.org": "old-a@example.net", "b@example.org": "old-b@example.net", "c@example.org": "old-c@example.net"}
+    bdat = "CHUNKING" in capabilities and not lmtp
+    script: list[Any] = [*session_prefix(*capabilities), Expect(b"MAIL"), Send(b"250 ok\r\n")]
+    for _ in recipients:
+        script += [Expect(b"RCPT"), Send(b"250 ok\r\n")]
+    if bdat:
+        script += [ExpectBdat(), Send(b"250 queued\r\n")]
+    else:
+        script += [Expect(b"DATA"), Send(b"354 go\r\n"), ExpectData()]
+        script.append(Send(b"250 delivered\r\n" * (3 if lmtp else 1)))
+    server = scripted(script)
+    mod = adapter.module
+
+    async def main() -> None:
+        client = mod.LMTP if lmtp else mod.SMTP
+        smtp = client(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        await smtp.sendmail("s@example.org", recipients, MESSAGE, dsn=DSN(notify=notify, orcpt=orcpt))
+        smtp.close()
+
+    adapter.run(main)
+    rcpt_lines = [line.decode() for line in server.lines if line.startswith(b"RCPT")]
+    assert rcpt_lines == [
+        "RCPT TO:<a@example.org> NOTIFY=NEVER ORCPT=rfc822;old-a@example.net\r\n",
+        "RCPT TO:<b@example.org> NOTIFY=SUCCESS ORCPT=rfc822;old-b@example.net\r\n",
+        "RCPT TO:<c@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;old-c@example.net\r\n",
+    ]

@@ -35,6 +35,7 @@ class Postfix:
     port: int
     tls_port: int
     ca_path: str
+    plain_port: int  # no CHUNKING offered: DATA
 
     def queue(self) -> dict[str, dict[str, Any]]:
         out = subprocess.run(["postqueue", "-c", self.etc, "-j"], capture_output=True, text=True, check=True)
@@ -70,7 +71,7 @@ def postfix() -> Iterator[Postfix]:
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(etc / "server.pem"))
     ca.cert_pem.write_to_path(str(etc / "ca.pem"))
-    port, tls_port = _free_port(), _free_port()
+    port, tls_port, plain_port = _free_port(), _free_port(), _free_port()
     (etc / "main.cf").write_text(
         f"""compatibility_level = 3.6
 queue_directory = {queue}
@@ -89,6 +90,7 @@ message_size_limit = 1000000
 smtpd_tls_chain_files = {etc}/server.pem
 smtpd_tls_security_level = may
 smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = check_recipient_access inline:{{refused@example.net=REJECT}}
 maillog_file = {base}/maillog
 maillog_file_prefixes = {base}
 """
@@ -98,6 +100,7 @@ maillog_file_prefixes = {base}
         if line.startswith("smtp      inet"):
             lines.append(f"127.0.0.1:{port} inet n - n - - smtpd")
             lines.append(f"127.0.0.1:{tls_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes")
+            lines.append(f"127.0.0.1:{plain_port} inet n - n - - smtpd -o smtpd_discard_ehlo_keywords=chunking")
             continue
         match = re.match(r"^(\S+\s+\S+\s+\S+\s+\S+\s+)(\S+)(\s.*)$", line)
         if match and not line.startswith(("#", " ")):
@@ -116,7 +119,7 @@ maillog_file_prefixes = {base}
             import time
 
             time.sleep(0.05)
-    yield Postfix(str(etc), port, tls_port, str(etc / "ca.pem"))
+    yield Postfix(str(etc), port, tls_port, str(etc / "ca.pem"), plain_port)
     subprocess.run([POSTFIX, "-c", str(etc), "stop"], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 
@@ -200,3 +203,54 @@ def test_batch_pipelined_into_postfix(adapter: Adapter, postfix: Postfix) -> Non
     queue = postfix.queue()
     assert len(set(ids)) == 20
     assert sorted(queue[i]["recipients"][0]["address"] for i in ids) == sorted(f"batch{i}@example.net" for i in range(20))
+
+
+@pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
+def test_dsn_for_each_recipient(adapter: Adapter, postfix: Postfix, chunking: bool) -> None:
+    mod = adapter.module
+    recipients = ["dsn-a@example.net", "dsn-b@example.net", "dsn-c@example.net"]
+    dsn = mod.DSN(
+        envid="three-recipients",
+        notify={"dsn-a@example.net": ("NEVER",), "dsn-b@example.net": ("SUCCESS",), "dsn-c@example.net": ("FAILURE", "DELAY")},
+        orcpt={r: f"orig-{r}" for r in recipients},
+    )
+
+    async def main() -> str:
+        port = postfix.port if chunking else postfix.plain_port
+        async with mod.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=20) as smtp:
+            await smtp.ehlo()
+            assert smtp.supports_extension("chunking") is chunking
+            _, text = await smtp.sendmail("bounces@example.org", recipients, b"Subject: dsn\r\n\r\nhi\r\n", dsn=dsn)
+            return text
+
+    text = adapter.run(main)
+    queued = postfix.postcat(queue_id(text))
+    # Each recipient record carries its own notify flags and original recipient.
+    records = re.findall(r"notify_flags=(\d+)\s+named_attribute: dsn_orig_rcpt=rfc822;orig-(\S+)", queued)
+    # Postfix's flags: NEVER=1, SUCCESS=2, FAILURE=4, DELAY=8.
+    assert {rcpt: int(flags) for flags, rcpt in records} == {
+        "dsn-a@example.net": 1, "dsn-b@example.net": 2, "dsn-c@example.net": 12
+    }, queued
+
+
+@pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
+def test_refused_message_in_a_pipeline_fails_alone(adapter: Adapter, postfix: Postfix, chunking: bool) -> None:
+    mod = adapter.module
+
+    async def main() -> list[Any]:
+        port = postfix.port if chunking else postfix.plain_port
+        async with mod.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=20) as smtp:
+            return await smtp.send_messages(
+                [
+                    ("a@example.org", ["first@example.net"], b"Subject: 1\r\n\r\nhi\r\n"),
+                    ("a@example.org", ["refused@example.net"], b"Subject: 2\r\n\r\nhi\r\n"),
+                    ("a@example.org", ["third@example.net"], b"Subject: 3\r\n\r\nhi\r\n"),
+                ]
+            )
+
+    first, second, third = adapter.run(main)
+    assert isinstance(second, mod.SMTPRecipientsRefused)
+    assert second.recipients[0].code == 554
+    queue = postfix.queue()
+    assert queue[queue_id(first[1])]["recipients"][0]["address"] == "first@example.net"
+    assert queue[queue_id(third[1])]["recipients"][0]["address"] == "third@example.net"

@@ -118,8 +118,8 @@ def prepare_message(
     """Work out what ``send_message`` sends, given what the server supports.
 
     SMTPUTF8 is added for non-ASCII addresses (``SMTPNotSupported`` if the server
-    lacks it) and BODY=8BITMIME for 8-bit content when the server offers 8BITMIME;
-    otherwise 8-bit parts are re-encoded to 7-bit transfer encodings.
+    lacks it) and BODY=8BITMIME whenever the server offers 8BITMIME (as aiosmtplib
+    does); without it, 8-bit parts are re-encoded to 7-bit transfer encodings.
     """
     options = list(mail_options)
     if sender is None:
@@ -145,10 +145,11 @@ def prepare_message(
         if "smtputf8" not in lowered:
             options.append("SMTPUTF8")
     content = flatten_message(message, utf8=utf8, cte_type="8bit")
-    if not content.isascii():
-        if eightbitmime_supported:
-            if not any(option.startswith("body=") for option in lowered):
-                options.append("BODY=8BITMIME")
-        elif not utf8:
-            content = flatten_message(message, utf8=False, cte_type="7bit")
+    if eightbitmime_supported:
+        # As aiosmtplib: declared whenever the server offers it (SMTPUTF8 headers and
+        # 8-bit parts need it; 7-bit content loses nothing by it).
+        if not any(option.startswith("body=") for option in lowered):
+            options.append("BODY=8BITMIME")
+    elif not content.isascii() and not utf8:
+        content = flatten_message(message, utf8=False, cte_type="7bit")
     return PreparedMessage(sender, recipient_list, content, options, utf8)

@@ -609,27 +609,47 @@ class SessionBase(abc.ABC):
 
     async def _drive_flow(self, pipe: _Pipe, mine: list[_Op], timeout: Timeout) -> None:
         """The trampoline: perform the pipeline's requests until ``mine`` are done."""
+        flow = pipe.flow
+        transport = self._transport
+        if transport is None:
+            raise SMTPServerDisconnected("Connection lost")
+        only = mine[0] if len(mine) == 1 else None
 
         async def trampoline(restart: Callable[[float | None], None]) -> None:
+            request = pipe.request
             while True:
-                request = pipe.request
-                if request is None:
+                # The requests of every message first, without a call each.
+                kind = type(request)
+                if kind is Read:
+                    value = await transport.read()
+                elif kind is Write:
+                    await transport.write(request.data)
+                    value = None
+                    self._feed_unsolicited(request)
+                elif request is None:
+                    value = None
+                    self._feed_unsolicited(request)
+                elif kind is Progress:
+                    restart(None)  # the timeout applies to each message of a batch
                     value = None
                 else:
                     value = await self._perform(request, restart)
-                self._feed_unsolicited(request)
+                    self._feed_unsolicited(request)
                 try:
-                    pipe.request = pipe.flow.send(value)
+                    request = pipe.request = flow.send(value)
                 except StopIteration:
                     self._pipe = None
                     return
                 except BaseException:
                     self._pipe = None
                     raise
-                if all(op.done for op in mine):
+                if only is not None:
+                    if only.done:
+                        return
+                elif all(op.done for op in mine):
                     return
 
-        await self._with_deadline(self._timeout(timeout), trampoline)
+        await self._within(self._timeout(timeout), trampoline)
 
     def _feed_unsolicited(self, request: Any) -> None:
         """Bytes that arrived unasked go to the machine before the flow sends its next

@@ -79,6 +79,8 @@ class StreamProtocol(asyncio.Protocol):
 
     async def read(self) -> bytes:
         while not self._chunks:
+            if self._closed and not self._eof:
+                raise SMTPServerDisconnected("Connection closed")
             if self._eof:
                 if self._lost is not None:
                     raise SMTPServerDisconnected(f"Connection lost: {self._lost}") from self._lost

@@ -204,3 +204,45 @@ def test_a_message_never_sent_is_sent_again_by_the_pool(adapter: Adapter, script
     _, second = first_and_second(results)
     assert second == ({}, "queued 2")
     assert retries == 1
+
+
+def test_close_from_another_task_ends_a_waiting_send_at_once(adapter: Adapter, scripted: Any) -> None:
+    server = scripted([*session_prefix("PIPELINING"), Expect(b"MAIL"), Hang()])
+    mod = adapter.module
+
+    async def main() -> Any:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=30)
+        await smtp.connect()  # EHLO included (to look for STARTTLS)
+        results: list[Any] = []
+
+        async def send() -> None:
+            try:
+                results.append(await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE))
+            except Exception as exc:
+                results.append(exc)
+
+        async def close_when_waiting() -> None:
+            conn = smtp.protocol_connection
+            while not conn.awaiting_replies:  # the envelope is out, its replies awaited
+                await adapter.sleep(0)
+            smtp.close()
+
+        async def both() -> None:
+            if mod.__name__ == "smtp_asyncio":
+                import asyncio
+
+                await asyncio.gather(send(), close_when_waiting())
+            else:
+                import anyio
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send)
+                    tg.start_soon(close_when_waiting)
+
+        await both()
+        return results[0]
+
+    outcome = adapter.run(main)
+    # Not a 30-second read timeout: the close ends the wait.
+    assert isinstance(outcome, mod.SMTPServerDisconnected), outcome
+    assert outcome.outcome is Outcome.NEVER_SENT

@@ -338,23 +338,37 @@ def test_size_of_the_example_message(adapter: Adapter, scripted: Any) -> None:
     assert server.lines[4] == b"From: a@example.com\r\nTo: b@example.com\r\n\r\nH\xc3\xa9llo\r\n..dot\r\n.\r\n"
 
 
-@pytest.mark.parametrize("name", sorted(SIZE_CONTENTS))
-def test_size_equals_the_data_octets(adapter: Adapter, scripted: Any, name: str) -> None:
-    server = scripted(
-        [
-            *session_prefix("SIZE 100000", "8BITMIME"),
-            Expect(b"MAIL"), Send(b"250 ok\r\n"),
-            Expect(b"RCPT"), Send(b"250 ok\r\n"),
-            Expect(b"DATA"), Send(b"354 go\r\n"),
-            ExpectContent(), Send(b"250 queued\r\n"),
-        ]
-    )
+def send_each(adapter: Adapter, port: int, contents: list[Any]) -> list[Any]:
+    """Send each content in its own transaction, one after another, on one connection."""
 
-    assert send_one(adapter, server.port, SIZE_CONTENTS[name]) == ({}, "queued")
+    async def main() -> list[Any]:
+        smtp = client(adapter, port)
+        await smtp.connect()
+        try:
+            return [await smtp.sendmail("a@example.org", ["b@example.org"], content) for content in contents]
+        finally:
+            smtp.close()
+
+    return list(adapter.run(main))
+
+
+def test_size_equals_the_data_octets(adapter: Adapter, scripted: Any) -> None:
+    names = sorted(SIZE_CONTENTS)
+    exchange = [
+        Expect(b"MAIL"), Send(b"250 ok\r\n"),
+        Expect(b"RCPT"), Send(b"250 ok\r\n"),
+        Expect(b"DATA"), Send(b"354 go\r\n"),
+        ExpectContent(), Send(b"250 queued\r\n"),
+    ]
+    server = scripted([*session_prefix("SIZE 100000", "8BITMIME"), *exchange * len(names)])
+
+    assert send_each(adapter, server.port, [SIZE_CONTENTS[name] for name in names]) == [({}, "queued")] * len(names)
     assert not server.errors
-    transmitted = smtp_core.unstuff(server.lines[4])
-    assert size_parameter(server.lines[1]) == len(transmitted)
-    assert b"\r" not in transmitted.replace(b"\r\n", b"") and b"\n" not in transmitted.replace(b"\r\n", b"")
+    for index, name in enumerate(names):
+        mail, _, _, wire = server.lines[1 + 4 * index : 5 + 4 * index]
+        transmitted = smtp_core.unstuff(wire)
+        assert size_parameter(mail) == len(transmitted), name
+        assert b"\r" not in transmitted.replace(b"\r\n", b"") and b"\n" not in transmitted.replace(b"\r\n", b""), name
 
 
 def test_size_of_str_content(adapter: Adapter, scripted: Any) -> None:
@@ -372,21 +386,18 @@ def test_size_of_str_content(adapter: Adapter, scripted: Any) -> None:
     assert size_parameter(server.lines[1]) == len(smtp_core.unstuff(server.lines[4])) == 40
 
 
-@pytest.mark.parametrize("name", sorted(SIZE_CONTENTS))
-def test_size_equals_the_bdat_octets(adapter: Adapter, scripted: Any, name: str) -> None:
-    server = scripted(
-        [
-            *session_prefix("PIPELINING", "CHUNKING", "SIZE 100000"),
-            Expect(b"MAIL"), Expect(b"RCPT"), ExpectBdat(),
-            Send(b"250 ok\r\n250 ok\r\n250 queued\r\n"),
-        ]
-    )
+def test_size_equals_the_bdat_octets(adapter: Adapter, scripted: Any) -> None:
+    names = sorted(SIZE_CONTENTS)
+    exchange = [Expect(b"MAIL"), Expect(b"RCPT"), ExpectBdat(), Send(b"250 ok\r\n250 ok\r\n250 queued\r\n")]
+    server = scripted([*session_prefix("PIPELINING", "CHUNKING", "SIZE 100000"), *exchange * len(names)])
 
-    assert send_one(adapter, server.port, SIZE_CONTENTS[name]) == ({}, "queued")
+    assert send_each(adapter, server.port, [SIZE_CONTENTS[name] for name in names]) == [({}, "queued")] * len(names)
     assert not server.errors
-    command, _, payload = server.lines[3].partition(b"\r\n")
-    assert command.startswith(b"BDAT ") and command.endswith(b" LAST")
-    assert size_parameter(server.lines[1]) == len(payload) == int(command.split()[1])
+    for index, name in enumerate(names):
+        mail, _, bdat = server.lines[1 + 3 * index : 4 + 3 * index]
+        command, _, payload = bdat.partition(b"\r\n")
+        assert command.startswith(b"BDAT ") and command.endswith(b" LAST"), name
+        assert size_parameter(mail) == len(payload) == int(command.split()[1]), name
 
 
 # -- 4. timeouts ----------------------------------------------------------------------------
@@ -572,23 +583,23 @@ BAD_OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(BAD_OPTIONS))
-def test_bad_raw_options_are_refused_before_anything_is_sent(adapter: Adapter, scripted: Any, name: str) -> None:
+def test_bad_raw_options_are_refused_before_anything_is_sent(adapter: Adapter, scripted: Any) -> None:
     server = scripted([*session_prefix("PIPELINING", "DSN", "8BITMIME"), Expect(b"NOOP"), Send(b"250 noop-reply\r\n")])
-    option: Any = BAD_OPTIONS[name]
 
     async def main() -> None:
         smtp = client(adapter, server.port)
         await smtp.connect()
         await smtp.ehlo()
-        with pytest.raises(ValueError):
-            await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE, mail_options=[option])
-        with pytest.raises(ValueError):
-            await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE, rcpt_options=[option])
-        with pytest.raises(ValueError):
-            await smtp.mail("a@example.org", options=[option])
-        with pytest.raises(ValueError):
-            await smtp.rcpt("b@example.org", options=[option])
+        for name, option in BAD_OPTIONS.items():
+            with pytest.raises(ValueError):
+                await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE, mail_options=[option])
+            with pytest.raises(ValueError):
+                await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE, rcpt_options=[option])
+            with pytest.raises(ValueError):
+                await smtp.mail("a@example.org", options=[option])
+            with pytest.raises(ValueError):
+                await smtp.rcpt("b@example.org", options=[option])
+            assert smtp.is_connected, name
         assert (await smtp.noop()).message == "noop-reply"
         smtp.close()
 
@@ -659,8 +670,7 @@ INJECTED_QUERIES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(INJECTED_QUERIES))
-def test_vrfy_expn_refuse_injection_before_sending(adapter: Adapter, scripted: Any, name: str) -> None:
+def test_vrfy_expn_refuse_injection_before_sending(adapter: Adapter, scripted: Any) -> None:
     """``ValueError`` before any byte (even EHLO). A deliberate difference: aiosmtplib
     "repairs" some of these with ``email.utils.parseaddr`` (``a@b.comSIZE=1``,
     ``list@b.com``, ``a@b.com``) and sends the result."""
@@ -671,14 +681,14 @@ def test_vrfy_expn_refuse_injection_before_sending(adapter: Adapter, scripted: A
             Expect(b"EXPN"), Send(b"250 list-reply\r\n"),
         ]
     )
-    verb, argument = INJECTED_QUERIES[name]
 
     async def main() -> None:
         smtp = client(adapter, server.port)
         await smtp.connect()
-        with pytest.raises(ValueError):
-            await getattr(smtp, verb)(argument)
-        assert smtp.is_connected
+        for name, (verb, argument) in INJECTED_QUERIES.items():
+            with pytest.raises(ValueError):
+                await getattr(smtp, verb)(argument)
+            assert smtp.is_connected, name
         assert (await smtp.vrfy("foo@bar.com")).code == 252
         assert (await smtp.expn('"quoted list"@bar.com')).message == "list-reply"
         smtp.close()
@@ -687,6 +697,7 @@ def test_vrfy_expn_refuse_injection_before_sending(adapter: Adapter, scripted: A
     assert not server.errors
     assert server.lines[0].startswith(b"EHLO ")  # sent by the vrfy() that worked
     assert server.lines[1:] == [b"VRFY foo@bar.com\r\n", b'EXPN "quoted list"@bar.com\r\n']
+
 
 
 # -- 8. send_message: SMTPUTF8 and BODY=8BITMIME -------------------------------------------

@@ -805,6 +805,10 @@ def assert_transport(smtp: Any, port: int, *, tls: bool) -> None:
     assert (peer[0], peer[1]) == ("127.0.0.1", port)
     assert ("SSL" in type(transport).__name__) is tls, type(transport).__name__
     assert (transport.get_extra_info("sslcontext") is not None) is tls
+    assert not transport.is_closing()
+    if smtp.__module__.startswith("smtp_asyncio"):
+        # The event loop's own transport (uvloop's classes do not derive from asyncio's).
+        assert transport.get_protocol() is not None
 
 
 def test_transport_on_plaintext(adapter: Adapter, smtpd: Any) -> None:

@@ -150,6 +150,7 @@ def prepare_message(
         # 8-bit parts need it; 7-bit content loses nothing by it).
         if not any(option.startswith("body=") for option in lowered):
             options.append("BODY=8BITMIME")
-    elif not content.isascii() and not utf8:
-        content = flatten_message(message, utf8=False, cte_type="7bit")
+    elif not content.isascii():
+        # No 8BITMIME: 8-bit parts are re-encoded (SMTPUTF8 headers stay as they are).
+        content = flatten_message(message, utf8=utf8, cte_type="7bit")
     return PreparedMessage(sender, recipient_list, content, options, utf8)

@@ -626,36 +626,6 @@ def test_typed_options_need_the_extension(adapter: Adapter, scripted: Any) -> No
     assert server.lines[1:] == [b"NOOP\r\n"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="priority= is documented (SendingMixin.sendmail docstring, 'sent only when offered') and "
-    "tested (test_extensions.py::test_dsn_not_offered_and_priority_skipped) to be dropped silently "
-    "when the server lacks MT-PRIORITY; _Extensions.parameters in smtp_core/_client_send.py skips it",
-)
-def test_priority_needs_mt_priority(adapter: Adapter, scripted: Any) -> None:
-    # Today the message goes without the priority: the server takes it (so the test is quick).
-    server = scripted(
-        [
-            *session_prefix("PIPELINING"),
-            Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"),
-            Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
-            ExpectContent(), Send(b"250 queued\r\n"),
-        ]
-    )
-    mod = adapter.module
-
-    async def main() -> None:
-        smtp = client(adapter, server.port)
-        await smtp.connect()
-        try:
-            with pytest.raises(mod.SMTPNotSupported, match="MT-PRIORITY"):
-                await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE, priority=3)
-        finally:
-            smtp.close()
-
-    adapter.run(main)
-
-
 # -- 7. VRFY and EXPN arguments -------------------------------------------------------------
 
 INJECTED_QUERIES = {
@@ -765,19 +735,8 @@ def test_send_message_body_8bitmime_when_offered(adapter: Adapter, scripted: Any
     assert line == f"MAIL FROM:<{address}>{utf8} BODY=8BITMIME\r\n".encode()
 
 
-EIGHT_BIT_BODY_WITHOUT_8BITMIME = pytest.mark.xfail(
-    strict=True,
-    reason="with a non-ASCII address (SMTPUTF8) and no 8BITMIME, smtp_core/_email.py prepare_message "
-    "keeps the 8bit body ('elif not utf8:' skips the 7bit re-flattening), so an 8bit body goes "
-    "without BODY=8BITMIME to a server that did not offer it; aiosmtplib flattens with "
-    "cte_type='7bit' whenever 8BITMIME is not offered (base64 body)",
-)
-
-
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(
-    "sender", ["ascii", pytest.param("non-ascii", marks=EIGHT_BIT_BODY_WITHOUT_8BITMIME)]
-)
+@pytest.mark.parametrize("sender", ["ascii", "non-ascii"])
 def test_send_message_without_8bitmime_sends_a_7bit_body(adapter: Adapter, scripted: Any, kind: str, sender: str) -> None:
     server = scripted(mail_script("SMTPUTF8"))
     address = SENDERS[sender]

@@ -306,6 +306,27 @@ def markdown(table: list[dict[str, Any]], rounds: int) -> str:
     return "\n".join(out) + "\n"
 
 
+def describe_machine(available: set[str]) -> str:
+    """Where the figures come from: commit, Python, aiosmtplib, load."""
+    commit = subprocess.run(
+        ["git", "-C", str(HERE), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    aiosmtplib = "not installed"
+    if "aiosmtplib" in available:
+        import aiosmtplib
+
+        aiosmtplib = aiosmtplib.__version__
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"commit {commit or '?'}; Python {sys.version.split()[0]}; aiosmtplib {aiosmtplib}; "
+        f"{os.cpu_count()} CPUs, load average {load}; "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run (CI)")
@@ -348,6 +369,8 @@ def main() -> int:
         print("note: aiosmtplib is not installed; ratios are left out", file=sys.stderr)
         available.discard("aiosmtplib")
     rounds = 1 if args.smoke else args.rounds
+    if args.rtt:
+        print(describe_machine(available))
     table: list[dict[str, Any]] = []
     for name in servers:
         port = free_port()

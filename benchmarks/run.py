@@ -206,7 +206,8 @@ def run_rtt(
     samples, _ = ping_pong(rtt, 50)
     print(
         f"\n#### server {server}, RTT {rtt:g} ms (delay_proxy ping-pong: mean "
-        f"{statistics.fmean(samples):.3f} ms, median {statistics.median(samples):.3f} ms)"
+        f"{statistics.fmean(samples):.3f} ms, median {statistics.median(samples):.3f} ms; "
+        f"load average {os.getloadavg()[0]:.2f})"
     )
     for scenario in args.scenario or list(RTT_SCENARIOS):
         if scenario not in RTT_SCENARIOS:
@@ -258,10 +259,11 @@ def run_rtt(
         sys.stdout.flush()
 
 
-def markdown(table: list[dict[str, Any]], rounds: int) -> str:
+def markdown(table: list[dict[str, Any]], rounds: int, machine: str) -> str:
     """The --rtt figures as markdown: one throughput table per server, one latency table."""
     rtts = sorted({row["rtt"] for row in table})
-    out = []
+    command = " ".join(["python", "benchmarks/run.py", *sys.argv[1:]])
+    out = [f"`{command}`; {machine}"]
     for server in dict.fromkeys(row["server"] for row in table):
         rows = [r for r in table if r["server"] == server and r["scenario"] != "latency"]
         if not rows:
@@ -369,8 +371,9 @@ def main() -> int:
         print("note: aiosmtplib is not installed; ratios are left out", file=sys.stderr)
         available.discard("aiosmtplib")
     rounds = 1 if args.smoke else args.rounds
+    machine = describe_machine(available)
     if args.rtt:
-        print(describe_machine(available))
+        print(machine)
     table: list[dict[str, Any]] = []
     for name in servers:
         port = free_port()
@@ -386,7 +389,7 @@ def main() -> int:
         finally:
             server.stop()
     if args.markdown and table:
-        args.markdown.write_text(markdown(table, rounds))
+        args.markdown.write_text(markdown(table, rounds, machine))
     return 0
 
 

@@ -11,11 +11,11 @@ Round trips are counted per connection as the length of the longest chain of chu
 that could have caused one another:
 
 * a chunk from the client is at depth ``1 +`` the depth of the last server chunk the
-  proxy had delivered to the client before reading it (and never below the client's
-  previous chunk);
+  proxy had written to the client before the client's chunk arrived (by the kernel's
+  receive timestamp), and never below the client's previous chunk;
 * a chunk from the server is at the depth of the last client chunk the proxy had
-  delivered to the server before reading it (and never below the server's previous
-  chunk); the greeting is at depth 0.
+  written to the server before it arrived, and never below the server's previous
+  chunk; the greeting is at depth 0.
 
 The connection's **turns** are the depth of its last server chunk: each turn is a
 client burst followed by server bytes back. A client that sends without waiting for
@@ -71,6 +71,10 @@ window would), so a fast sender cannot make the proxy buffer without bound."""
 SETUP_COMMANDS = (b"EHLO", b"HELO", b"LHLO", b"QUIT")
 SO_TIMESTAMPNS = 35  # Linux (SO_TIMESTAMPNS_OLD): the kernel stamps each read
 TIMESPEC = struct.Struct("@qq")
+CAUSE_SLACK = 0.00002
+"""A chunk that arrived up to this long before a write in the other direction may still
+be counted as its reaction: clocks and timestamps are not that exact, and the count
+should err towards more round trips, never fewer."""
 SPIN = 0.0005
 """The loop wakes this long before a chunk is due and polls until then: a sleeping
 thread wakes 0.05-0.2 ms late on these machines (more for longer sleeps), which would
@@ -175,31 +179,39 @@ class _Connection:
         self.down = _Direction(server, client, from_client=False)
         self.client_depth = 0  # depth of the client's last chunk
         self.server_depth = 0  # depth of the server's last chunk
-        self.delivered_to_client = 0  # depth of the last server chunk written to the client
-        self.delivered_to_server = 0  # depth of the last client chunk written to the server
+        # (time just before the write, depth) of recent writes to the client, the server
+        self.to_client: collections.deque[tuple[float, int]] = collections.deque(maxlen=512)
+        self.to_server: collections.deque[tuple[float, int]] = collections.deque(maxlen=512)
         self.closed = False
 
-    def depth_of_read(self, from_client: bool, data: bytes) -> int:
+    @staticmethod
+    def _cause(writes: collections.deque[tuple[float, int]], arrival: float) -> int:
+        """Depth of the last chunk written to this chunk's sender before it arrived."""
+        for written, depth in reversed(writes):
+            if written <= arrival + CAUSE_SLACK:
+                return depth
+        return 0
+
+    def depth_of_read(self, from_client: bool, data: bytes, arrival: float) -> int:
         if from_client:
-            depth = max(self.client_depth, self.delivered_to_client + 1)
+            depth = max(self.client_depth, self._cause(self.to_client, arrival) + 1)
             if depth > self.client_depth and data[:4].upper() in SETUP_COMMANDS:
                 self.stats.setup_levels.add(depth)
             self.client_depth = depth
             self.stats.client_bytes += len(data)
             self.stats.client_chunks += 1
         else:
-            depth = max(self.server_depth, self.delivered_to_server)
+            depth = max(self.server_depth, self._cause(self.to_server, arrival))
             self.server_depth = depth
             self.stats.turns = depth
             self.stats.server_bytes += len(data)
             self.stats.server_chunks += 1
         return depth
 
-    def delivered(self, from_client: bool, depth: int) -> None:
-        if from_client:
-            self.delivered_to_server = max(self.delivered_to_server, depth)
-        else:
-            self.delivered_to_client = max(self.delivered_to_client, depth)
+    def delivered(self, from_client: bool, depth: int, written: float) -> None:
+        writes = self.to_server if from_client else self.to_client
+        if not writes or writes[-1][1] < depth:
+            writes.append((written, depth))
 
 
 class DelayProxy:
@@ -370,9 +382,10 @@ class DelayProxy:
         except OSError:
             self._close(conn)
             return
-        due = _arrival(ancdata, time.monotonic()) + self.half
+        arrival = _arrival(ancdata, time.monotonic())
+        due = arrival + self.half
         if data:
-            depth = conn.depth_of_read(direction.from_client, data)
+            depth = conn.depth_of_read(direction.from_client, data, arrival)
             if self.trace is not None:
                 event = "C>" if direction.from_client else "S>"
                 self.trace.append(
@@ -397,6 +410,7 @@ class DelayProxy:
         direction.waiting_writable = False
         while direction.queue and direction.queue[0][0] <= now:
             due, data, depth = direction.queue[0]
+            written = time.monotonic()
             try:
                 sent = direction.dst.send(data)
             except (BlockingIOError, InterruptedError):
@@ -405,7 +419,7 @@ class DelayProxy:
                 self._close(conn)
                 return
             if sent:
-                conn.delivered(direction.from_client, depth)
+                conn.delivered(direction.from_client, depth, written)
                 if self.trace is not None:
                     event = "S<" if direction.from_client else "C<"
                     self.trace.append(

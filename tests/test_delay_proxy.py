@@ -178,3 +178,26 @@ def test_several_connections_are_counted_apart(run_proxy: Any) -> None:
     assert [s.turns for s in proxy.connections()] == [1, 2, 3]
     assert [s.message_turns for s in proxy.connections()] == [1, 2, 3]
     assert proxy.totals()["turns"] == 6
+
+
+def test_a_chunk_is_a_reaction_only_to_what_was_written_before_it_arrived() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        conn = delay_proxy._Connection(0, a, b)
+        assert conn.depth_of_read(False, b"220 s\r\n", arrival=0.0) == 0  # the greeting
+        conn.delivered(False, 0, written=1.0)
+        assert conn.depth_of_read(True, b"EHLO c\r\n", arrival=2.0) == 1
+        conn.delivered(True, 1, written=3.0)
+        assert conn.depth_of_read(False, b"250 s\r\n", arrival=3.1) == 1
+        conn.delivered(False, 1, written=4.0)
+        # Sent before the reply reached the client (pipelined): the same turn.
+        assert conn.depth_of_read(True, b"MAIL FROM:<a@example.org>\r\n", arrival=3.9) == 1
+        # Sent after it: a new turn, and never shallower afterwards.
+        assert conn.depth_of_read(True, b"RCPT TO:<b@example.org>\r\n", arrival=4.1) == 2
+        assert conn.depth_of_read(True, b"DATA\r\n", arrival=4.2) == 2
+        # The server's answer to MAIL, sent before RCPT reached it, is still turn 1 ...
+        assert conn.depth_of_read(False, b"250 ok\r\n", arrival=4.5) == 1
+        conn.delivered(True, 2, written=5.0)
+        # ... and what it sends once RCPT has reached it is turn 2.
+        assert conn.depth_of_read(False, b"250 ok\r\n354 go\r\n", arrival=5.1) == 2
+        assert (conn.stats.turns, conn.stats.setup_turns, conn.stats.message_turns) == (2, 1, 1)

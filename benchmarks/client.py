@@ -71,8 +71,7 @@ def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> dict[str,
     elif scenario.startswith("conns") or scenario in ("pool", "pool4x8"):
         connections = {"pool": 8, "pool4x8": 4}.get(scenario) or int(scenario[5:])
         threads = [
-            threading.Thread(target=one_connection, args=(n,))
-            for n in split(count, connections)
+            threading.Thread(target=one_connection, args=(n,)) for n in split(count, connections)
         ]
         for thread in threads:
             thread.start()
@@ -175,9 +174,7 @@ async def run_async(
     elif scenario == "pool":
         await run_pool(module, gather, port, count, payload)
     elif scenario == "pool4x8":
-        await run_pool(
-            module, gather, port, count, payload, connections=4, senders=POOL4X8_SENDERS
-        )
+        await run_pool(module, gather, port, count, payload, connections=4, senders=POOL4X8_SENDERS)
     return {}
 
 

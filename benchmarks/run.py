@@ -203,11 +203,11 @@ def run_rtt(
     table: list[dict[str, Any]],
 ) -> None:
     """The scenarios where round trips decide throughput, through the delay proxy."""
-    samples, _ = ping_pong(rtt, 50)
+    samples, _, late = ping_pong(rtt, 50)
     print(
         f"\n#### server {server}, RTT {rtt:g} ms (delay_proxy ping-pong: mean "
         f"{statistics.fmean(samples):.3f} ms, median {statistics.median(samples):.3f} ms; "
-        f"load average {os.getloadavg()[0]:.2f})"
+        f"{late}; load average {os.getloadavg()[0]:.2f})"
     )
     for scenario in args.scenario or list(RTT_SCENARIOS):
         if scenario not in RTT_SCENARIOS:

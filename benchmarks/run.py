@@ -104,6 +104,8 @@ def run_client(
     if proxy is not None:
         run["proxy"] = proxy.totals()
         run["rtt_ms"] = rtt
+        late = proxy.late
+        run["late_us"] = late.total / late.count * 1e6 if late.count else 0.0
     return run
 
 
@@ -222,6 +224,7 @@ def run_rtt(
             print(f"{header[0]:<20}" + "".join(f"{h:>12}" for h in header[1:]))
         else:
             header = ("client", "msgs/s", "RT/msg", "wall RTT/msg", "conns", "vs aiosmtplib")
+            header += ("proxy late us",)
             print(f"{header[0]:<20}" + "".join(f"{h:>14}" for h in header[1:]))
         for client in clients:
             rs = runs[client]
@@ -251,9 +254,10 @@ def run_rtt(
                 ratio = statistics.median(ratios[client]) if ratios[client] else None
                 row.update(msgs_per_s=msgs, ratio=ratio)
                 ratio_text = f"{ratio:.2f}x" if ratio is not None else "-"
+                late = max(r["late_us"] for r in rs)
                 print(
                     f"{client:<20}{msgs:>14.1f}{rt:>14.3f}{wall:>14.3f}{conns:>14.0f}"
-                    f"{ratio_text:>14}"
+                    f"{ratio_text:>14}{late:>14.0f}"
                 )
             table.append(row)
         sys.stdout.flush()

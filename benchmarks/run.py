@@ -364,6 +364,11 @@ def main() -> int:
     )
     parser.add_argument("--markdown", type=Path, help="with --rtt: write a markdown table here")
     args = parser.parse_args()
+    known = RTT_SCENARIOS if args.rtt else SCENARIOS
+    for scenario in args.scenario or []:
+        if scenario not in known:
+            mode = "with" if args.rtt else "without"
+            parser.error(f"scenario {scenario} does not run {mode} --rtt")
     servers = args.server or ["sink"]
     if "sink" in servers and not os.path.exists(SINK):
         print(f"error: {SINK} not found (Debian package postfix)", file=sys.stderr)

@@ -1,0 +1,296 @@
+"""The fuzz harnesses: plain functions, shared by the atheris targets and the test suite.
+
+Each takes one input (a corpus file's bytes) and raises only on a bug: any exception that
+is not the protocol error the invariant allows, or a failed assertion. Inputs are text
+files a person can read and write: a first line that steers the harness, then the bytes
+the server sends.
+
+``check_replies``, for ``fuzz_replies.py``: the first line holds options, the rest is fed
+to a :class:`ReplyParser` whole and in chunks of 1 to 64 bytes (and, in the test suite, one
+byte at a time). Invariant: replies or ``RemoteProtocolError``, nothing else, and the same
+replies and outcome however the bytes are split.
+
+* ``e`` anywhere in the first line: parse enhanced status codes (ENHANCEDSTATUSCODES).
+* the chunk sizes: a sequence seeded by the sum of the first line's bytes.
+
+``check_connection``, for ``fuzz_connection.py``: the first line is the client's script,
+one action per byte (see ``ACTIONS``), the rest is what the server sends. A
+:class:`ClientConnection` plays the script; server bytes still unread when it ends are
+fed whole, then the end of the connection. Invariant: only ``ProtocolError`` escapes;
+after one the state is ``ERROR`` for good. An ``L`` anywhere in the script makes it an
+LMTP connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+
+from smtp_core import (
+    NEED_DATA,
+    Auth,
+    AuthResponse,
+    Bdat,
+    ClientConnection,
+    CommandReply,
+    ConnectionClosed,
+    Content,
+    Data,
+    Ehlo,
+    EndOfData,
+    Event,
+    Greeting,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    Noop,
+    ProtocolError,
+    Quit,
+    Rcpt,
+    RemoteProtocolError,
+    Reply,
+    ReplyParser,
+    Rset,
+    Sendable,
+    StartTLS,
+    State,
+    Vrfy,
+)
+
+__all__ = ["ACTIONS", "check_connection", "check_replies"]
+
+MAX_LINE_LENGTH = 256
+MAX_REPLY_LINES = 16
+MAX_BUFFER_SIZE = 1 << 16  # inputs are shorter: the parser's buffer never fills
+
+
+# -- the reply parser -------------------------------------------------------------------
+
+Outcome = tuple[list[Reply], type[BaseException] | None]
+
+
+def _chunk_sizes(seed: int) -> Iterator[int]:
+    """Chunk sizes from 1 to 64, a different sequence for each seed (a tiny LCG)."""
+    state = seed * 2654435761 % 2**31
+    while True:
+        state = (state * 1103515245 + 12345) % 2**31
+        yield 1 + (state >> 16) % 64
+
+
+def _parse(transcript: bytes, enhanced: bool, sizes: Iterable[int]) -> Outcome:
+    parser = ReplyParser(
+        max_line_length=MAX_LINE_LENGTH,
+        max_reply_lines=MAX_REPLY_LINES,
+        max_buffer_size=MAX_BUFFER_SIZE,
+    )
+    parser.parse_enhanced_codes = enhanced
+    replies: list[Reply] = []
+    start = 0
+    try:
+        for size in sizes:
+            if start >= len(transcript):
+                break
+            parser.feed(transcript[start : start + size])
+            start += size
+            while (reply := parser.next_reply()) is not None:
+                replies.append(reply)
+    except RemoteProtocolError as exc:
+        return replies, type(exc)
+    return replies, None
+
+
+def _check_reply(reply: Reply, enhanced: bool) -> None:
+    assert 200 <= reply.code < 600, reply
+    assert 1 <= len(reply.lines) <= MAX_REPLY_LINES, reply
+    assert all(len(line) <= MAX_LINE_LENGTH and "\n" not in line for line in reply.lines), reply
+    if enhanced:
+        assert len(reply.enhanced_codes) == len(reply.lines), reply
+        for code in reply.enhanced_codes:
+            assert code is None or code.klass == reply.code // 100, reply
+    else:
+        assert reply.enhanced_codes == (), reply
+
+
+def check_replies(data: bytes, *, byte_at_a_time: bool = False) -> Outcome:
+    """Feed the transcript whole and in chunks (and byte by byte): the same replies each time.
+
+    Returns the replies and the class of the protocol error that ended them (or None).
+    Byte by byte is thorough but slow; the test suite asks for it, the fuzzer does not.
+    """
+    options, _, transcript = data.partition(b"\n")
+    enhanced = b"e" in options
+    whole = _parse(transcript, enhanced, [len(transcript)])
+    for reply in whole[0]:
+        _check_reply(reply, enhanced)
+    split = _parse(transcript, enhanced, _chunk_sizes(sum(options)))
+    assert split == whole, ("chunked", split, whole)
+    if byte_at_a_time:
+        split = _parse(transcript, enhanced, itertools.repeat(1))
+        assert split == whole, ("byte at a time", split, whole)
+    return whole
+
+
+# -- the whole connection ---------------------------------------------------------------
+
+COMMANDS: dict[bytes, Sendable] = {
+    b"E": Ehlo("client.test"),
+    b"H": Helo("client.test"),
+    b"L": Lhlo("client.test"),
+    b"M": Mail("a@example.org"),
+    b"m": Mail("a@example.org", ("SIZE=1000", "BODY=8BITMIME")),
+    b"u": Mail("\u00e4@example.org", ("SMTPUTF8",)),
+    b"R": Rcpt("b@example.org"),
+    b"W": Rcpt("c@example.org"),
+    b"n": Rcpt("c@example.org", ("NOTIFY=SUCCESS,FAILURE",)),
+    b"D": Data(),
+    b"C": Content(b"Subject: x\r\n\r\n.line\r\nx\r"),
+    b"c": Content(b"\n.\n"),
+    b".": EndOfData(),
+    b"B": Bdat(b"x\r\n"),
+    b"b": Bdat(b"y", last=True),
+    b"r": Rset(),
+    b"N": Noop(),
+    b"h": Help(),
+    b"V": Vrfy("user"),
+    b"A": Auth("PLAIN", b"\0u\0p"),
+    b"l": Auth("LOGIN"),
+    b"a": AuthResponse(b"x"),
+    b"*": AuthResponse(cancel=True),
+    b"S": StartTLS(),
+    b"Q": Quit(),
+}
+
+Action = Callable[[ClientConnection, "_Server"], None]
+
+
+class _Server:
+    """The server's bytes, handed out as the script asks for them."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.events: list[Event] = []
+
+    def take(self, size: int | None = None, *, line: bool = False) -> bytes:
+        end = len(self.data) if size is None else self.pos + size
+        if line:
+            newline = self.data.find(b"\n", self.pos)
+            end = len(self.data) if newline < 0 else newline + 1
+        chunk = self.data[self.pos : end]
+        self.pos += len(chunk)
+        return chunk
+
+
+def _drain(conn: ClientConnection, server: _Server) -> int:
+    events = 0
+    while (event := conn.next_event()) is not NEED_DATA:
+        assert isinstance(event, Event), event
+        server.events.append(event)
+        events += 1
+        if isinstance(event, CommandReply | Greeting):
+            assert 200 <= event.reply.code < 600, event
+        if isinstance(event, ConnectionClosed):
+            assert not conn.pending, conn.pending
+            break
+    return events
+
+
+def _feed(chunk: bytes, conn: ClientConnection, server: _Server) -> int:
+    if chunk:  # b"" would mean the end of the connection
+        conn.receive_data(chunk)
+    return _drain(conn, server)
+
+
+def _send(item: Sendable) -> Action:
+    def action(conn: ClientConnection, server: _Server) -> None:
+        data = conn.send(item)
+        assert isinstance(data, bytes)
+        assert b"\r\n.\r\n" not in data or isinstance(item, EndOfData), data
+
+    return action
+
+
+def _feed_line(conn: ClientConnection, server: _Server) -> None:
+    _feed(server.take(line=True), conn, server)
+
+
+def _feed_reply(conn: ClientConnection, server: _Server) -> None:
+    while (chunk := server.take(line=True)) and not _feed(chunk, conn, server):
+        pass
+
+
+def _feed_byte(conn: ClientConnection, server: _Server) -> None:
+    _feed(server.take(1), conn, server)
+
+
+def _feed_rest(conn: ClientConnection, server: _Server) -> None:
+    _feed(server.take(), conn, server)
+
+
+def _close(conn: ClientConnection, server: _Server) -> None:
+    conn.receive_data(b"")
+    _drain(conn, server)
+
+
+def _tls(conn: ClientConnection, server: _Server) -> None:
+    conn.tls_established()
+
+
+def _build_actions() -> list[Action]:
+    named: dict[bytes, Action] = {key: _send(item) for key, item in COMMANDS.items()}
+    named.update(
+        {
+            b">": _feed_reply,
+            b"<": _feed_line,
+            b"{": _feed_byte,
+            b"}": _feed_rest,
+            b"$": _close,
+            b"T": _tls,
+        }
+    )
+    others = list(named.values())
+    table = [named.get(bytes([value])) for value in range(256)]
+    return [
+        others[value % len(others)] if action is None else action
+        for value, action in enumerate(table)
+    ]
+
+
+ACTIONS: list[Action] = _build_actions()
+"""The script's actions, by byte value. Named ones: a command letter sends that command
+(``COMMANDS``); ``>`` feeds the server's lines up to the end of the next reply, ``<``
+its next line, ``{`` its next byte, ``}`` all the
+rest; ``$`` is the end of the connection; ``T`` reports the TLS handshake done. Any
+other byte value stands for one of these, by its value modulo their number."""
+
+
+def check_connection(data: bytes) -> tuple[list[Event], ProtocolError | None]:
+    """Play the script against the server's bytes: only ``ProtocolError`` may escape.
+
+    Returns the events in order and the protocol error that ended the run (or None).
+    """
+    script, _, transcript = data.partition(b"\n")
+    conn = ClientConnection(
+        max_line_length=MAX_LINE_LENGTH,
+        max_reply_lines=MAX_REPLY_LINES,
+        max_buffer_size=MAX_BUFFER_SIZE,
+        lmtp=b"L" in script,
+    )
+    server = _Server(transcript)
+    try:
+        for value in script:
+            ACTIONS[value](conn, server)
+        _feed_rest(conn, server)
+        _close(conn, server)
+    except ProtocolError as exc:
+        assert conn.state is State.ERROR, conn.state
+        try:
+            conn.send(Noop())
+        except ProtocolError:
+            pass
+        else:
+            raise AssertionError("a command was accepted after a protocol error") from None
+        return server.events, exc
+    assert conn.state is not State.ERROR, conn.state
+    return server.events, None

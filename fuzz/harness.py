@@ -206,7 +206,10 @@ def _send(item: Sendable) -> Action:
     def action(conn: ClientConnection, server: _Server) -> None:
         data = conn.send(item)
         assert isinstance(data, bytes)
-        assert b"\r\n.\r\n" not in data or isinstance(item, EndOfData), data
+        if isinstance(item, Content):
+            assert b"\r\n.\r\n" not in data, data  # content cannot end DATA early
+        elif not isinstance(item, EndOfData | Bdat):
+            assert data.endswith(b"\r\n") and data.count(b"\n") == 1, data  # one line
 
     return action
 
@@ -259,10 +262,10 @@ def _build_actions() -> list[Action]:
 
 ACTIONS: list[Action] = _build_actions()
 """The script's actions, by byte value. Named ones: a command letter sends that command
-(``COMMANDS``); ``>`` feeds the server's lines up to the end of the next reply, ``<``
-its next line, ``{`` its next byte, ``}`` all the
-rest; ``$`` is the end of the connection; ``T`` reports the TLS handshake done. Any
-other byte value stands for one of these, by its value modulo their number."""
+(``COMMANDS``); ``>`` feeds the server's lines up to the end of the next reply, ``<`` its
+next line, ``{`` its next byte, ``}`` all the rest; ``$`` is the end of the connection;
+``T`` reports the TLS handshake done. Any other byte value stands for one of these, by
+its value modulo their number."""
 
 
 def check_connection(data: bytes) -> tuple[list[Event], ProtocolError | None]:

@@ -4,8 +4,10 @@ A header line ends with CRLF; a CRLF followed by a space or a tab continues the 
 (RFC 5322 section 2.2.3, folding). Any other CR or LF in a header value starts a new header
 line, or, as an empty line, ends the header block and starts the body: a value such as
 ``"hi\\r\\n\\r\\nInjected body"`` lets whoever controls it write headers and content of their
-own choosing. Python 3.13's generator refuses such headers; Python 3.10-3.12 write them as
-they are, and ``email.policy.default`` refuses only some of them when they are set.
+own choosing. ``BytesGenerator``, which sending uses, writes such values as they are (on
+3.10 to 3.13.0 at least: 3.13's ``verify_generated_headers`` is checked by the ``str``
+``Generator`` only), and ``compat32`` also breaks lines where ``str.splitlines()`` does
+(VT, FF, FS, GS, RS). ``email.policy.default`` refuses only some of them when they are set.
 
 :func:`checking_policy` returns the policy with a ``fold_binary`` that checks each header
 as the generator writes it, so every header of every MIME part is checked, once, in two

@@ -1,7 +1,7 @@
 """Header injection: a header whose value holds a CR or LF that does not fold is refused.
 
-On Python 3.10-3.12 the email generator writes such values as they are, so a Subject of
-``"hi\\r\\n\\r\\nInjected body"`` would end the header block early. ``flatten_message``
+The email package's BytesGenerator writes such values as they are (Python 3.10 to 3.13.0),
+so a Subject of ``"hi\\r\\n\\r\\nInjected body"`` would end the header block early. ``flatten_message``
 (behind ``send_message``) raises ``ValueError`` naming the header instead, before any
 command is sent; properly folded headers go through byte for byte as before.
 """
@@ -9,11 +9,13 @@ command is sent; properly folded headers go through byte for byte as before.
 from __future__ import annotations
 
 import email
+import email.errors
 import email.generator
 import email.header
 import email.message
 import email.policy
 import io
+import re
 import sys
 from collections.abc import Callable
 from email.mime.multipart import MIMEMultipart
@@ -75,6 +77,9 @@ INJECTIONS = [
     "hi\r\n \r\nInjected body",  # a whitespace line, then a line that is not folded
 ]
 
+# Characters that str.splitlines() breaks at: compat32 writes each as a CRLF.
+SPLITLINES = ["hi\x0bInjected line", "hi\x0cX-Injected: 1", "hi\x1c\x1dInjected body", "hi\x1eX"]
+
 FOLDED = [
     "hi\r\n folded with a space",
     "hi\r\n\tfolded with a tab",
@@ -87,6 +92,16 @@ def unchecked_flatten(message: email.message.Message, policy: email.policy.Polic
     with io.BytesIO() as buffer:
         email.generator.BytesGenerator(buffer, policy=policy).flatten(message)
         return buffer.getvalue()
+
+
+def folds_properly(folded: bytes) -> bool:
+    """An independent oracle: CRLF-terminated, every later line starts with SP or HTAB."""
+    if not folded.endswith(b"\r\n"):
+        return False
+    lines = folded[:-2].split(b"\r\n")
+    return all(b"\r" not in line and b"\n" not in line for line in lines) and all(
+        line[:1] in (b" ", b"\t") for line in lines[1:]
+    )
 
 
 # -- every message class ----------------------------------------------------------------
@@ -103,6 +118,48 @@ def test_injected_value_is_refused(builder: str, value: str) -> None:
     # and in the 7-bit re-encoding path (a server without 8BITMIME)
     with pytest.raises(ValueError, match="'Subject'"):
         flatten_message(msg, cte_type="7bit")
+
+
+@pytest.mark.parametrize("value", ["hi\r\n\r\nInjected body"])
+def test_what_the_generator_writes_without_the_check(value: str) -> None:
+    """The vulnerability itself: BytesGenerator (which sending uses) splits the header block.
+
+    Python 3.13.0's str Generator refuses such headers (verify_generated_headers), but its
+    BytesGenerator does not check; a later Python may refuse them there too.
+    """
+    for msg, policy in [
+        (compat32_message(value), email.policy.compat32.clone(linesep="\r\n")),
+        (email_message_raw(value), email.policy.SMTP),
+    ]:
+        try:
+            unchecked = unchecked_flatten(msg, policy)
+        except email.errors.MessageError as exc:  # HeaderWriteError, where Python checks
+            assert "newline" in str(exc)
+        else:
+            assert re.search(rb"\r\nSubject: hi\r\n(\r\n)?Injected body\r\n", unchecked), unchecked
+        with pytest.raises(ValueError, match="'Subject'"):
+            flatten_message(msg)
+
+
+@pytest.mark.parametrize("value", SPLITLINES)
+@pytest.mark.parametrize("builder", list(BUILDERS), ids=list(BUILDERS))
+def test_characters_the_email_package_breaks_lines_at(builder: str, value: str) -> None:
+    """compat32 breaks lines where str.splitlines() does (VT, FF, FS, GS, RS): the written
+    check refuses what comes out. Where a Python writes them as plain characters on one
+    line (EmailPolicy on 3.13), that is no injection, and the header is sent."""
+    msg = BUILDERS[builder](value)
+    policy = email.policy.SMTP if builder.startswith("EmailMessage") else email.policy.compat32.clone(linesep="\r\n")
+    try:
+        written = policy.fold_binary("Subject", dict(msg.raw_items())["Subject"])
+    except email.errors.HeaderParseError:  # compat32: "appears to contain an embedded header"
+        written = b"\r\nX-Injected"
+    if folds_properly(written):
+        assert b"\r\nSubject: " + value.encode() + b"\r\n" in flatten_message(msg)
+    else:
+        with pytest.raises(ValueError, match="'Subject'"):
+            flatten_message(msg)
+    if builder != "EmailMessage.set_raw":  # compat32: refused on every Python
+        assert not folds_properly(written)
 
 
 @pytest.mark.parametrize("value", FOLDED)
@@ -236,18 +293,20 @@ def test_long_headers_folded_by_the_email_package_are_unchanged() -> None:
         assert content == unchecked_flatten(msg, policy)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     value=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=300),
     modern=st.booleans(),
 )
-def test_any_value_without_line_breaks_is_written_as_before(value: str, modern: bool) -> None:
-    """Whatever the email package folds by itself, the check lets through unchanged."""
+def test_any_value_without_cr_or_lf(value: str, modern: bool) -> None:
+    """Without CR or LF in the value, what the email package writes goes through unchanged,
+    unless the email package itself breaks the line (compat32 breaks at \\x0b, \\x0c and
+    \\x1c-\\x1e, as str.splitlines() does): then it is refused, and rightly."""
     if modern:
         msg: email.message.Message = email.message.EmailMessage()
         try:
             msg["Subject"] = value
-        except ValueError:  # policy.default refuses some characters (e.g. \x0b, \x85) itself
+        except ValueError:  # policy.default refuses what splitlines() splits, itself
             return
         msg["From"] = "a@example.org"
         policy: email.policy.Policy = email.policy.SMTPUTF8
@@ -260,7 +319,12 @@ def test_any_value_without_line_breaks_is_written_as_before(value: str, modern: 
         with pytest.raises(type(exc)):
             flatten_message(msg, utf8=modern)
         return
-    assert flatten_message(msg, utf8=modern) == expected
+    written_subject = policy.fold_binary("Subject", dict(msg.raw_items())["Subject"])
+    if folds_properly(written_subject):
+        assert flatten_message(msg, utf8=modern) == expected
+    else:
+        with pytest.raises(ValueError, match="'Subject'"):
+            flatten_message(msg, utf8=modern)
 
 
 # -- the checker ------------------------------------------------------------------------

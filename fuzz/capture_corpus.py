@@ -1,6 +1,6 @@
 """Write the seed corpus: sessions captured from real servers, and hand-written transcripts.
 
-    python fuzz/capture_corpus.py [aiosmtpd] [postfix] [dovecot] [exim] [written]
+    python fuzz/capture_corpus.py [aiosmtpd] [postfix] [dovecot] [exim] [written] [headers]
 
 aiosmtpd (SMTP and LMTP) runs in-process; Postfix (``postfix``), Dovecot's LMTP server
 (``dovecot-lmtpd``) and Exim (``exim4-daemon-light``; ``EXIM=/path/to/exim4``, and its
@@ -15,6 +15,7 @@ line, then the bytes) and ``corpus/replies/ok-<name>`` (``e`` when the server of
 ENHANCEDSTATUSCODES, then the bytes). Hand-written transcripts (``WRITTEN``: servers not
 run here, and malformed replies) are written the same way. ``ok-`` inputs must play
 without a protocol error, ``bad-`` ones must end in one (tests/test_fuzz_regressions.py).
+``HEADERS`` are the Subjects of the ``headers`` target.
 """
 
 from __future__ import annotations
@@ -418,12 +419,52 @@ def write_written() -> None:
         write(name, script, transcript, replies_name=replies_name)
 
 
+# Subjects for the headers target: options line, then the value. ok- ones are sent,
+# bad- ones refused (tests/test_fuzz_regressions.py).
+HEADERS: dict[str, bytes] = {
+    "ok-compat32-plain": b"\nhello world",
+    "ok-compat32-folded-space": b"\nhi\r\n folded",
+    "ok-mimetext-folded-tab": b"m\nhi\r\n\tfolded",
+    "ok-compat32-long": b"\n" + b"word " * 60,
+    "ok-header-encoded-long": b"h\n" + "caf\u00e9 ".encode() * 40,
+    "ok-email-long-utf8": b"eu\n" + "caf\u00e9 ".encode() * 40,
+    "ok-email-raw-folded": b"r\nhi\r\n folded",
+    "ok-email-7bit": b"e7\ncaf\xc3\xa9",
+    "ok-compat32-8bit-undecodable": b"\n\xff\xfe raw bytes",
+    "ok-compat32-nul-and-controls": b"\nhi\x00\x01\x7f",
+    "ok-compat32-encoded-crlf": b"\n=?utf-8?q?hi=0D=0A=0D=0AInjected?=",
+    "bad-compat32-crlf-crlf-body": b"\nhi\r\n\r\nInjected body",
+    "bad-compat32-crlf-header": b"\nhi\r\nBcc: evil@example.org",
+    "bad-compat32-bare-lf": b"\nhi\nInjected line",
+    "bad-compat32-bare-cr": b"\nhi\rInjected line",
+    "bad-compat32-whitespace-line": b"\nhi\r\n \r\nInjected body",
+    "bad-compat32-vt": b"\nhi\x0bInjected line",
+    "bad-compat32-ff-ff": b"\nhi\x0c\x0cInjected body",
+    "bad-compat32-trailing-crlf": b"\nhi\r\n",
+    "bad-mimetext-crlf-crlf-body": b"m\nhi\r\n\r\nInjected body",
+    "bad-header-object-crlf-crlf": b"h\nhi\r\n\r\nInjected body",
+    "bad-email-trailing-crlf": b"e\nhi\r\n",
+    "bad-email-trailing-cr": b"eu\nhi\r",
+    "bad-email-crlf-refused-when-set": b"e\nhi\r\nX: 1",
+    "bad-email-raw-crlf-crlf-body": b"r\nhi\r\n\r\nInjected body",
+}
+
+
+def write_headers() -> None:
+    directory = CORPUS / "headers"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in HEADERS.items():
+        (directory / name).write_bytes(data)
+    print(f"headers: {len(HEADERS)} inputs")
+
+
 CAPTURES: dict[str, Callable[[], None]] = {
     "aiosmtpd": capture_aiosmtpd,
     "postfix": capture_postfix,
     "dovecot": capture_dovecot,
     "exim": capture_exim,
     "written": write_written,
+    "headers": write_headers,
 }
 
 if __name__ == "__main__":

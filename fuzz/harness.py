@@ -13,6 +13,15 @@ replies and outcome however the bytes are split.
 * ``e`` anywhere in the first line: parse enhanced status codes (ENHANCEDSTATUSCODES).
 * the chunk sizes: a sequence seeded by the sum of the first line's bytes.
 
+``check_header``, for ``fuzz_headers.py``: the first line picks the message (``c``
+compat32 ``Message``, the default; ``m`` ``MIMEText``; ``h`` an ``email.header.Header``
+value; ``e`` ``EmailMessage``; ``r`` ``EmailMessage.set_raw``) and how it is flattened
+(``u`` SMTPUTF8, ``7`` 7-bit); the rest, decoded from UTF-8 (surrogateescape), is the
+Subject. Invariant: ``flatten_message`` refuses it with ``ValueError`` or writes a header
+block that parses back into the same header names; it refuses nothing the email package
+writes correctly, and what it does not refuse is byte for byte what the email package
+writes.
+
 ``check_connection``, for ``fuzz_connection.py``: the first line is the client's script,
 one action per byte (see ``ACTIONS``), the rest is what the server sends. A
 :class:`ClientConnection` plays the script; server bytes still unread when it ends are
@@ -23,8 +32,16 @@ LMTP connection.
 
 from __future__ import annotations
 
+import email.generator
+import email.header
+import email.message
+import email.parser
+import email.policy
+import io
 import itertools
+import re
 from collections.abc import Callable, Iterable, Iterator
+from email.mime.text import MIMEText
 
 from smtp_core import (
     NEED_DATA,
@@ -57,8 +74,9 @@ from smtp_core import (
     State,
     Vrfy,
 )
+from smtp_core._email import flatten_message
 
-__all__ = ["ACTIONS", "check_connection", "check_replies"]
+__all__ = ["ACTIONS", "check_connection", "check_header", "check_replies"]
 
 MAX_LINE_LENGTH = 256
 MAX_REPLY_LINES = 16
@@ -297,3 +315,98 @@ def check_connection(data: bytes) -> tuple[list[Event], ProtocolError | None]:
         return server.events, exc
     assert conn.state is not State.ERROR, conn.state
     return server.events, None
+
+
+# -- header injection -------------------------------------------------------------------
+
+_FOLDED_LINE = re.compile(rb"[!-9;-~]+:[^\r\n]*|[ \t][^\r\n]*")  # a header line, or folded
+
+
+def _build(options: bytes, value: str) -> email.message.Message | None:
+    msg: email.message.Message
+    if b"e" in options or b"r" in options:
+        msg = email.message.EmailMessage()
+        msg["From"] = "a@example.org"
+        msg["To"] = "b@example.org"
+        try:
+            if b"r" in options:
+                msg.set_raw("Subject", value)
+            else:
+                msg["Subject"] = value
+            msg.set_content("body\n")
+        except (ValueError, TypeError, IndexError, email.errors.MessageError):
+            return None  # refused by the email package itself, when set
+        return msg
+    msg = MIMEText("body\n") if b"m" in options else email.message.Message()
+    msg["From"] = "a@example.org"
+    msg["To"] = "b@example.org"
+    subject: object = value
+    if b"h" in options:
+        try:
+            subject = email.header.Header(value, charset="utf-8", header_name="Subject")
+        except (ValueError, UnicodeError, email.errors.MessageError):
+            return None
+    msg["Subject"] = subject  # type: ignore[assignment]
+    if b"m" not in options:
+        msg.set_payload("body\n")
+    return msg
+
+
+def _value_folds(value: str) -> bool:
+    """Every line break in the value (CRLF, CR or LF) is followed by SP or HTAB."""
+    return all(piece[:1] in (" ", "\t") for piece in re.split(r"\r\n|\r|\n", value)[1:])
+
+
+def _header_block_is_sound(written: bytes, names: list[str]) -> bool:
+    head, separator, _ = written.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    lines = head.split(b"\r\n")
+    if not all(_FOLDED_LINE.fullmatch(line) for line in lines) or lines[0][:1] in (b" ", b"\t"):
+        return False
+    parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(written)
+    return [name.lower() for name in parsed] == [name.lower() for name in names]
+
+
+def check_header(data: bytes) -> bytes | None:
+    """Flatten a message with this Subject: refused (None) or a sound header block (bytes)."""
+    options, _, raw = data.partition(b"\n")
+    value = raw.decode("utf-8", "surrogateescape")
+    msg = _build(options, value)
+    if msg is None:
+        return None
+    utf8 = b"u" in options
+    cte_type = "7bit" if b"7" in options else "8bit"
+    names = [name for name in msg if name.lower() not in ("bcc", "resent-bcc")]
+    if isinstance(msg, email.message.EmailMessage):
+        policy: email.policy.Policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    else:
+        policy = email.policy.compat32.clone(linesep="\r\n")
+    if cte_type != "8bit":
+        policy = policy.clone(cte_type=cte_type)
+    try:
+        with io.BytesIO() as buffer:
+            email.generator.BytesGenerator(buffer, policy=policy).flatten(msg)
+            unchecked: bytes | None = buffer.getvalue()
+    except Exception as exc:  # the email package cannot write it, with or without the check
+        unchecked = None
+        expected_error: type[BaseException] = type(exc)
+    try:
+        written = flatten_message(msg, utf8=utf8, cte_type=cte_type)
+    except ValueError as exc:
+        assert "header 'Subject'" in str(exc) or unchecked is None, exc
+        # Never a false alarm: what is refused has a line break that does not fold it in
+        # the value as set, or the email package writes it unsoundly.
+        assert (
+            not _value_folds(value)
+            or unchecked is None
+            or not _header_block_is_sound(unchecked, names)
+        ), unchecked
+        return None
+    except Exception as exc:
+        assert unchecked is None and isinstance(exc, expected_error), exc
+        return None
+    assert unchecked is not None
+    assert written == unchecked  # byte for byte what the email package writes
+    assert _header_block_is_sound(written, names), written
+    return written

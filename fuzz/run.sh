@@ -12,7 +12,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/smtp-sansio-fuzz.XXXXXX")"
 ARTIFACTS="${FUZZ_ARTIFACTS:-$WORK/artifacts}"
 mkdir -p "$ARTIFACTS"
 status=0
-for target in replies connection; do
+for target in replies connection headers; do
     cp -r "corpus/$target" "$WORK/$target"
     seeds=$(find "corpus/$target" -type f | wc -l)
     echo "== fuzz_$target: ${SECONDS_PER_TARGET}s from $seeds corpus inputs"

@@ -1,9 +1,10 @@
 """Every fuzz corpus file, through the same harness functions the atheris targets run.
 
 The corpus (fuzz/corpus/<target>/) holds sessions captured from real servers, hand-written
-malformed transcripts, and any reproducer a fuzzing run ever found: each must keep
-satisfying its target's invariant. ``ok-`` files must also play without a protocol
-error, and ``bad-`` files must end in one raised because of the server's bytes.
+malformed transcripts, header values, and any reproducer a fuzzing run ever found: each
+must keep satisfying its target's invariant. ``ok-`` files must also play without a
+protocol error (or, for headers, be sent), and ``bad-`` files must end in one raised
+because of the server's bytes (or be refused).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.harness import ACTIONS, COMMANDS, check_connection, check_replies
+from fuzz.harness import ACTIONS, COMMANDS, check_connection, check_header, check_replies
 from smtp_core import ConnectionClosed, Greeting, RemoteProtocolError
 
 CORPUS = Path(__file__).resolve().parent.parent / "fuzz" / "corpus"
@@ -28,6 +29,7 @@ def ids(paths: list[Path]) -> list[str]:
 
 REPLIES = corpus("replies")
 CONNECTION = corpus("connection")
+HEADERS = corpus("headers")
 
 
 def test_corpus_has_real_servers_and_malformed_replies() -> None:
@@ -46,6 +48,15 @@ def test_replies_corpus(path: Path) -> None:
         assert replies
     elif path.name.startswith("bad-"):
         assert error is RemoteProtocolError
+
+
+@pytest.mark.parametrize("path", HEADERS, ids=ids(HEADERS))
+def test_headers_corpus(path: Path) -> None:
+    written = check_header(path.read_bytes())
+    if path.name.startswith("ok-"):
+        assert written is not None  # sent
+    elif path.name.startswith("bad-"):
+        assert written is None  # refused
 
 
 @pytest.mark.parametrize("path", CONNECTION, ids=ids(CONNECTION))

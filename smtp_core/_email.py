@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ._exceptions import SMTPNotSupported
+from ._headers import checking_policy
 
 __all__ = [
     "PreparedMessage",
@@ -85,6 +86,7 @@ def flatten_message(message: AnyMessage, *, utf8: bool = False, cte_type: str = 
         policy = email.policy.compat32.clone(linesep="\r\n")
     if cte_type != "8bit":
         policy = policy.clone(cte_type=cte_type)
+    policy = checking_policy(policy)  # ValueError on a header that is not one folded line
     with io.BytesIO() as buffer:
         email.generator.BytesGenerator(buffer, policy=policy).flatten(message_copy)
         return buffer.getvalue()

@@ -231,3 +231,30 @@ def test_quit_after_rcpt_reports_refused_recipients() -> None:
         "refuse-me@example.org": {"code": 550, "message": "5.1.1 <refuse-me@example.org>: the demo server refuses addresses like this"}
     }
     assert stage_names(doc)[-1] == "quit"
+
+
+def test_null_sender() -> None:
+    result = run_cli("--from", "<>")
+    assert result.returncode == 0, result.stderr
+    assert "MAIL FROM:<>" in "\n".join(commands(result.stdout))
+
+
+def test_ipv6_server_address(smtpd: Any) -> None:
+    server = smtpd(host="::1")
+    result = run_cli("--server", f"[::1]:{server.port}", "--from", "a@example.org", "--to", "b@example.org")
+    assert result.returncode == 0, result.stderr
+    assert f"=== Connected to [::1]:{server.port} in " in result.stdout
+    assert [m.rcpt_tos for m in server.messages] == [["b@example.org"]]
+
+
+def test_without_trustme_the_demo_goes_on_without_tls(tmp_path: Path) -> None:
+    # A module that cannot be imported hides the installed trustme.
+    (tmp_path / "trustme.py").write_text("raise ImportError('hidden for this test')\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    plain = run_cli(env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert "=== No TLS on the embedded server: the embedded demo server needs trustme (for TLS)" in plain.stdout
+    assert "STARTTLS" not in commands(plain.stdout)
+    required = run_cli("--starttls", env=env)
+    assert required.returncode == 2
+    assert required.stderr == "smtp-sansio: error: the embedded demo server needs trustme (for TLS): pip install 'smtp-sansio[demo]' (see --help)\n"

@@ -102,11 +102,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if options.embedded:
             try:
-                demo = start_demo_server(
-                    implicit_tls=options.tls == "implicit",
-                    lmtp=options.lmtp,
-                    tls=options.tls != "never",
-                )
+                demo = _start_demo(options, recorder)
             except DemoUnavailable as exc:
                 return _usage_failure(str(exc), options.json, out)
             options = replace(
@@ -170,6 +166,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         out.write(f"=== {_summary(options, outcome, short, elapsed)}\n")
     out.flush()
     return int(outcome.code)
+
+
+def _start_demo(options: Options, recorder: Recorder) -> DemoServer:
+    implicit = options.tls == "implicit"
+    try:
+        return start_demo_server(
+            implicit_tls=implicit, lmtp=options.lmtp, tls=options.tls != "never"
+        )
+    except DemoUnavailable as exc:
+        if options.tls != "opportunistic" or exc.module.startswith("aiosmtpd"):
+            raise
+        # STARTTLS only if offered: the demo can go on without TLS.
+        recorder.note(f"No TLS on the embedded server: {exc}")
+        return start_demo_server(implicit_tls=False, lmtp=options.lmtp, tls=False)
 
 
 async def _run_with_status(

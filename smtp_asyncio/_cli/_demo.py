@@ -28,7 +28,13 @@ _DSN_RCPT = ("NOTIFY", "ORCPT")
 
 
 class DemoUnavailable(Exception):
-    """The demo extra is not installed (or not all of it)."""
+    """The demo extra is not installed (or not all of it): ``module`` is missing."""
+
+    def __init__(self, module: str) -> None:
+        super().__init__(
+            f"the embedded demo server needs {module}: pip install 'smtp-sansio[demo]'"
+        )
+        self.module = module
 
 
 @dataclass
@@ -67,9 +73,7 @@ def _throwaway_certificate() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     try:
         import trustme
     except ImportError:
-        raise DemoUnavailable(
-            "TLS on the embedded demo server needs trustme: pip install 'smtp-sansio[demo]'"
-        ) from None
+        raise DemoUnavailable("trustme (for TLS)") from None
     ca = trustme.CA(organization_name="smtp-sansio demo CA (this run only)")
     now = datetime.datetime.now(datetime.timezone.utc)
     leaf = ca.issue_cert(
@@ -107,9 +111,7 @@ def start_demo_server(*, implicit_tls: bool, lmtp: bool, tls: bool = True) -> De
         from aiosmtpd.smtp import SMTP as SMTPServer
         from aiosmtpd.smtp import AuthResult, LoginPassword, syntax
     except ImportError:
-        raise DemoUnavailable(
-            "the embedded demo server needs aiosmtpd: pip install 'smtp-sansio[demo]'"
-        ) from None
+        raise DemoUnavailable("aiosmtpd") from None
 
     # aiosmtpd logs warnings of its own (deprecations) that are not about the session.
     server_log = logging.getLogger("mail.log")

@@ -76,8 +76,8 @@ exit status:
   0    the message was accepted (or the session stopped where --quit-after asked)
   1    another SMTP failure: the server closed the connection, broke the protocol,
        refused EHLO/HELO, or lacks an extension the options need (DSN, SMTPUTF8)
-  2    usage: a bad option, address, header, port or file; no password available.
-       Nothing was sent: these are all checked before connecting
+  2    usage: a bad option, address, header, port or file; no password available;
+       the demo extra missing. Nothing was sent: all checked before connecting
   3    connect: the connection could not be opened, or the server refused the session
   4    tls: STARTTLS not offered or refused, handshake or certificate failure
   5    auth: AUTH (or the --auth mechanism) not offered, or the credentials refused

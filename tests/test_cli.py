@@ -258,3 +258,19 @@ def test_without_trustme_the_demo_goes_on_without_tls(tmp_path: Path) -> None:
     required = run_cli("--starttls", env=env)
     assert required.returncode == 2
     assert required.stderr == "smtp-sansio: error: the embedded demo server needs trustme (for TLS): pip install 'smtp-sansio[demo]' (see --help)\n"
+
+
+def test_non_ascii_body_is_sent_as_7bit_and_raw_8bit_data_asks_for_8bitmime(tmp_path: Path) -> None:
+    composed, doc = run_json("--body", "Grüße\n")
+    assert composed.returncode == 0, composed.stderr
+    [received] = doc["received"]
+    assert received["content"].isascii()
+    assert "Content-Transfer-Encoding: quoted-printable" in received["content"]
+    assert "BODY=8BITMIME" not in received["mail_options"]
+    raw = tmp_path / "8bit.eml"
+    raw.write_bytes("Subject: 8-bit\r\n\r\nGrüße\r\n".encode())
+    sent, doc = run_json("--data", str(raw))
+    assert sent.returncode == 0, sent.stderr
+    [received] = doc["received"]
+    assert "BODY=8BITMIME" in received["mail_options"]
+    assert received["content"] == "Subject: 8-bit\r\n\r\nGrüße\r\n"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from .cli import ROOT, run_cli, run_json, stage_names
+from .servers import Expect, ExpectBdat, ExpectData, Send, session_prefix
 
 
 def test_json_document_has_every_stage_reply_timing_and_the_outcome() -> None:
@@ -163,3 +164,47 @@ def test_status_line_on_a_terminal_while_the_server_is_silent(held: HeldGreeting
     after = bytes(seen).rsplit(b"waiting for the server... 1 s\x1b[K", 1)[1]
     assert after.startswith(b"\r\x1b[K")
     assert b"waiting" not in after
+
+
+def test_pipelined_replies_are_matched_to_their_commands(scripted: Any) -> None:
+    server = scripted([
+        *session_prefix("PIPELINING", "8BITMIME"),
+        Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"RCPT"), Expect(b"DATA"),
+        Send(b"250 2.1.0 sender ok\r\n550 5.1.1 no such user\r\n250 2.1.5 rcpt ok\r\n354 go ahead\r\n"),
+        ExpectData(),
+        Send(b"250 2.0.0 queued as 4711\r\n"),
+        Expect(b"QUIT"),
+        Send(b"221 2.0.0 bye\r\n"),
+    ])
+    result, doc = run_json("--server", f"127.0.0.1:{server.port}", "--to", "nobody@example.org", "--to", "b@example.org")
+    assert result.returncode == 7, result.stderr
+    replies = [(s["stage"], s.get("command", "").split(":")[0], s["reply"]["code"], s["reply"]["lines"][0]) for s in doc["stages"][1:]]
+    assert replies == [
+        ("greeting", "", 220, "scripted ESMTP"),
+        ("ehlo", replies[1][1], 250, "smtp.test"),
+        ("mail", "MAIL FROM", 250, "2.1.0 sender ok"),
+        ("rcpt", "RCPT TO", 550, "5.1.1 no such user"),
+        ("rcpt", "RCPT TO", 250, "2.1.5 rcpt ok"),
+        ("data", "DATA", 354, "go ahead"),
+        ("message", ".", 250, "2.0.0 queued as 4711"),
+        ("quit", "QUIT", 221, "2.0.0 bye"),
+    ]
+    assert doc["outcome"]["refused"] == {"nobody@example.org": {"code": 550, "message": "5.1.1 no such user"}}
+    assert doc["outcome"]["reply"] == "2.0.0 queued as 4711"
+
+
+def test_bdat_replies_are_matched_to_their_commands(scripted: Any) -> None:
+    server = scripted([
+        *session_prefix("PIPELINING", "CHUNKING"),
+        Expect(b"MAIL"), Expect(b"RCPT"), ExpectBdat(),
+        Send(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 chunk ok, queued\r\n"),
+        Expect(b"QUIT"),
+        Send(b"221 2.0.0 bye\r\n"),
+    ])
+    result, doc = run_json("--server", f"127.0.0.1:{server.port}", "--to", "b@example.org")
+    assert result.returncode == 0, result.stderr
+    assert [(s["stage"], s["reply"]["code"]) for s in doc["stages"][3:]] == [
+        ("mail", 250), ("rcpt", 250), ("message", 250), ("quit", 221),
+    ]
+    assert doc["stages"][5]["command"].startswith("BDAT ")
+    assert doc["outcome"]["reply"] == "2.0.0 chunk ok, queued"

@@ -375,7 +375,9 @@ def _message(args: argparse.Namespace, recipients: Sequence[str]) -> bytes:
             msg[name] = value
         except (ValueError, TypeError) as exc:
             raise UsageError(f"--header {header!r}: {_one_line(exc)}") from None
-    msg.set_content(args.body if args.body is not None else DEFAULT_BODY)
+    body = args.body if args.body is not None else DEFAULT_BODY
+    # 7-bit content goes through any server, with or without 8BITMIME.
+    msg.set_content(body, cte="7bit" if body.isascii() else "quoted-printable")
     for path in args.attach:
         data = _read(path, "--attach")
         kind, encoding = mimetypes.guess_type(path)

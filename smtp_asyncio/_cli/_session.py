@@ -218,8 +218,15 @@ class Session:
         if options.quit_after in ("mail", "rcpt"):
             return await self._envelope_only(smtp)
         self.stage = "send"
+        mail_options = []
+        if not options.message.isascii() and smtp.supports_extension("8bitmime"):
+            mail_options.append("BODY=8BITMIME")  # raw --data with 8-bit content
         refused, text = await smtp.sendmail(
-            options.sender, list(options.recipients), options.message, dsn=options.dsn
+            options.sender,
+            list(options.recipients),
+            options.message,
+            mail_options=mail_options,
+            dsn=options.dsn,
         )
         outcome = Outcome(reply=_one_line(text), refused=_refusals(refused))
         if refused:

@@ -27,7 +27,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def _stage_of(command: str, previous: str | None) -> str:
+def _stage_of(command: str) -> str:
     verb = command.split(" ", 1)[0].upper()
     if command.startswith("<") or command == "*":
         return "auth"  # an AUTH continuation line (redacted) or its cancellation
@@ -98,12 +98,11 @@ class Recorder(logging.Handler):
         if line.startswith("C: "):
             command = line[3:]
             if not (command.startswith("<") and command.endswith("bytes of message content>")):
-                previous = self.stages[-1]["stage"] if self.stages else None
-                stage = {"stage": _stage_of(command, previous), "command": command}
+                stage = {"stage": _stage_of(command), "command": command}
                 self.stages.append(stage)
                 self._pending.append(stage)
             self.last_event = now
-        elif line.startswith("S: ") and line[3:] != "<connection closed>":
+        elif line.startswith("S: ") and line != "S: <connection closed>":
             text = line[3:]
             code, last = text[:3], text[3:4] != "-"
             if self._reply is None:
@@ -120,8 +119,6 @@ class Recorder(logging.Handler):
             if last:
                 self._reply = None
                 self.last_event = now
-        elif line.startswith("S: "):
-            self.note("the server closed the connection", record=False)
         self._print(line + suffix)
 
     def waiting_since(self) -> float | None:
@@ -154,10 +151,9 @@ class Recorder(logging.Handler):
             self.out.write(text + "\n")
             self.out.flush()
 
-    def note(self, text: str, *, record: bool = True) -> None:
+    def note(self, text: str) -> None:
         """An ``=== ...`` line (kept in the transcript as well)."""
-        if record:
-            self.transcript.append({"t_ms": _ms(time.perf_counter() - self.start), "note": text})
+        self.transcript.append({"t_ms": _ms(time.perf_counter() - self.start), "note": text})
         self._print(f"=== {text}")
 
     def connecting(self) -> None:

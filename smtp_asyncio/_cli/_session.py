@@ -7,9 +7,10 @@ import contextlib
 import os
 import socket
 import ssl
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from smtp_core import (
     CramMD5,
@@ -44,6 +45,9 @@ _MECHANISMS: dict[str, Callable[[str, str], SASLMechanism]] = {
     "XOAUTH2": XOAuth2,
     "OAUTHBEARER": OAuthBearer,
 }
+
+
+T = TypeVar("T")
 
 
 class Failure(Exception):
@@ -148,6 +152,16 @@ async def _open(options: Options, recorder: Recorder) -> socket.socket:
     raise error
 
 
+async def _within(seconds: float, operation: Awaitable[T]) -> T:
+    """``operation`` with a time limit (``TimeoutError`` past it)."""
+    if sys.version_info >= (3, 11):
+        # Not asyncio.wait_for: before 3.12 it can swallow a cancellation (Ctrl-C)
+        # that arrives as the operation completes.
+        async with asyncio.timeout(seconds):
+            return await operation
+    return await asyncio.wait_for(operation, seconds)  # pragma: no cover - Python 3.10
+
+
 def _tls_report(smtp: SMTP, recorder: Recorder) -> None:
     info = smtp.get_transport_info
     ssl_object = info("ssl_object") or info("sslobject")
@@ -174,7 +188,7 @@ class Session:
 
     async def run(self) -> Outcome:
         options, recorder = self.options, self.recorder
-        sock = await asyncio.wait_for(_open(options, recorder), options.timeout)
+        sock = await _within(options.timeout, _open(options, recorder))
         if options.quit_after == "connect":
             sock.close()
             return Outcome(stopped_after="connect")
@@ -298,8 +312,8 @@ class Session:
             if smtp is not None:
                 smtp.close()
             return
-        with contextlib.suppress(SMTPException, OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(smtp.quit(), min(self.options.timeout, 2.0))
+        with contextlib.suppress(SMTPException, OSError, TimeoutError, asyncio.TimeoutError):
+            await _within(min(self.options.timeout, 2.0), smtp.quit())
         smtp.close()
 
 

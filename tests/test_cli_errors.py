@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 
 from .cli import ROOT, commands, run_cli, run_json
-from .servers import Close, Expect, Hang, ReadUntilClosed, Send, free_port, session_prefix
+from .servers import (
+    Close,
+    Expect,
+    ExpectData,
+    Hang,
+    ReadUntilClosed,
+    Send,
+    free_port,
+    session_prefix,
+)
 
 
 def one_error_line(stderr: str, prefix: str) -> str:
@@ -228,3 +237,25 @@ def test_interrupt_is_exit_130(scripted: Any) -> None:
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 130
     assert "Traceback" not in stderr
+
+
+def test_a_failed_quit_after_delivery_keeps_the_outcome(scripted: Any) -> None:
+    server = scripted([
+        *session_prefix(),
+        Expect(b"MAIL"), Send(b"250 ok\r\n"),
+        Expect(b"RCPT"), Send(b"250 ok\r\n"),
+        Expect(b"DATA"), Send(b"354 go\r\n"),
+        ExpectData(), Send(b"250 2.0.0 queued\r\n"),
+        Expect(b"QUIT"), Close(),
+    ])
+    result = run_cli("--server", f"127.0.0.1:{server.port}", "--to", "b@example.org")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "=== QUIT failed (" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("=== OK: message accepted by ")
+
+
+def test_lmtp_needs_a_port() -> None:
+    result = run_cli("--lmtp", "--server", "127.0.0.1", "--to", "b@example.org")
+    assert result.returncode == 2
+    one_error_line(result.stderr, "smtp-sansio: error: --lmtp has no standard port")

@@ -6,6 +6,7 @@ import argparse
 import enum
 import mimetypes
 import os
+import socket
 import ssl
 import sys
 from collections.abc import Sequence
@@ -410,6 +411,10 @@ def parse(argv: Sequence[str]) -> Options:
     host, port = ("127.0.0.1", None) if embedded else ("localhost", None)
     if args.server is not None:
         host, port = _split_server(args.server)
+    if args.lmtp and args.server is not None and port is None:
+        raise UsageError("--lmtp has no standard port: give --server HOST:PORT (often 24)")
+    if args.socket is not None and not hasattr(socket, "AF_UNIX"):
+        raise UsageError("--socket: Unix sockets are not available on this system")
     recipients = list(args.to)
     if not recipients:
         if not embedded:

@@ -246,16 +246,23 @@ class Session:
         if refused:
             outcome.code = ExitCode.RECIPIENTS
             outcome.error = _refusal_text(refused)
-        self.stage = "quit"
-        await smtp.quit()
+        await self._quit()
         return outcome
 
     async def _stop(self) -> Outcome:
         assert self.smtp is not None
         stopped = self.options.quit_after
-        self.stage = "quit"
-        await self.smtp.quit()
+        await self._quit()
         return Outcome(stopped_after=stopped)
+
+    async def _quit(self) -> None:
+        """QUIT; by now the outcome is known, so a failure here is only noted."""
+        assert self.smtp is not None
+        self.stage = "quit"
+        try:
+            await self.smtp.quit()
+        except (SMTPException, OSError) as exc:
+            self.recorder.note(f"QUIT failed ({describe(exc)}); the outcome above stands")
 
     async def _authenticate(self, smtp: SMTP) -> None:
         options = self.options
@@ -301,8 +308,7 @@ class Session:
                 outcome.refused = _refusals(refused)
                 outcome.code = ExitCode.RECIPIENTS
                 outcome.error = _refusal_text(refused)
-        self.stage = "quit"
-        await smtp.quit()
+        await self._quit()
         return outcome
 
     async def close(self) -> None:

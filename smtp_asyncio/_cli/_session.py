@@ -115,8 +115,13 @@ def describe(exc: BaseException) -> str:
     return _one_line(exc) or type(exc).__name__
 
 
+def _peer(family: int, address: Any) -> str:
+    host, port = str(address[0]), int(address[1])
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+
+
 async def _open(options: Options, recorder: Recorder) -> socket.socket:
-    """The connection (TCP or Unix socket), trying each address in turn."""
+    """The connection (TCP or Unix socket), trying the host's addresses in turn."""
     loop = asyncio.get_running_loop()
     recorder.connecting()
     if options.socket_path is not None:
@@ -133,7 +138,7 @@ async def _open(options: Options, recorder: Recorder) -> socket.socket:
         options.host, options.shown_port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )
     error: OSError | None = None
-    for family, kind, proto, _, address in infos:
+    for index, (family, kind, proto, _, address) in enumerate(infos):
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         try:
@@ -141,12 +146,13 @@ async def _open(options: Options, recorder: Recorder) -> socket.socket:
         except OSError as exc:
             sock.close()
             error = exc
+            if index + 1 < len(infos):
+                recorder.note(f"{_peer(family, address)}: {describe(exc)}; trying the next address")
             continue
         except BaseException:
             sock.close()
             raise
-        host, port = str(address[0]), int(address[1])
-        recorder.connected(f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}")
+        recorder.connected(_peer(family, address))
         return sock
     assert error is not None  # getaddrinfo gives at least one address or raises
     raise error

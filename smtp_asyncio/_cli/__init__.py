@@ -105,21 +105,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 demo = _start_demo(options, recorder)
             except DemoUnavailable as exc:
                 return _usage_failure(str(exc), options.json, out)
-            options = replace(
-                options,
-                port=demo.port,
-                tls_context=demo.client_context,
-                secret=options.secret
-                if options.secret is not None or options.user != DEMO_USER
-                else demo.password,
-            )
-            offers = "STARTTLS" if demo.client_context else "no TLS"
-            if demo.implicit_tls:
-                offers = "implicit TLS"
-            recorder.note(
-                f"Started the embedded {'LMTP' if demo.lmtp else 'SMTP'} server on 127.0.0.1 "
-                f"port {demo.port} ({offers}; AUTH user {DEMO_USER!r}, password {demo.password!r})"
-            )
+            options = _with_demo(options, demo)
         where = options.socket_path or f"{options.host} port {options.shown_port}"
         recorder.note(f"Connecting to {where}")
         with _tracing(recorder):
@@ -131,20 +117,29 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     finally:
         if demo is not None:
             demo.stop()
+    _report(options, outcome, recorder, demo, out)
+    return int(outcome.code)
+
+
+def _with_demo(options: Options, demo: DemoServer) -> Options:
+    """The options aimed at the running demo server, its CA and its demo password."""
+    secret = options.secret
+    if secret is None and options.user == DEMO_USER:
+        secret = demo.password
+    return replace(options, port=demo.port, tls_context=demo.client_context, secret=secret)
+
+
+def _report(
+    options: Options, outcome: Outcome, recorder: Recorder, demo: DemoServer | None, out: TextIO
+) -> None:
+    """The error line, then the JSON document or what the demo server received and the summary."""
     elapsed = recorder.elapsed_ms()
     if outcome.code is not ExitCode.OK:
         print(f"error: {outcome.code.label}: {outcome.error}", file=sys.stderr)
     if options.json:
-        doc = recorder.document(
-            server={
-                "host": options.host,
-                "port": None if options.socket_path else options.shown_port,
-                "socket": options.socket_path,
-                "embedded": options.embedded,
-                "lmtp": options.lmtp,
-            },
-            envelope={"sender": options.sender, "recipients": list(options.recipients)},
-            received=[
+        received = None
+        if demo is not None:
+            received = [
                 {
                     "mail_from": m.mail_from,
                     "mail_options": m.mail_options,
@@ -154,24 +149,35 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 }
                 for m in demo.received
             ]
-            if demo is not None
-            else None,
-            outcome=_json_outcome(outcome, elapsed),
+        server = {
+            "host": options.host,
+            "port": None if options.socket_path else options.shown_port,
+            "socket": options.socket_path,
+            "embedded": options.embedded,
+            "lmtp": options.lmtp,
+        }
+        envelope = {"sender": options.sender, "recipients": list(options.recipients)}
+        out.write(
+            recorder.document(
+                server=server,
+                envelope=envelope,
+                received=received,
+                outcome=_json_outcome(outcome, elapsed),
+            )
+            + "\n"
         )
-        out.write(doc + "\n")
     elif not options.quiet:
         if demo is not None:
             _print_received(demo, out)
         short = options.socket_path or f"{options.host}:{options.shown_port}"
         out.write(f"=== {_summary(options, outcome, short, elapsed)}\n")
     out.flush()
-    return int(outcome.code)
 
 
 def _start_demo(options: Options, recorder: Recorder) -> DemoServer:
     implicit = options.tls == "implicit"
     try:
-        return start_demo_server(
+        demo = start_demo_server(
             implicit_tls=implicit, lmtp=options.lmtp, tls=options.tls != "never"
         )
     except DemoUnavailable as exc:
@@ -179,7 +185,15 @@ def _start_demo(options: Options, recorder: Recorder) -> DemoServer:
             raise
         # STARTTLS only if offered: the demo can go on without TLS.
         recorder.note(f"No TLS on the embedded server: {exc}")
-        return start_demo_server(implicit_tls=False, lmtp=options.lmtp, tls=False)
+        demo = start_demo_server(implicit_tls=False, lmtp=options.lmtp, tls=False)
+    offers = "STARTTLS" if demo.client_context else "no TLS"
+    if demo.implicit_tls:
+        offers = "implicit TLS"
+    recorder.note(
+        f"Started the embedded {'LMTP' if demo.lmtp else 'SMTP'} server on 127.0.0.1 "
+        f"port {demo.port} ({offers}; AUTH user {DEMO_USER!r}, password {demo.password!r})"
+    )
+    return demo
 
 
 async def _run_with_status(

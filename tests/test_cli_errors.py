@@ -3,6 +3,7 @@ and every bad input refused before any connection is made."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -138,19 +139,48 @@ def test_server_closing_mid_session_is_exit_1(scripted: Any) -> None:
     assert "S: <connection closed>" in result.stdout
 
 
-@pytest.mark.parametrize("where, timeout", [("greeting", 1.5), ("mail", 0.5)])
+@pytest.mark.parametrize("where, timeout", [("greeting", 1.5), ("mail", 0.5), ("tls handshake", 0.5)])
 def test_silent_server_times_out_within_the_timeout(scripted: Any, where: str, timeout: float) -> None:
-    script = [Hang()] if where == "greeting" else [*session_prefix(), Expect(b"MAIL"), Hang()]
+    script = [*session_prefix(), Expect(b"MAIL"), Hang()] if where == "mail" else [Hang()]
     server = scripted(script)
+    tls = ["--tls"] if where == "tls handshake" else []
     started = time.monotonic()
-    result = run_cli("--server", f"127.0.0.1:{server.port}", "--to", "b@example.org", "--timeout", str(timeout))
+    result = run_cli("--server", f"127.0.0.1:{server.port}", "--to", "b@example.org", "--timeout", str(timeout), *tls)
     elapsed = time.monotonic() - started
     assert result.returncode == 9
     # Standard error is not a terminal: the error line, and no status line (which a
     # terminal would show after 1 s).
-    assert one_error_line(result.stderr, "error: timeout: ").endswith(f"(--timeout {timeout:g})")
+    silence = {"greeting": "no greeting", "mail": "no reply during the mail transaction", "tls handshake": "no TLS handshake or greeting"}[where]
+    assert one_error_line(result.stderr, "error: timeout: ") == f"error: timeout: {silence} within {timeout:g} s (--timeout)"
     assert "waiting for the server" not in result.stderr
     assert timeout <= elapsed < timeout + 2.5  # the timeout plus interpreter start-up
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on Linux dropping SYNs to a full backlog")
+def test_no_connection_within_the_timeout_is_exit_9() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the accept queue: further SYNs go unanswered
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        started = time.monotonic()
+        result = run_cli("--server", f"127.0.0.1:{port}", "--to", "b@example.org", "--timeout", "0.5")
+        elapsed = time.monotonic() - started
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    assert result.returncode == 9
+    assert one_error_line(result.stderr, "error: timeout: ") == f"error: timeout: 127.0.0.1 port {port}: no connection within 0.5 s (--timeout)"
+    assert "=== Connected" not in result.stdout
+    assert 0.5 <= elapsed < 0.5 + 2.5
 
 
 def test_starttls_not_offered_is_exit_4(smtpd: Any) -> None:

@@ -337,22 +337,33 @@ def _refusals(refused: dict[str, SMTPResponse]) -> dict[str, dict[str, Any]]:
     return {rcpt: {"code": reply.code, "message": reply.message} for rcpt, reply in refused.items()}
 
 
+def _silence(stage: str, options: Options) -> str:
+    """What did not come in time, during ``stage``."""
+    if stage == "connect":
+        return "no connection"
+    if stage == "greeting":
+        return "no TLS handshake or greeting" if options.tls == "implicit" else "no greeting"
+    if stage == "tls":
+        return "no reply to STARTTLS or no TLS handshake"
+    if stage == "send":
+        return "no reply during the mail transaction"
+    return f"no reply to {stage.upper()}"
+
+
 async def run(options: Options, recorder: Recorder) -> Outcome:
     """Run the session; every failure becomes an :class:`Outcome` with its exit status."""
     session = Session(options, recorder)
     try:
         return await session.run()
-    except (SMTPException, OSError, Failure, asyncio.TimeoutError, ssl.SSLError) as exc:
+    except (SMTPException, OSError, Failure, asyncio.TimeoutError, ValueError) as exc:
         code = classify(exc, session.stage)
         refused: dict[str, dict[str, Any]] = {}
         if isinstance(exc, SMTPRecipientsRefused):
             refused = {r.recipient: {"code": r.code, "message": r.message} for r in exc.recipients}
-        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not str(exc):
-            error = f"no connection within {options.timeout:g} s"
+        if code is ExitCode.TIMEOUT:
+            error = f"{_silence(session.stage, options)} within {options.timeout:g} s (--timeout)"
         else:
             error = describe(exc)
-        if code is ExitCode.TIMEOUT:
-            error += f" (--timeout {options.timeout:g})"
         if session.stage == "connect" and not isinstance(exc, SMTPException):
             error = f"{options.socket_path or f'{options.host} port {options.shown_port}'}: {error}"
         return Outcome(code=code, error=error, refused=refused)

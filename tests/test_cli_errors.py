@@ -266,7 +266,7 @@ def test_interrupt_is_exit_130(scripted: Any) -> None:
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 130
-    assert "Traceback" not in stderr
+    assert stderr == "error: interrupted: stopped by Ctrl-C\n"
 
 
 def test_a_failed_quit_after_delivery_keeps_the_outcome(scripted: Any) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -200,9 +201,21 @@ async def _run_with_status(
     options: Options, recorder: Recorder, status: StatusLine | None
 ) -> Outcome:
     ticker = asyncio.create_task(status.run(recorder)) if status is not None else None
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    handled = False
+    if sys.version_info < (3, 11) and task is not None:  # asyncio.run does this from 3.11
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
+            handled = True
     try:
         return await run(options, recorder)
+    except asyncio.CancelledError:
+        # Only Ctrl-C cancels this task: the session has been closed on the way out.
+        return Outcome(code=ExitCode.INTERRUPTED, error="stopped by Ctrl-C")
     finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGINT)
         if ticker is not None:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -216,3 +216,18 @@ def test_bdat_replies_are_matched_to_their_commands(scripted: Any) -> None:
     ]
     assert doc["stages"][5]["command"].startswith("BDAT ")
     assert doc["outcome"]["reply"] == "2.0.0 chunk ok, queued"
+
+
+def test_a_closed_stdout_is_no_traceback() -> None:
+    # As in `smtp-sansio | head -1`: here the reader is gone before the first line.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "smtp_asyncio"], stdin=subprocess.DEVNULL, stdout=write,
+            stderr=subprocess.PIPE, cwd=ROOT, timeout=20,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 0
+    assert result.stderr == b""

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from ._demo import DEMO_USER, DemoServer, DemoUnavailable, start_demo_server
 from ._options import ExitCode, Options, UsageError, parse
-from ._report import TRACE_LOGGER, Recorder, StatusLine
+from ._report import TRACE_LOGGER, Recorder, StatusLine, discard_output
 from ._session import Outcome, run
 
 __all__ = ["ExitCode", "main"]
@@ -118,7 +118,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     finally:
         if demo is not None:
             demo.stop()
-    _report(options, outcome, recorder, demo, out)
+    try:
+        _report(options, outcome, recorder, demo, out)
+    except BrokenPipeError:  # the reader went away (| head); the exit status still tells
+        discard_output(out)
     return int(outcome.code)
 
 

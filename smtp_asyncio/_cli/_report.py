@@ -12,15 +12,30 @@ import collections
 import datetime
 import json
 import logging
+import os
 import ssl
 import time
 from typing import Any, TextIO
 
-__all__ = ["TRACE_LOGGER", "Recorder", "StatusLine", "tls_details"]
+__all__ = ["TRACE_LOGGER", "Recorder", "StatusLine", "discard_output", "tls_details"]
 
 TRACE_LOGGER = "smtp_sansio.protocol"
 STATUS_AFTER = 1.0
 """Seconds without a reply before the status line appears."""
+
+
+def discard_output(stream: TextIO) -> None:
+    """After a broken pipe: send what is still buffered for ``stream`` to /dev/null.
+
+    Without this, Python reports the broken pipe again when it flushes at exit.
+    """
+    try:
+        fileno = stream.fileno()
+    except (OSError, ValueError):  # not a real file (a StringIO in a test)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
 
 
 def _ms(seconds: float) -> float:
@@ -148,8 +163,12 @@ class Recorder(logging.Handler):
         if self.status is not None:
             self.status.clear()
         if self.live:
-            self.out.write(text + "\n")
-            self.out.flush()
+            try:
+                self.out.write(text + "\n")
+                self.out.flush()
+            except BrokenPipeError:  # the reader went away (| head): carry on silently
+                self.live = False
+                discard_output(self.out)
 
     def note(self, text: str) -> None:
         """An ``=== ...`` line (kept in the transcript as well)."""

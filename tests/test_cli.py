@@ -274,3 +274,25 @@ def test_non_ascii_body_is_sent_as_7bit_and_raw_8bit_data_asks_for_8bitmime(tmp_
     [received] = doc["received"]
     assert "BODY=8BITMIME" in received["mail_options"]
     assert received["content"] == "Subject: 8-bit\r\n\r\nGrüße\r\n"
+
+
+def test_international_addresses_use_smtputf8(smtpd: Any) -> None:
+    result, doc = run_json("--from", "zoë@example.org", "--to", "jörg@example.org")
+    assert result.returncode == 0, result.stderr
+    [received] = doc["received"]
+    assert "SMTPUTF8" in received["mail_options"]
+    assert received["rcpt_tos"] == ["jörg@example.org"]
+    assert "\r\nTo: jörg@example.org\r\n" in received["content"]
+    stepwise = run_cli("--to", "jörg@example.org", "--quit-after", "rcpt")
+    assert stepwise.returncode == 0, stepwise.stderr
+    assert "MAIL FROM:<smtp-sansio@localhost.localdomain> SMTPUTF8" in commands(stepwise.stdout)
+    server = smtpd()  # no SMTPUTF8
+    refused = run_cli("--server", f"127.0.0.1:{server.port}", "--to", "jörg@example.org")
+    assert refused.returncode == 1
+    assert "SMTPUTF8" in one_line_error(refused.stderr)
+    assert server.messages == []
+
+
+def one_line_error(stderr: str) -> str:
+    [line] = stderr.splitlines()
+    return line

@@ -2,7 +2,7 @@
 
 It offers STARTTLS (or implicit TLS) with a certificate made at start by ``trustme``,
 AUTH for one demo user (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256, XOAUTH2, OAUTHBEARER),
-DSN, and LMTP on request. Both come from the ``demo`` extra.
+DSN, SMTPUTF8, and LMTP on request. Both come from the ``demo`` extra.
 """
 
 from __future__ import annotations
@@ -257,6 +257,7 @@ def start_demo_server(*, implicit_tls: bool, lmtp: bool, tls: bool = True) -> De
     server_class = with_dsn(LMTPServer if lmtp else SMTPServer)
     server_kwargs: dict[str, Any] = {
         "hostname": DEMO_HOSTNAME,
+        "enable_SMTPUTF8": True,
         "authenticator": lambda server, session, envelope, mechanism, data: check(
             data.login, data.password
         ),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
 from email.utils import formatdate, make_msgid
 from typing import NoReturn
 
@@ -358,7 +359,9 @@ def _message(args: argparse.Namespace, recipients: Sequence[str]) -> bytes:
         if composed:
             raise UsageError(f"--data sends the message as is: it cannot take {composed[0]}")
         return _read(args.data, "--data")
-    msg = EmailMessage(policy=SMTP_POLICY)
+    international = not all(a.isascii() for a in (args.sender, *recipients))
+    # Non-ASCII addresses go in the headers as UTF-8 (RFC 6532), as SMTPUTF8 needs.
+    msg = EmailMessage(policy=SMTPUTF8_POLICY if international else SMTP_POLICY)
     msg["From"] = args.sender if args.sender not in ("", "<>") else "<>"
     msg["To"] = ", ".join(recipients)
     msg["Subject"] = args.subject if args.subject is not None else DEFAULT_SUBJECT

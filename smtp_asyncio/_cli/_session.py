@@ -299,15 +299,19 @@ class Session:
                 mail_options.append(f"ENVID={xtext_encode(dsn.envid)}")
             if dsn.notify is not None:
                 rcpt_options.append("NOTIFY=" + ",".join(str(n).upper() for n in dsn.notify))
+        encoding = "ascii"
+        if not all(address.isascii() for address in (options.sender, *options.recipients)):
+            encoding = "utf-8"
+            mail_options.append("SMTPUTF8")  # sendmail() adds it by itself
         self.stage = "mail"
-        await smtp.mail(options.sender, options=mail_options)
+        await smtp.mail(options.sender, options=mail_options, encoding=encoding)
         outcome = Outcome(stopped_after=options.quit_after)
         if options.quit_after == "rcpt":
             self.stage = "rcpt"
             refused: dict[str, SMTPResponse] = {}
             for recipient in options.recipients:
                 try:
-                    await smtp.rcpt(recipient, options=rcpt_options)
+                    await smtp.rcpt(recipient, options=rcpt_options, encoding=encoding)
                 except SMTPRecipientRefused as exc:
                     refused[recipient] = SMTPResponse(exc.code, exc.message)
             if refused:

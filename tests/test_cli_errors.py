@@ -153,7 +153,7 @@ def test_silent_server_times_out_within_the_timeout(scripted: Any, where: str, t
     silence = {"greeting": "no greeting", "mail": "no reply during the mail transaction", "tls handshake": "no TLS handshake or greeting"}[where]
     assert one_error_line(result.stderr, "error: timeout: ") == f"error: timeout: {silence} within {timeout:g} s (--timeout)"
     assert "waiting for the server" not in result.stderr
-    assert timeout <= elapsed < timeout + 2.5  # the timeout plus interpreter start-up
+    assert timeout <= elapsed < timeout + 5  # the timeout plus interpreter start-up (not 30 s)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on Linux dropping SYNs to a full backlog")
@@ -180,7 +180,7 @@ def test_no_connection_within_the_timeout_is_exit_9() -> None:
     assert result.returncode == 9
     assert one_error_line(result.stderr, "error: timeout: ") == f"error: timeout: 127.0.0.1 port {port}: no connection within 0.5 s (--timeout)"
     assert "=== Connected" not in result.stdout
-    assert 0.5 <= elapsed < 0.5 + 2.5
+    assert 0.5 <= elapsed < 0.5 + 5  # not the default 30 s
 
 
 def test_starttls_not_offered_is_exit_4(smtpd: Any) -> None:

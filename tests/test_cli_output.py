@@ -83,6 +83,13 @@ def test_help_documents_options_defaults_and_exit_codes() -> None:
         assert f"\n  {code}" in text
 
 
+def test_version() -> None:
+    import smtp_asyncio
+
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"smtp-sansio {smtp_asyncio.__version__}\n", "")
+
+
 def test_quiet_prints_nothing_on_success() -> None:
     result = run_cli("--quiet")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

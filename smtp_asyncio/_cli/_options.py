@@ -17,7 +17,7 @@ from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
 from email.utils import formatdate, make_msgid
 from typing import NoReturn
 
-from smtp_core import DSN, Ehlo, LocalProtocolError, Mail, Rcpt
+from smtp_core import DSN, Ehlo, LocalProtocolError, Mail, Rcpt, __version__
 
 __all__ = [
     "AUTH_MECHANISMS",
@@ -134,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=_Formatter,
     )
+    p.add_argument("--version", action="version", version=f"smtp-sansio {__version__}")
     where = p.add_argument_group("server")
     target = where.add_mutually_exclusive_group()
     target.add_argument(

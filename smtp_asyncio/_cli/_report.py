@@ -42,10 +42,19 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def _is_command(line: str) -> bool:
+    """Whether a traced client line is a command that gets a reply.
+
+    ``<redacted>`` (an AUTH continuation) does; other ``<...>`` lines stand for message
+    content (``<352 bytes of message content>``), which gets none.
+    """
+    return line == "<redacted>" or not line.startswith("<")
+
+
 def _stage_of(command: str) -> str:
     verb = command.split(" ", 1)[0].upper()
-    if command.startswith("<") or command == "*":
-        return "auth"  # an AUTH continuation line (redacted) or its cancellation
+    if command in ("<redacted>", "*"):
+        return "auth"  # an AUTH continuation line or its cancellation
     if command == ".":
         return "message"
     names = {"MAIL": "mail", "RCPT": "rcpt", "BDAT": "message", "STARTTLS": "starttls"}
@@ -112,7 +121,7 @@ class Recorder(logging.Handler):
         suffix = ""
         if line.startswith("C: "):
             command = line[3:]
-            if not (command.startswith("<") and command.endswith("bytes of message content>")):
+            if _is_command(command):
                 stage = {"stage": _stage_of(command), "command": command}
                 self.stages.append(stage)
                 self._pending.append(stage)

@@ -160,9 +160,8 @@ def main() -> None:
     parser.add_argument("--adapter", action="append", choices=list(ADAPTERS))
     args = parser.parse_args()
     names = args.adapter or list(ADAPTERS)
-    print(
-        f"{'adapter':22} {'us/message':>11} {'us/connection':>14}   (median of {args.rounds} rounds)"
-    )
+    header = f"{'adapter':22} {'us/message':>11} {'us/connection':>14}"
+    print(f"{header}   (median of {args.rounds} rounds)")
     for name in names:
         if name.endswith("uvloop"):
             try:
@@ -171,9 +170,8 @@ def main() -> None:
                 continue
         msgs = [run(name, per_message, args.messages) for _ in range(args.rounds)]
         conns = [run(name, per_connection, args.connections) for _ in range(args.rounds)]
-        print(
-            f"{name:22} {statistics.median(msgs) * 1e6:11.1f} {statistics.median(conns) * 1e6:14.1f}"
-        )
+        per_msg, per_conn = statistics.median(msgs) * 1e6, statistics.median(conns) * 1e6
+        print(f"{name:22} {per_msg:11.1f} {per_conn:14.1f}")
 
 
 if __name__ == "__main__":

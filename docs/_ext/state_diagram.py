@@ -1,0 +1,128 @@
+"""The ``state-diagram`` directive: the client's state machine, generated from its table.
+
+Reads ``smtp_core._state.TRANSITIONS`` when the docs are built, so the picture cannot
+drift from the code. It produces a Mermaid state diagram (rendered by the reader's
+browser) and, for readers without JavaScript, the same table as text.
+
+Transitions that every row shares (a 421 or the server closing the connection, which
+end the session from anywhere; QUIT, allowed almost everywhere; a protocol error,
+which leads to ``ERROR`` from every state) are drawn once as a note instead of an
+arrow from each state.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+import smtp_core._state as state_module
+from smtp_core._state import TRANSITIONS, State, Trigger
+
+Table = Mapping[State, Mapping[Trigger, State]]
+
+
+def common_transitions(table: Table) -> dict[Trigger, tuple[State, list[State]]]:
+    """Triggers that lead to one state from at least half of the live states.
+
+    Returns each such trigger with its target and the states it is allowed from.
+    """
+    live = [state for state, row in table.items() if row]
+    targets: dict[Trigger, set[State]] = defaultdict(set)
+    sources: dict[Trigger, list[State]] = defaultdict(list)
+    for state in live:
+        for trigger, target in table[state].items():
+            targets[trigger].add(target)
+            sources[trigger].append(state)
+    return {
+        trigger: (next(iter(targets[trigger])), sources[trigger])
+        for trigger in targets
+        if len(targets[trigger]) == 1 and 2 * len(sources[trigger]) >= len(live)
+    }
+
+
+def edges(table: Table) -> dict[tuple[State, State], list[Trigger]]:
+    """Every (state, next state) pair of the table, with the triggers that make it.
+
+    The common transitions are left out (see :func:`common_transitions`).
+    """
+    common = common_transitions(table)
+    found: dict[tuple[State, State], list[Trigger]] = defaultdict(list)
+    for state, row in table.items():
+        for trigger, target in row.items():
+            if trigger not in common:
+                found[state, target].append(trigger)
+    return dict(found)
+
+
+def mermaid_source(table: Table = TRANSITIONS) -> str:
+    """A Mermaid ``stateDiagram-v2`` of the table."""
+    lines = ["stateDiagram-v2", f"    [*] --> {next(iter(table)).name}"]
+    for (state, target), triggers in edges(table).items():
+        label = ", ".join(trigger.name for trigger in triggers)
+        lines.append(f"    {state.name} --> {target.name}: {label}")
+    notes: dict[State, list[str]] = defaultdict(list)
+    for trigger, (target, _sources) in common_transitions(table).items():
+        notes[target].append(trigger.name)
+    notes[State.ERROR].append(Trigger.PROTOCOL_ERROR.name)
+    for target, names in notes.items():
+        lines.append(f"    note right of {target.name}: {', '.join(names)} from any state")
+    return "\n".join(lines)
+
+
+def table_rows(table: Table = TRANSITIONS) -> list[tuple[str, str, str]]:
+    """(state, trigger, next state) for every entry, in table order."""
+    return [
+        (state.name, trigger.name, target.name)
+        for state, row in table.items()
+        for trigger, target in row.items()
+    ]
+
+
+def rst_lines(table: Table = TRANSITIONS) -> list[str]:
+    """reST for the diagram, the shared transitions and the full table."""
+    out = [".. mermaid::", ""]
+    out += ["   " + line for line in mermaid_source(table).splitlines()]
+    out.append("")
+    common = common_transitions(table)
+    if common:
+        out += ["Drawn once rather than from every state:", ""]
+        for trigger, (target, sources) in common.items():
+            others = ", ".join(f"``{s.name}``" for s in table if s not in sources)
+            where = f"every state but {others}" if others else "every state"
+            out.append(f"* ``{trigger.name}`` leads to ``{target.name}`` from {where};")
+        out.append("* ``PROTOCOL_ERROR`` leads to ``ERROR`` from every state, for good.")
+        out.append("")
+    out += [
+        ".. list-table:: The whole table (``smtp_core._state.TRANSITIONS``)",
+        "   :header-rows: 1",
+        "",
+        "   * - state",
+        "     - trigger",
+        "     - next state",
+    ]
+    for state, trigger, target in table_rows(table):
+        out += [f"   * - ``{state}``", f"     - ``{trigger}``", f"     - ``{target}``"]
+    return out
+
+
+class StateDiagram(SphinxDirective):
+    """``.. state-diagram::``: the diagram and table of ``smtp_core._state``."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        self.env.note_dependency(state_module.__file__)
+        container = nodes.container(classes=["state-diagram"])
+        content = StringList(rst_lines(), source="smtp_core._state.TRANSITIONS")
+        self.state.nested_parse(content, self.content_offset, container)
+        return [container]
+
+
+def setup(app: Sphinx) -> dict[str, object]:
+    app.add_directive("state-diagram", StateDiagram)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

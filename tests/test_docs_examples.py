@@ -7,7 +7,8 @@ the fence may adjust it:
   or a part of a larger program);
 * ``<!-- server: OPTION ... -->``: options for the loopback server, as the ``smtpd``
   fixture takes them (``tls=starttls``, ``auth=alice:s3cret``, ``smtputf8``,
-  ``data_size_limit=N``, ``lmtp``, ``refuse_recipients={JSON}``...), and
+  ``data_size_limit=N``, ``lmtp``, ``refuse_recipients={JSON}``,
+  ``data_reply="JSON string"``...), and
   ``expect-messages=N``: how many messages the server must have accepted afterwards.
 
 Examples talk to ``127.0.0.1`` on port 1025 (465 for implicit TLS, 587 for
@@ -38,9 +39,12 @@ FENCE = re.compile(
     r"(?:^<!--\s*(?P<marker>[^\n]*?)\s*-->\n)?^```python\n(?P<code>.*?)^```$",
     re.DOTALL | re.MULTILINE,
 )
-OPTION = re.compile(r"([\w-]+)(?:=(\{.*?\}|\S+))?")
+OPTION = re.compile(r'([\w-]+)(?:=(\{.*?\}|"[^"]*"|\S+))?')
 PORTS = re.compile(r"(?<![\w.])(1025|465|587)(?![\w.])")
-HOSTNAME = re.compile(r"""(?:hostname|host|server_hostname)\s*=\s*["']([^"']+)["']""")
+HOSTNAME = re.compile(
+    r"""\b(?:hostname|host|server_hostname)\s*=\s*["']([^"']+)["']"""
+    r"""|create_connection\(\(\s*["']([^"']+)["']"""
+)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -72,7 +76,7 @@ def parse_marker(marker: str, example: Example) -> None:
             example.server["auth"] = {user: password}
         elif not value:
             example.server[name] = True
-        elif value.startswith("{") or value.isdigit():
+        elif value.startswith(("{", '"')) or value.isdigit():
             example.server[name] = json.loads(value)
         else:
             example.server[name] = value
@@ -106,7 +110,8 @@ def test_the_docs_have_examples() -> None:
 def test_example_uses_only_loopback(example: Example) -> None:
     compile(example.code, example.id, "exec")
     if example.run:
-        for host in HOSTNAME.findall(example.code):
+        for match in HOSTNAME.finditer(example.code):
+            host = match.group(1) or match.group(2)
             assert host in LOOPBACK, f"{example.id} talks to {host}"
 
 

@@ -83,42 +83,35 @@ def table_rows(table: Table = TRANSITIONS) -> list[tuple[str, str, str]]:
     ]
 
 
-def rst_lines(table: Table = TRANSITIONS) -> list[str]:
-    """reST for the diagram, the shared transitions and the full table."""
-    out = [".. mermaid::", ""]
-    out += ["   " + line for line in mermaid_source(table).splitlines()]
-    out.append("")
+def markdown_lines(table: Table = TRANSITIONS) -> list[str]:
+    """MyST Markdown for the diagram, the shared transitions and the full table."""
+    out = ["```{mermaid}", *mermaid_source(table).splitlines(), "```", ""]
     common = common_transitions(table)
     if common:
         out += ["Drawn once rather than from every state:", ""]
         for trigger, (target, sources) in common.items():
-            others = ", ".join(f"``{s.name}``" for s in table if s not in sources)
+            others = ", ".join(f"`{s.name}`" for s in table if s not in sources)
             where = f"every state but {others}" if others else "every state"
-            out.append(f"* ``{trigger.name}`` leads to ``{target.name}`` from {where};")
-        out.append("* ``PROTOCOL_ERROR`` leads to ``ERROR`` from every state, for good.")
+            out.append(f"* `{trigger.name}` leads to `{target.name}` from {where};")
+        out.append("* `PROTOCOL_ERROR` leads to `ERROR` from every state, for good.")
         out.append("")
+    out += ["| state | trigger | next state |", "|---|---|---|"]
     out += [
-        ".. list-table:: The whole table (``smtp_core._state.TRANSITIONS``)",
-        "   :header-rows: 1",
-        "",
-        "   * - state",
-        "     - trigger",
-        "     - next state",
+        f"| `{state}` | `{trigger}` | `{target}` |" for state, trigger, target in table_rows(table)
     ]
-    for state, trigger, target in table_rows(table):
-        out += [f"   * - ``{state}``", f"     - ``{trigger}``", f"     - ``{target}``"]
     return out
 
 
 class StateDiagram(SphinxDirective):
-    """``.. state-diagram::``: the diagram and table of ``smtp_core._state``."""
+    """``{state-diagram}`` in a MyST page: the diagram and table of ``smtp_core._state``."""
 
     has_content = False
 
     def run(self) -> list[nodes.Node]:
         self.env.note_dependency(state_module.__file__)
+        self.env.note_dependency(__file__)
         container = nodes.container(classes=["state-diagram"])
-        content = StringList(rst_lines(), source="smtp_core._state.TRANSITIONS")
+        content = StringList(markdown_lines(), source="smtp_core._state.TRANSITIONS")
         self.state.nested_parse(content, self.content_offset, container)
         return [container]
 

@@ -54,4 +54,3 @@ autodoc_default_options = {"show-inheritance": True}
 
 html_theme = "furo"
 html_title = f"smtp-sansio {release}"
-pygments_style = "sphinx"

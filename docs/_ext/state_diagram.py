@@ -4,10 +4,10 @@ Reads ``smtp_core._state.TRANSITIONS`` when the docs are built, so the picture c
 drift from the code. It produces a Mermaid state diagram (rendered by the reader's
 browser) and, for readers without JavaScript, the same table as text.
 
-Transitions that every row shares (a 421 or the server closing the connection, which
-end the session from anywhere; QUIT, allowed almost everywhere; a protocol error,
-which leads to ``ERROR`` from every state) are drawn once as a note instead of an
-arrow from each state.
+Transitions that many rows share (a 421 or the server closing the connection, which
+end the session from anywhere; QUIT; a protocol error, which leads to ``ERROR`` from
+every state) are written once as a note instead of an arrow from each state, and a
+transition that stays in its state is written in the state's box.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ Table = Mapping[State, Mapping[Trigger, State]]
 
 
 def common_transitions(table: Table) -> dict[Trigger, tuple[State, list[State]]]:
-    """Triggers that lead to one state from at least half of the live states.
+    """Triggers that lead to one state from at least a third of the live states.
 
     Returns each such trigger with its target and the states it is allowed from.
     """
@@ -41,7 +41,7 @@ def common_transitions(table: Table) -> dict[Trigger, tuple[State, list[State]]]
     return {
         trigger: (next(iter(targets[trigger])), sources[trigger])
         for trigger in targets
-        if len(targets[trigger]) == 1 and 2 * len(sources[trigger]) >= len(live)
+        if len(targets[trigger]) == 1 and 3 * len(sources[trigger]) >= len(live)
     }
 
 
@@ -60,18 +60,42 @@ def edges(table: Table) -> dict[tuple[State, State], list[Trigger]]:
 
 
 def mermaid_source(table: Table = TRANSITIONS) -> str:
-    """A Mermaid ``stateDiagram-v2`` of the table."""
+    """A Mermaid ``stateDiagram-v2`` of the table.
+
+    A transition back to the same state is written inside the state's box rather than
+    drawn as a loop; the common transitions are notes.
+    """
     lines = ["stateDiagram-v2", f"    [*] --> {next(iter(table)).name}"]
-    for (state, target), triggers in edges(table).items():
+    found = edges(table)
+    for (state, target), triggers in found.items():
         label = ", ".join(trigger.name for trigger in triggers)
-        lines.append(f"    {state.name} --> {target.name}: {label}")
-    notes: dict[State, list[str]] = defaultdict(list)
-    for trigger, (target, _sources) in common_transitions(table).items():
-        notes[target].append(trigger.name)
-    notes[State.ERROR].append(Trigger.PROTOCOL_ERROR.name)
-    for target, names in notes.items():
-        lines.append(f"    note right of {target.name}: {', '.join(names)} from any state")
+        if state is target:
+            # A described state shows its descriptions only: the name goes first.
+            lines.append(f"    {state.name}: {state.name}")
+            lines.append(f"    {state.name}: stays on {label}")
+        else:
+            lines.append(f"    {state.name} --> {target.name}: {label}")
+    drawn = {state for pair in found for state in pair}
+    # A state no arrow reaches (ERROR: only a protocol error leads there) is declared,
+    # or Mermaid cannot attach its note.
+    lines += [f"    {state.name}" for state in State if state not in drawn]
+    notes: dict[tuple[State, str], list[str]] = defaultdict(list)
+    for trigger, (target, sources) in common_transitions(table).items():
+        notes[target, _where(table, sources)].append(trigger.name)
+    notes[State.ERROR, "every state"].append(Trigger.PROTOCOL_ERROR.name)
+    for (target, where), names in notes.items():
+        lines.append(f"    note right of {target.name}: {', '.join(names)} from {where}")
     return "\n".join(lines)
+
+
+def _where(table: Table, sources: list[State], code: str = "") -> str:
+    """ "every state but X" or "A, B, C", whichever is shorter."""
+    others = [s for s in table if s not in sources]
+    if not others:
+        return "every state"
+    if len(others) <= len(sources):
+        return "every state but " + ", ".join(f"{code}{s.name}{code}" for s in others)
+    return ", ".join(f"{code}{s.name}{code}" for s in sources)
 
 
 def table_rows(table: Table = TRANSITIONS) -> list[tuple[str, str, str]]:
@@ -90,8 +114,7 @@ def markdown_lines(table: Table = TRANSITIONS) -> list[str]:
     if common:
         out += ["Drawn once rather than from every state:", ""]
         for trigger, (target, sources) in common.items():
-            others = ", ".join(f"`{s.name}`" for s in table if s not in sources)
-            where = f"every state but {others}" if others else "every state"
+            where = _where(table, sources, "`")
             out.append(f"* `{trigger.name}` leads to `{target.name}` from {where};")
         out.append("* `PROTOCOL_ERROR` leads to `ERROR` from every state, for good.")
         out.append("")

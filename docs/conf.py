@@ -50,7 +50,7 @@ intersphinx_mapping = {
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
-autodoc_default_options = {"show-inheritance": True}
+autodoc_default_options = {"undoc-members": True}
 
 html_theme = "furo"
 html_title = f"smtp-sansio {release}"

@@ -8,17 +8,16 @@ Transitions that many rows share (a 421 or the server closing the connection, wh
 end the session from anywhere; QUIT; a protocol error, which leads to ``ERROR`` from
 every state) are written once as a note instead of an arrow from each state, and a
 transition that stays in its state is written in the state's box.
+
+The generator needs only ``smtp_core`` (the tests import it without Sphinx); the
+directive is defined when Sphinx loads the extension.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-
-from docutils import nodes
-from docutils.statemachine import StringList
-from sphinx.application import Sphinx
-from sphinx.util.docutils import SphinxDirective
+from typing import Any
 
 import smtp_core._state as state_module
 from smtp_core._state import TRANSITIONS, State, Trigger
@@ -125,20 +124,24 @@ def markdown_lines(table: Table = TRANSITIONS) -> list[str]:
     return out
 
 
-class StateDiagram(SphinxDirective):
-    """``{state-diagram}`` in a MyST page: the diagram and table of ``smtp_core._state``."""
+def setup(app: Any) -> dict[str, object]:
+    """Sphinx entry point: register the ``state-diagram`` directive."""
+    from docutils import nodes
+    from docutils.statemachine import StringList
+    from sphinx.util.docutils import SphinxDirective
 
-    has_content = False
+    class StateDiagram(SphinxDirective):
+        """``{state-diagram}`` in a MyST page: the diagram and table of ``smtp_core._state``."""
 
-    def run(self) -> list[nodes.Node]:
-        self.env.note_dependency(state_module.__file__)
-        self.env.note_dependency(__file__)
-        container = nodes.container(classes=["state-diagram"])
-        content = StringList(markdown_lines(), source="smtp_core._state.TRANSITIONS")
-        self.state.nested_parse(content, self.content_offset, container)
-        return [container]
+        has_content = False
 
+        def run(self) -> list[nodes.Node]:
+            self.env.note_dependency(state_module.__file__)
+            self.env.note_dependency(__file__)
+            container = nodes.container(classes=["state-diagram"])
+            content = StringList(markdown_lines(), source="smtp_core._state.TRANSITIONS")
+            self.state.nested_parse(content, self.content_offset, container)
+            return [container]
 
-def setup(app: Sphinx) -> dict[str, object]:
     app.add_directive("state-diagram", StateDiagram)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -28,6 +28,8 @@ from smtp_core._outcome import Outcome
 from smtp_core._response import SMTPResponse, SMTPStatus, SMTPTokenGenerator
 from smtp_core._transaction import RecipientResult, TransactionResult
 
+# aiosmtplib's submodules, reachable as attributes (``aiosmtplib.smtp.SMTP``) as there.
+from . import api, auth, email, errors, esmtp, protocol, response, smtp, status, typing  # noqa: F401
 from ._smtp import LMTP, SMTP, SMTPPool
 from .api import send
 

@@ -8,9 +8,12 @@ on aiosmtplib, so it is installed too: each test proves that our client did the
 work, by the package's own module seeing our ``aiosmtplib`` and by the
 conversation on the ``smtp_sansio.protocol`` trace logger (aiosmtplib has none).
 A package that is not installed is skipped, with the reason.
-"""
 
-from __future__ import annotations
+The FastAPI application's handler is defined inside its test, so annotations are
+real objects here (no ``from __future__ import annotations``): FastAPI reads them
+to validate the request body. (litestar-email's dependency-injection example fails
+with litestar 2.25 whatever the SMTP client, so its standalone use is tested.)
+"""
 
 import asyncio
 import contextlib
@@ -178,6 +181,59 @@ def test_fastapi_mail_readme_tls_with_login(
     assert "Thanks for using Fastapi-mail" in body_text(sent, "html")
     handshake = ["EHLO", "AUTH"] if tls == "implicit" else ["EHLO", "STARTTLS", "EHLO", "AUTH"]
     assert verbs(trace()) == [*handshake, "MAIL", "RCPT", "RCPT", "DATA", "QUIT"]
+
+
+@requires("fastapi-mail", "fastapi_mail")
+@requires("fastapi", "fastapi")
+def test_fastapi_mail_readme_app(
+    drop_in: ModuleType, smtpd: Callable[..., ServerInfo], trace: Callable[[], list[str]]
+) -> None:
+    """The README's FastAPI application, posted to with FastAPI's test client."""
+    server = smtpd()
+    with imported_as_aiosmtplib(drop_in, "fastapi_mail"):
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+        from fastapi_mail import ConnectionConfig, FastMail, MessageSchema, MessageType, NameEmail
+        from pydantic import BaseModel
+        from starlette.responses import JSONResponse
+
+        class EmailSchema(BaseModel):
+            email: list[NameEmail]
+
+        conf = ConnectionConfig(
+            MAIL_USERNAME="",
+            MAIL_PASSWORD="",  # type: ignore[arg-type]
+            MAIL_FROM="test@email.com",
+            MAIL_PORT=server.port,
+            MAIL_SERVER=server.host,
+            MAIL_STARTTLS=False,
+            MAIL_SSL_TLS=False,
+            USE_CREDENTIALS=False,
+            VALIDATE_CERTS=True,
+            LOCAL_HOSTNAME="client.example.org",
+        )
+        app = FastAPI()
+
+        @app.post("/email")
+        async def simple_send(email: EmailSchema) -> JSONResponse:
+            message = MessageSchema(
+                subject="Fastapi-Mail module",
+                recipients=email.model_dump().get("email"),  # type: ignore[arg-type]
+                body="<p>Thanks for using Fastapi-mail</p>",
+                subtype=MessageType.html,
+            )
+            await FastMail(conf).send_message(message)
+            return JSONResponse(status_code=200, content={"message": "email has been sent"})
+
+        with TestClient(app) as client:
+            reply = client.post("/email", json={"email": ["Carol <carol@example.org>"]})
+        assert reply.status_code == 200, reply.text
+        assert reply.json() == {"message": "email has been sent"}
+
+    [received] = server.messages
+    assert received.rcpt_tos == ["carol@example.org"]
+    assert parsed(received.content)["To"] == "Carol <carol@example.org>"
+    assert verbs(trace()) == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
 
 
 @requires("fastapi-mail", "fastapi_mail")

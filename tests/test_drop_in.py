@@ -237,6 +237,15 @@ def test_constants(package: ModuleType) -> None:
     assert inspect.signature(package.SMTP).parameters["timeout"].default == package.smtp.DEFAULT_TIMEOUT
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="DEFAULT_TIMEOUT is 60.0 (smtp_core/_client.py); aiosmtplib's is the int 60, and "
+    "fastapi-mail declares 'TIMEOUT: int = DEFAULT_TIMEOUT', so its settings hold a float",
+)
+def test_default_timeout_is_an_int_as_in_aiosmtplib(package: ModuleType) -> None:
+    assert type(package.api.DEFAULT_TIMEOUT) is int
+
+
 def test_typing_names(package: ModuleType) -> None:
     typing_module = package.typing
     assert typing_module._default is typing_module.Default.token
@@ -320,6 +329,7 @@ def test_parse_address_refuses_whitespace_outside_quotes(package: ModuleType, ad
         package.email.quote_address(address)
 
 
+@settings(max_examples=50)
 @given(st.emails())
 @example("email@[123.123.123.123]")
 @example("_______@example.com")

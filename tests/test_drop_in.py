@@ -568,6 +568,57 @@ def test_send_message_with_a_header_assigned_a_sequence_of_strings(adapter: Adap
     assert received.rcpt_tos == ["me@example.com", "you@example.com"]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="commands called concurrently on one client are not serialised: the second is "
+    "written before the first's reply and the core refuses it (LocalProtocolError: cannot "
+    "send X before the reply to Y). aiosmtplib holds a command lock around each exchange",
+)
+def test_concurrent_commands_are_serialised(adapter: Adapter, smtpd: Any) -> None:
+    """aiosmtplib's test_many_commands_with_gather: concurrent calls queue, each gets its reply."""
+    server = smtpd()
+
+    async def main() -> list[int]:
+        async with adapter.module.SMTP(hostname=server.host, port=server.port, start_tls=False) as smtp:
+            calls = [smtp.ehlo, smtp.noop, lambda: smtp.vrfy("a@example.com"), lambda: smtp.mail("a@example.com")]
+            if adapter.module is smtp_asyncio:
+                replies = await asyncio.gather(*(call() for call in calls))
+                return [reply.code for reply in replies]
+            import anyio
+
+            codes: dict[int, int] = {}
+
+            async def run(index: int, call: Callable[[], Any]) -> None:
+                codes[index] = (await call()).code
+
+            async with anyio.create_task_group() as group:
+                for index, call in enumerate(calls):
+                    group.start_soon(run, index, call)
+            return [codes[index] for index in range(len(calls))]
+
+    assert adapter.run(main) == [250, 250, 252, 250]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connect(timeout=...) replaces the client's saved timeout; aiosmtplib documents "
+    "that a timeout given to connect() applies to that call only, while the one given to "
+    "__init__ is kept (its test_connect_timeout_is_reverted)",
+)
+def test_connect_timeout_is_not_saved(adapter: Adapter, smtpd: Any) -> None:
+    server = smtpd()
+
+    async def main() -> Any:
+        smtp = adapter.module.SMTP(hostname=server.host, port=server.port, timeout=0.66, start_tls=False)
+        await smtp.connect(timeout=0.99)
+        try:
+            return smtp.timeout
+        finally:
+            await smtp.quit()
+
+    assert adapter.run(main) == 0.66
+
+
 # -- esmtp ---------------------------------------------------------------------------------
 
 

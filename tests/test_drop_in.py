@@ -619,6 +619,32 @@ def test_connect_timeout_is_not_saved(adapter: Adapter, smtpd: Any) -> None:
     assert adapter.run(main) == 0.66
 
 
+TRANSPORT_KEYS = ("peername", "sockname", "socket", "sslcontext", "ssl_object", "peercert", "cipher")
+
+
+def test_transport_info_keys_over_tls(adapter: Adapter, smtpd: Any, request: pytest.FixtureRequest) -> None:
+    """get_transport_info() answers asyncio's extra-info keys, as aiosmtplib's test_tls does."""
+    if adapter.module is smtp_anyio:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="smtp_anyio's AnyioTransport.get_extra_info knows 'sslobject' but not "
+                "asyncio's key 'ssl_object', so get_transport_info('ssl_object') is None",
+            )
+        )
+    server = smtpd(tls="implicit")
+
+    async def main() -> dict[str, Any]:
+        async with adapter.module.SMTP(
+            hostname=server.host, port=server.port, use_tls=True, cert_bundle=server.ca_path
+        ) as smtp:
+            return {key: smtp.get_transport_info(key) for key in TRANSPORT_KEYS}
+
+    info = adapter.run(main)
+    assert info["peername"][1] == server.port
+    assert [key for key in TRANSPORT_KEYS if info[key] is None] == []
+
+
 # -- esmtp ---------------------------------------------------------------------------------
 
 

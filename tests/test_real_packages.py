@@ -185,6 +185,7 @@ def test_fastapi_mail_readme_tls_with_login(
 
 @requires("fastapi-mail", "fastapi_mail")
 @requires("fastapi", "fastapi")
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
 def test_fastapi_mail_readme_app(
     drop_in: ModuleType, smtpd: Callable[..., ServerInfo], trace: Callable[[], list[str]]
 ) -> None:

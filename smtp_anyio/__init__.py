@@ -3,6 +3,12 @@
 Code written for aiosmtplib runs by changing the import::
 
     import smtp_anyio as aiosmtplib
+
+aiosmtplib's submodules are here too, with the names code imports from them:
+``api``, ``smtp``, ``errors``, ``response``, ``status``, ``typing``, ``email``,
+``esmtp``, ``auth`` and ``protocol`` (whose docstring says how the architecture
+differs). Packages that ``import aiosmtplib`` run on this one when
+``sys.modules["aiosmtplib"]`` (and each ``aiosmtplib.<submodule>``) is ``smtp_anyio``.
 """
 
 from smtp_core._client import Timeouts

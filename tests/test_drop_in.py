@@ -34,6 +34,7 @@ from smtp_asyncio._transport import StreamProtocol
 from smtp_core import _sasl
 
 from .conftest import Adapter
+from .servers import Close, session_prefix
 
 PACKAGES = [smtp_asyncio, smtp_anyio]
 
@@ -627,6 +628,30 @@ def test_ehlo_during_a_transaction_resets_it(adapter: Adapter, smtpd: Any) -> No
             return hello.code, (await smtp.mail("b@example.com")).code
 
     assert adapter.run(main) == (250, 250)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="is_connected stays True after the server closed the connection while the client "
+    "was idle, until the next command; aiosmtplib's protocol sees connection_lost and reports "
+    "False at once (emails relies on it after a 421: 'if not self._smtp.is_connected: raise')",
+)
+def test_is_connected_turns_false_when_the_server_closes(adapter: Adapter, scripted: Any) -> None:
+    server = scripted([*session_prefix(), Close()])
+
+    async def main() -> bool:
+        smtp = adapter.module.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False)
+        await smtp.connect()
+        await smtp.ehlo()
+        for _ in range(50):  # the close follows the EHLO reply: allow it 0.5 s to arrive
+            if not smtp.is_connected:
+                break
+            await adapter.sleep(0.01)
+        connected = bool(smtp.is_connected)
+        smtp.close()
+        return connected
+
+    assert adapter.run(main) is False
 
 
 TRANSPORT_KEYS = ("peername", "sockname", "socket", "sslcontext", "ssl_object", "peercert", "cipher")

@@ -240,7 +240,7 @@ def test_constants(package: ModuleType) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="DEFAULT_TIMEOUT is 60.0 (smtp_core/_client.py); aiosmtplib's is the int 60, and "
+    reason="DEFAULT_TIMEOUT is 60.0 (smtp_core/_client_session.py); aiosmtplib's is the int 60, and "
     "fastapi-mail declares 'TIMEOUT: int = DEFAULT_TIMEOUT', so its settings hold a float",
 )
 def test_default_timeout_is_an_int_as_in_aiosmtplib(package: ModuleType) -> None:
@@ -751,7 +751,7 @@ def test_client_state_agrees_with_parse_esmtp_extensions(adapter: Adapter, smtpd
 
 LOGIN_TIMEOUT = (
     "aiosmtplib's SMTP.login(username, password, /, timeout=...) also takes timeout by "
-    "position; ours makes it keyword-only (smtp_core/_client.py SMTPClientBase.login)"
+    "position; ours makes it keyword-only (smtp_core/_client_auth.py AuthMixin.login)"
 )
 
 

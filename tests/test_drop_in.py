@@ -230,12 +230,21 @@ def test_constants(package: ModuleType) -> None:
     assert package.smtp.DEFAULT_TIMEOUT == package.api.DEFAULT_TIMEOUT == 60
     assert package.protocol.MAX_LINE_LENGTH == 8192
     assert package.protocol.MAX_RESPONSE_LENGTH == 8192 * 4
-    # The client's own reply line limit is the same.
-    limit = inspect.signature(smtp_core.ClientConnection).parameters["max_line_length"].default
-    assert limit == package.protocol.MAX_LINE_LENGTH
     assert isinstance(package.__version__, str)
     # The timeout default is the client's.
     assert inspect.signature(package.SMTP).parameters["timeout"].default == package.smtp.DEFAULT_TIMEOUT
+
+
+def test_max_line_length_is_the_longest_reply_line_accepted(package: ModuleType) -> None:
+    """The client's own reply-line limit (ClientConnection's default) is MAX_LINE_LENGTH."""
+    limit = package.protocol.MAX_LINE_LENGTH
+    conn = smtp_core.ClientConnection()
+    conn.receive_data(b"220 " + b"x" * (limit - 4) + b"\r\n")
+    assert isinstance(conn.next_event(), smtp_core.Greeting)
+    conn = smtp_core.ClientConnection()
+    with pytest.raises(smtp_core.RemoteProtocolError, match="longer than 8192 bytes"):
+        conn.receive_data(b"220 " + b"x" * (limit - 3) + b"\r\n")
+        conn.next_event()
 
 
 @pytest.mark.xfail(

@@ -84,6 +84,9 @@ class ModelTransport:
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         raise NotImplementedError
 
+    def peer_closed(self) -> bool:
+        return False
+
     def get_extra_info(self, key: str) -> Any:
         return None
 

@@ -40,6 +40,9 @@ class StreamsTransport:
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         await self.writer.start_tls(tls_context, server_hostname=server_hostname)
 
+    def peer_closed(self) -> bool:
+        return False
+
     def get_extra_info(self, key: str) -> Any:
         return self.writer.get_extra_info(key)
 

@@ -139,6 +139,9 @@ class StreamProtocol(asyncio.Protocol):
         """True while the transport is open (as aiosmtplib's protocol says)."""
         return self.transport is not None and not self._closed and not self.transport.is_closing()
 
+    def peer_closed(self) -> bool:
+        return self._eof
+
     def get_extra_info(self, key: str) -> Any:
         if self.transport is None:
             return None

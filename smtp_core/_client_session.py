@@ -46,7 +46,7 @@ __all__ = [
 SMTP_PORT = 25
 SMTP_TLS_PORT = 465
 SMTP_STARTTLS_PORT = 587
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 60
 
 _SelfT = TypeVar("_SelfT", bound="SessionBase")
 

@@ -101,6 +101,9 @@ class Transport(Protocol):
     def get_extra_info(self, key: str) -> Any:
         """asyncio-style transport information (peername, sslcontext, ...)."""
 
+    def peer_closed(self) -> bool:
+        """True once the server is known to have closed the connection (without waiting)."""
+
     @property
     def transport(self) -> Any:
         """The object aiosmtplib programs know as ``SMTP.transport``."""
@@ -217,7 +220,12 @@ class TurnsBase(abc.ABC):
 
     @property
     def is_connected(self) -> bool:
-        """True while a connection is open and usable."""
+        """True while a connection is open and usable: False as soon as the server has
+        closed it, even while the client was idle."""
+        return self._open() and not self._transport.peer_closed()  # type: ignore[union-attr]
+
+    def _open(self) -> bool:
+        """The session is not over as far as the client has seen (no system call)."""
         return (
             self._transport is not None
             and self._conn is not None
@@ -225,7 +233,7 @@ class TurnsBase(abc.ABC):
         )
 
     def _require_connection(self, message: str = "Server not connected") -> ClientConnection:
-        if not self.is_connected or self._conn is None:
+        if not self._open() or self._conn is None:
             raise SMTPServerDisconnected(message)
         return self._conn
 
@@ -314,7 +322,7 @@ class TurnsBase(abc.ABC):
                     return  # a turn of commands comes first (maybe ``mine``)
                 self._start_pipe()
             await self._run_pipe(mine, timeout)
-            if self._pipe is None and not self.is_connected:
+            if self._pipe is None and not self._open():
                 self._fail_queued(SMTPServerDisconnected("Connection lost"))
                 return
 
@@ -512,7 +520,7 @@ class TurnsBase(abc.ABC):
                 await self._wait_for_baton(waiting)
                 if waiting.done:
                     continue
-                if not self.is_connected and self._pipe is None:
+                if not self._open() and self._pipe is None:
                     self._fail_queued(SMTPServerDisconnected("Connection lost"))
                     continue
                 await self._drive(ops, timeout)

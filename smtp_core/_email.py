@@ -32,7 +32,13 @@ AnyMessage = email.message.Message | email.message.EmailMessage
 def extract_addresses(header: object) -> list[str]:
     """The bare addresses (``local@domain``) of an address header's value."""
     if isinstance(header, email.headerregistry.AddressHeader):
-        return [address.addr_spec for address in header.addresses]
+        # A header assigned a sequence of strings keeps them as strings.
+        return [
+            address.addr_spec
+            if isinstance(address, email.headerregistry.Address)
+            else email.utils.parseaddr(str(address))[1]
+            for address in header.addresses
+        ]
     if isinstance(header, email.header.Header):
         text = str(email.header.make_header(email.header.decode_header(header)))
     else:

@@ -247,11 +247,6 @@ def test_max_line_length_is_the_longest_reply_line_accepted(package: ModuleType)
         conn.next_event()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFAULT_TIMEOUT is 60.0 (smtp_core/_client_session.py); aiosmtplib's is the int 60, and "
-    "fastapi-mail declares 'TIMEOUT: int = DEFAULT_TIMEOUT', so its settings hold a float",
-)
 def test_default_timeout_is_an_int_as_in_aiosmtplib(package: ModuleType) -> None:
     assert type(package.api.DEFAULT_TIMEOUT) is int
 
@@ -556,12 +551,6 @@ def test_extract_addresses(package: ModuleType) -> None:
         extract(Header("a b@example.com"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="send_message takes its envelope from smtp_core._email.extract_addresses, which "
-    "reads .addr_spec of every member of an AddressHeader; a header assigned a sequence of "
-    "strings holds str members (AttributeError). aiosmtplib parses those with parse_address",
-)
 def test_send_message_with_a_header_assigned_a_sequence_of_strings(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd()
     message = EmailMessage()
@@ -621,12 +610,6 @@ def test_connect_timeout_is_not_saved(adapter: Adapter, smtpd: Any) -> None:
     assert adapter.run(main) == 0.66
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the core's state table refuses EHLO while a mail transaction is open "
-    "(LocalProtocolError: cannot send EHLO in state MAIL); RFC 5321 4.1.4 lets a client send "
-    "EHLO later in a session, resetting it as RSET does, and aiosmtplib sends it",
-)
 def test_ehlo_during_a_transaction_resets_it(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd()
 
@@ -639,12 +622,6 @@ def test_ehlo_during_a_transaction_resets_it(adapter: Adapter, smtpd: Any) -> No
     assert adapter.run(main) == (250, 250)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="is_connected stays True after the server closed the connection while the client "
-    "was idle, until the next command; aiosmtplib's protocol sees connection_lost and reports "
-    "False at once (emails relies on it after a 421: 'if not self._smtp.is_connected: raise')",
-)
 def test_is_connected_turns_false_when_the_server_closes(adapter: Adapter, scripted: Any) -> None:
     server = scripted([*session_prefix(), Close()])
 
@@ -666,16 +643,8 @@ def test_is_connected_turns_false_when_the_server_closes(adapter: Adapter, scrip
 TRANSPORT_KEYS = ("peername", "sockname", "socket", "sslcontext", "ssl_object", "peercert", "cipher")
 
 
-def test_transport_info_keys_over_tls(adapter: Adapter, smtpd: Any, request: pytest.FixtureRequest) -> None:
+def test_transport_info_keys_over_tls(adapter: Adapter, smtpd: Any) -> None:
     """get_transport_info() answers asyncio's extra-info keys, as aiosmtplib's test_tls does."""
-    if adapter.module is smtp_anyio:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="smtp_anyio's AnyioTransport.get_extra_info knows 'sslobject' but not "
-                "asyncio's key 'ssl_object', so get_transport_info('ssl_object') is None",
-            )
-        )
     server = smtpd(tls="implicit")
 
     async def main() -> dict[str, Any]:
@@ -758,13 +727,6 @@ def test_client_state_agrees_with_parse_esmtp_extensions(adapter: Adapter, smtpd
     adapter.run(main)
 
 
-LOGIN_TIMEOUT = (
-    "aiosmtplib's SMTP.login(username, password, /, timeout=...) also takes timeout by "
-    "position; ours makes it keyword-only (smtp_core/_client_auth.py AuthMixin.login)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LOGIN_TIMEOUT)
 def test_login_takes_timeout_by_position(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd(auth={"user": "pw"})
 
@@ -1072,15 +1034,7 @@ SMTP_METHODS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=LOGIN_TIMEOUT))
-        if name == "login"
-        else name
-        for name in SMTP_METHODS
-    ],
-)
+@pytest.mark.parametrize("method", SMTP_METHODS)
 def test_call_compatible_smtp_methods(package: ModuleType, method: str) -> None:
     """A call that works on aiosmtplib's SMTP method works on ours."""
     theirs = getattr(reference("smtp").SMTP, method)

@@ -415,22 +415,10 @@ def test_emails_wrong_password_is_reported_with_our_exception(
     assert server.messages == []
 
 
-ANYIO_CONNECT_CAUSE = (
-    "smtp_anyio chains SMTPConnectError to anyio's OSError('All connection attempts "
-    "failed') (errno None), not to the ConnectionRefusedError behind it (anyio keeps that "
-    "as the OSError's __cause__); aiosmtplib and smtp_asyncio chain the errno-carrying error"
-)
-
-
 @requires("emails", "emails")
 @pytest.mark.parametrize(
     "drop_in",
-    [
-        smtp_asyncio,
-        pytest.param(
-            smtp_anyio, marks=pytest.mark.xfail(strict=True, reason=ANYIO_CONNECT_CAUSE)
-        ),
-    ],
+    [smtp_asyncio, smtp_anyio],
     ids=["smtp_asyncio", "smtp_anyio"],
 )
 def test_emails_connection_refused_keeps_the_os_error(drop_in: ModuleType) -> None:

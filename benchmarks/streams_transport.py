@@ -43,6 +43,12 @@ class StreamsTransport:
     def peer_closed(self) -> bool:
         return False
 
+    async def read_wakeable(self) -> bytes | None:
+        return await self.read()
+
+    def wake(self) -> None:
+        pass
+
     def get_extra_info(self, key: str) -> Any:
         return self.writer.get_extra_info(key)
 

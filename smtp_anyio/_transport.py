@@ -51,6 +51,8 @@ class AnyioTransport:
         self._stream = stream
         self._raw_socket: Any = None  # looked up once, for peek_unsolicited()
         self.closed = False
+        self._woken = False
+        self._wake_scope: anyio.CancelScope | None = None
 
     @property
     def is_connected(self) -> bool:
@@ -73,6 +75,26 @@ class AnyioTransport:
             raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
         except _BROKEN as exc:
             raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+
+    async def read_wakeable(self) -> bytes | None:
+        # A receive cancelled before it returned loses nothing (the bytes stay in the
+        # stream for the next one), so waking is cancelling this scope.
+        if self._woken:
+            self._woken = False
+            return None
+        with anyio.CancelScope() as scope:
+            self._wake_scope = scope
+            try:
+                return await self.read()
+            finally:
+                self._wake_scope = None
+                self._woken = False
+        return None
+
+    def wake(self) -> None:
+        self._woken = True
+        if self._wake_scope is not None:
+            self._wake_scope.cancel()
 
     async def write(self, data: bytes) -> None:
         try:

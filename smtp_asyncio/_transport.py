@@ -30,6 +30,7 @@ class StreamProtocol(asyncio.Protocol):
         self._paused_writing = False
         self._paused_reading = False
         self._tls = False
+        self._woken = False
 
     # asyncio.Protocol callbacks ---------------------------------------------------
 
@@ -94,6 +95,20 @@ class StreamProtocol(asyncio.Protocol):
             self._paused_reading = False
             self.transport.resume_reading()
         return data
+
+    async def read_wakeable(self) -> bytes | None:
+        while not self._chunks and not self._eof and not self._closed:
+            if self._woken:
+                self._woken = False
+                return None
+            self._read_waiter = self._loop.create_future()
+            await self._read_waiter
+        self._woken = False
+        return await self.read()
+
+    def wake(self) -> None:
+        self._woken = True
+        self._wake_reader()
 
     async def write(self, data: bytes) -> None:
         transport = self.transport

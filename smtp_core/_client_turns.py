@@ -83,6 +83,13 @@ class Transport(Protocol):
         Cancelling a read loses no bytes: the next read returns them.
         """
 
+    async def read_wakeable(self) -> bytes | None:
+        """:meth:`read`, or None as soon as :meth:`wake` is called (or was, since the
+        last such read)."""
+
+    def wake(self) -> None:
+        """End a :meth:`read_wakeable` under way (or the next one) with None."""
+
     def take_unread(self) -> bytes:
         """Remove and return bytes received but not yet returned by :meth:`read`."""
 
@@ -392,7 +399,10 @@ class TurnsBase(abc.ABC):
                 # The requests of every message first, without a call each.
                 kind = type(request)
                 if kind is Read:
-                    value = await transport.read()
+                    if request.wakeable:
+                        value = await transport.read_wakeable()
+                    else:
+                        value = await transport.read()
                 elif kind is Write:
                     await transport.write(request.data)
                     value = None
@@ -514,6 +524,9 @@ class TurnsBase(abc.ABC):
             raise LocalProtocolError("cannot send a message inside a turn of commands")
         ops = [_Op(envelope) for envelope in envelopes]
         self._queue.extend(ops)
+        if self._pipe is not None and self._holder is not None and self._transport is not None:
+            # The pipeline may be waiting for a reply with room for these: wake it.
+            self._transport.wake()
         try:
             while not all(op.done for op in ops):
                 waiting = next(op for op in ops if not op.done)

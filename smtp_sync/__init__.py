@@ -26,6 +26,7 @@ from ._exceptions import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from ._pool import SMTPPool
 from ._smtp import LMTP, LMTP_PORT, SMTP, SMTP_PORT, SMTP_SSL, SMTP_SSL_PORT, Timeouts
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "SMTP",
     "SMTP_SSL",
     "LMTP",
+    "SMTPPool",
     "SMTP_PORT",
     "SMTP_SSL_PORT",
     "LMTP_PORT",

@@ -204,9 +204,9 @@ class Channel:
             return
         try:
             early = self._take_waiting()
-            if not early:
-                return
-            conn.receive_data(early)
+            if early:
+                conn.receive_data(early)
+            # Bytes read with the last reply are in the machine already: look at them too.
             event = conn.next_event()
         except (OSError, SMTPServerDisconnected) as exc:
             self.close()
@@ -222,7 +222,7 @@ class Channel:
             raise SMTPServerDisconnected(
                 f"Server closed the connection while idle: {reply.code} {reply.message}"
             )
-        if isinstance(event, ConnectionClosed):  # pragma: no cover - eof is raised above
+        if isinstance(event, ConnectionClosed):
             self.close()
             raise SMTPServerDisconnected("Server closed the connection")
 

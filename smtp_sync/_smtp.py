@@ -31,6 +31,7 @@ from smtp_core import (
     Lhlo,
     Mail,
     Noop,
+    Outcome,
     Quit,
     Rcpt,
     Reply,
@@ -699,6 +700,11 @@ class SMTP:
                     if isinstance(refused, TransactionResult):
                         refused.error = exc
                         return refused
+                    if exc.outcome is None:
+                        # The session broke under the message: was any of it written?
+                        sent = bool(envelope.content_sent)
+                        exc.outcome = Outcome.UNKNOWN if sent else Outcome.NEVER_SENT
+                        exc.content_started = sent
                     raise
                 return cast(TransactionResult, result)
             finally:

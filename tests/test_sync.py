@@ -564,7 +564,7 @@ def test_pool_with_threads(smtpd: Any) -> None:
 
 def test_pool_retries_only_what_was_never_sent(scripted: Any) -> None:
     dropped_before_content = [*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Close()]
-    accepted = [*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 queued\r\n")]
+    accepted = [*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 queued\r\n"), Expect(b"QUIT"), Send(b"221 bye\r\n")]
     server = scripted(dropped_before_content, more=[accepted])
     with smtp_sync.SMTPPool("127.0.0.1", server.port, retry_backoff=0.01, timeout=5) as pool:
         assert pool.sendmail("a@example.org", ["b@example.org"], MESSAGE) == {}

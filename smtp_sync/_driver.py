@@ -12,6 +12,7 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import smtp_core
@@ -20,7 +21,7 @@ from smtp_core.flows import Flow, NextChunk, Progress, Read, Stage, UpgradeTLS, 
 
 from ._exceptions import SMTPServerDisconnected, SMTPTimeoutError, convert
 
-__all__ = ["Channel", "open_socket", "READ_SIZE"]
+__all__ = ["Channel", "Parked", "open_socket", "READ_SIZE"]
 
 T = TypeVar("T")
 READ_SIZE = 65536
@@ -50,6 +51,17 @@ def open_socket(
     sock = socket.create_connection((host, port), timeout, source_address)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+class Parked:
+    """A flow between two requests: the next request to perform (None: not started)."""
+
+    __slots__ = ("flow", "request", "result")
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self.flow = flow
+        self.request: Any = None
+        self.result: Any = None
 
 
 class Channel:
@@ -84,30 +96,39 @@ class Channel:
     def run(self, flow: Flow[T], deadline: float | None = None) -> T:
         """Perform ``flow``'s requests until it returns; map failures to smtplib's
         exceptions (a broken transport closes the channel)."""
-        sock = self.sock
-        value: Any = None
+        parked = Parked(flow)
+        try:
+            self.pump(parked, None, deadline)
+        finally:
+            flow.close()
+        result: T = parked.result
+        return result
+
+    def pump(
+        self, parked: Parked, until: Callable[[], bool] | None, deadline: float | None
+    ) -> bool:
+        """Drive a parked flow until ``until()`` holds (between two requests) or the flow
+        returns (True; its value in ``parked.result``). ``deadline`` (monotonic) bounds
+        this run; the flow stays parked, its next request not yet performed."""
+        flow = parked.flow
+        request = parked.request
         limit = deadline
         try:
             while True:
-                try:
-                    request = flow.send(value)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
                 kind = type(request)
                 if kind is Write:
                     if limit is not None:
                         self._arm(limit)
-                    sock.sendall(request.data)  # type: ignore[union-attr]
-                    value = None
+                    self.sock.sendall(request.data)
+                    value: Any = None
                 elif kind is Read:
                     if limit is not None:
                         self._arm(limit)
-                    value = sock.recv(READ_SIZE)
+                    value = self.sock.recv(READ_SIZE)
                 elif kind is Stage:
                     seconds = (
                         self.command_limit
-                        if request.name == "command"  # type: ignore[union-attr]
+                        if request.name == "command"
                         else self.data_limit
                     )
                     if seconds is not None:
@@ -116,14 +137,23 @@ class Channel:
                             limit = min(limit, deadline)
                     value = None
                 elif kind is UpgradeTLS:
-                    sock = self._upgrade(request.server_hostname)  # type: ignore[union-attr]
+                    self._upgrade(request.server_hostname)
                     value = None
-                elif kind is Progress:
+                elif request is None or kind is Progress:
                     value = None
                 elif kind is NextChunk:
                     raise TypeError("message content must be bytes, a file or an iterable of bytes")
                 else:  # pragma: no cover
                     raise AssertionError(f"unknown request {request!r}")
+                try:
+                    request = flow.send(value)
+                except StopIteration as stop:
+                    parked.request = None
+                    parked.result = stop.value
+                    return True
+                if until is not None and until():
+                    parked.request = request
+                    return False
         except smtp_core.SMTPException as exc:
             if isinstance(exc, smtp_core.SMTPServerDisconnected):
                 self.close()
@@ -141,7 +171,6 @@ class Channel:
             self.close()
             raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
         finally:
-            flow.close()
             if self._armed:
                 self._disarm()
 
@@ -157,7 +186,7 @@ class Channel:
         with contextlib.suppress(OSError):
             self.sock.settimeout(self.timeout)
 
-    def _upgrade(self, server_hostname: str | None) -> socket.socket:
+    def _upgrade(self, server_hostname: str | None) -> None:
         # TLS clients speak first: any byte already waiting is plaintext the server
         # (or someone on the path) sent after its 220. The machine refuses it.
         early = self._take_waiting()
@@ -165,7 +194,6 @@ class Channel:
             self.conn.receive_data(early)
         context = self.tls_context or ssl.create_default_context()
         self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
-        return self.sock
 
     # -- between operations ----------
 

@@ -14,7 +14,6 @@ import logging
 import socket
 import ssl
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +30,6 @@ from smtp_core import (
     Lhlo,
     Mail,
     Noop,
-    Outcome,
     Quit,
     Rcpt,
     Reply,
@@ -52,8 +50,6 @@ from smtp_core.flows import (
     authenticate,
     command,
     data_flow,
-    mail_batch,
-    mail_transaction,
     read_reply,
     send,
     starttls,
@@ -74,6 +70,7 @@ from ._exceptions import (
     as_bytes,
     convert,
 )
+from ._turns import Turns
 
 __all__ = ["SMTP", "SMTP_SSL", "LMTP", "SMTP_PORT", "SMTP_SSL_PORT", "LMTP_PORT", "Timeouts"]
 
@@ -168,7 +165,7 @@ def _set_trace(level: int) -> None:
         trace_logger.addHandler(handler)
 
 
-class SMTP:
+class SMTP(Turns):
     """An SMTP client with smtplib's API, driven by smtp_core.
 
     ``SMTP(host, port, local_hostname, timeout, source_address)`` as smtplib, plus:
@@ -219,8 +216,7 @@ class SMTP:
         self.source_address = source_address
         self._auth_challenge_count = 0
         self._channel: Channel | None = None
-        self._lock = threading.RLock()
-        self._deadline: float | None = None  # of the current sendmail call
+        self._init_turns()
         self.user: str | None = None
         self.password: str | None = None
         if local_hostname is not None:
@@ -261,7 +257,7 @@ class SMTP:
     def sock(self) -> socket.socket | None:
         """The socket (an ``ssl.SSLSocket`` once TLS is active), None when closed."""
         channel = self._channel
-        return None if channel is None else channel.sock
+        return None if channel is None or channel.closed else channel.sock
 
     @property
     def protocol_connection(self) -> ClientConnection | None:
@@ -288,8 +284,6 @@ class SMTP:
     def _run(self, flow: Any, deadline: float | None = None) -> Any:
         """Drive ``flow`` on the connection; a session left out of step is closed."""
         channel = self._require()
-        if deadline is None:
-            deadline = self._deadline
         conn = channel.conn
         try:
             result = channel.run(flow, deadline)
@@ -330,7 +324,7 @@ class SMTP:
 
         Returns the greeting as ``(code, message)``, as smtplib does.
         """
-        with self._lock:
+        with self._turn():
             if source_address:
                 self.source_address = source_address
             if not port and host.find(":") == host.rfind(":"):
@@ -386,7 +380,7 @@ class SMTP:
     # -- commands ----------
 
     def _command(self, cmd: Any) -> tuple[int, bytes]:
-        with self._lock:
+        with self._turn():
             channel = self._begin()
             return _reply(self._run(command(channel.conn, cmd)))
 
@@ -402,7 +396,7 @@ class SMTP:
             raise ValueError(
                 f"command and arguments contain prohibited newline characters: {shown}"
             )
-        with self._lock:
+        with self._turn():
             channel = self._begin()
             if channel.conn.state is State.AUTH_CHALLENGE:
                 # An AUTH exchange run by hand: the line answers the challenge.
@@ -423,26 +417,26 @@ class SMTP:
         line = cmd if args == "" else f"{cmd} {args}"
         if "\r" in line or "\n" in line:
             raise ValueError("command and arguments contain prohibited newline characters")
-        with self._lock:
+        with self._turn():
             channel = self._begin()
             item = parse_command(line)
             self._run(send(channel.conn, item))
 
     def getreply(self) -> tuple[int, bytes]:
         """Read the next reply ``(code, message)``."""
-        with self._lock:
+        with self._turn():
             return _reply(self._run(read_reply(self._require().conn)))
 
     def helo(self, name: str = "") -> tuple[int, bytes]:
         """HELO; returns the reply (and keeps its text in ``helo_resp``)."""
-        with self._lock:
+        with self._turn():
             code, msg = self._command(Helo(name or self.local_hostname))
             self.helo_resp = msg
             return code, msg
 
     def ehlo(self, name: str = "") -> tuple[int, bytes]:
         """EHLO (LHLO for LMTP); on 250 fills ``esmtp_features`` and ``does_esmtp``."""
-        with self._lock:
+        with self._turn():
             self.esmtp_features = {}
             hello = Lhlo if self._lmtp else Ehlo
             code, msg = self._command(hello(name or self.local_hostname))
@@ -463,7 +457,9 @@ class SMTP:
 
         Raises ``SMTPHeloError`` if the server refuses both.
         """
-        with self._lock:
+        if self.helo_resp is not None or self.ehlo_resp is not None:
+            return
+        with self._turn():
             if self.helo_resp is None and self.ehlo_resp is None:
                 code, resp = self.ehlo()
                 if 200 <= code <= 299:
@@ -493,7 +489,7 @@ class SMTP:
 
     def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
         """MAIL FROM; returns the reply. The address is validated, never rewritten."""
-        with self._lock:
+        with self._turn():
             if options and self.does_esmtp:
                 if any(x.lower() == "smtputf8" for x in options) and not self.has_extn("smtputf8"):
                     raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
@@ -503,7 +499,7 @@ class SMTP:
 
     def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
         """RCPT TO; returns the reply."""
-        with self._lock:
+        with self._turn():
             opts = tuple(options) if self.does_esmtp else ()
             return self._command(Rcpt(recip, opts, advertised_only=False))
 
@@ -513,7 +509,7 @@ class SMTP:
         Raises ``SMTPDataError`` if DATA is not answered 354.
         """
         content = msg.encode("ascii") if isinstance(msg, str) else bytes(msg)
-        with self._lock:
+        with self._turn():
             channel = self._begin()
             try:
                 return _reply(self._run(data_flow(channel.conn, content)))
@@ -557,7 +553,7 @@ class SMTP:
             )
         else:
             mech = _Callback(self, mechanism, authobject, initial_response_ok)
-        with self._lock:
+        with self._turn():
             channel = self._begin()
             if "AUTH" not in channel.conn.capabilities:
                 raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
@@ -594,7 +590,7 @@ class SMTP:
         SCRAM-SHA-256 (which also proves the server knows the password), then
         smtplib's CRAM-MD5, PLAIN, LOGIN; on a refusal the next one is tried.
         """
-        with self._lock:
+        with self._turn():
             self.ehlo_or_helo_if_needed()
             if not self.has_extn("auth"):
                 raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
@@ -630,7 +626,7 @@ class SMTP:
         before the handshake are refused (``SMTPResponseException`` code -1, closed).
         """
         context = _context(context, keyfile, certfile) or self.context
-        with self._lock:
+        with self._turn():
             self.ehlo_or_helo_if_needed()
             if not self.has_extn("starttls"):
                 raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
@@ -681,35 +677,25 @@ class SMTP:
         (per-recipient replies, LMTP delivery replies); refusals in ``result.error``."""
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         content: Any = msg.encode("ascii") if isinstance(msg, str) else msg
-        with self._lock:
-            outer = self._deadline is None and self.timeouts.total is not None
-            if outer:
-                self._deadline = time.monotonic() + cast(float, self.timeouts.total)
-            try:
-                self.ehlo_or_helo_if_needed()
-                channel = self._begin()
-                if not self.does_esmtp:
-                    mail_options, rcpt_options = (), ()  # as smtplib: HELO takes none
-                envelope = self._envelope(channel.conn, from_addr, recipients, content,
-                                          mail_options, rcpt_options)
-                envelope.progress = progress
-                try:
-                    result = self._run(mail_transaction(channel.conn, envelope))
-                except smtp_core.SMTPException as exc:
-                    refused = getattr(exc, "result", None)
-                    if isinstance(refused, TransactionResult):
-                        refused.error = exc
-                        return refused
-                    if exc.outcome is None:
-                        # The session broke under the message: was any of it written?
-                        sent = bool(envelope.content_sent)
-                        exc.outcome = Outcome.UNKNOWN if sent else Outcome.NEVER_SENT
-                        exc.content_started = sent
-                    raise
-                return cast(TransactionResult, result)
-            finally:
-                if outer:
-                    self._deadline = None
+        total = self.timeouts.total
+        deadline = None if total is None else time.monotonic() + total
+        self.ehlo_or_helo_if_needed()
+        channel = self._require()
+        if not self.does_esmtp:
+            mail_options, rcpt_options = (), ()  # as smtplib: HELO takes none
+        envelope = self._envelope(
+            channel.conn, from_addr, recipients, content, mail_options, rcpt_options
+        )
+        envelope.progress = progress
+        [outcome] = self._submit([envelope], deadline)
+        if isinstance(outcome, TransactionResult):
+            return outcome
+        exc = convert(outcome)
+        result = getattr(exc, "result", None)
+        if isinstance(result, TransactionResult) and isinstance(exc, Exception):
+            result.error = exc  # a refusal: the typed result tells it
+            return result
+        raise exc
 
     def _envelope(
         self,
@@ -747,13 +733,12 @@ class SMTP:
         (``SMTPNotSupportedError`` if the server lacks it) and BODY=8BITMIME for 8-bit
         content when offered.
         """
-        with self._lock:
-            self.ehlo_or_helo_if_needed()
-            prepared = self._prepare(msg, from_addr, to_addrs, mail_options)
-            return self.sendmail(
-                prepared.sender, prepared.recipients, prepared.content,
-                prepared.mail_options, rcpt_options,
-            )
+        self.ehlo_or_helo_if_needed()
+        prepared = self._prepare(msg, from_addr, to_addrs, mail_options)
+        return self.sendmail(
+            prepared.sender, prepared.recipients, prepared.content,
+            prepared.mail_options, rcpt_options,
+        )
 
     def _prepare(
         self,
@@ -785,38 +770,36 @@ class SMTP:
         broken connection each unanswered message's ``outcome`` says whether it was
         never sent or its fate is unknown).
         """
-        with self._lock:
-            self.ehlo_or_helo_if_needed()
-            channel = self._begin()
-            envelopes = []
-            for item in messages:
-                if isinstance(item, email.message.Message):
-                    prepared = self._prepare(item, None, None)
-                    sender, recipients = prepared.sender, prepared.recipients
-                    content, options = prepared.content, prepared.mail_options
-                else:
-                    sender, recipients, content = item
-                    options = []
-                recipients = [recipients] if isinstance(recipients, str) else list(recipients)
-                if isinstance(content, str):
-                    content = content.encode("ascii")
-                envelopes.append(
-                    self._envelope(channel.conn, sender, recipients, content, options, ())
-                )
-            outcomes = self._run(mail_batch(channel.conn, envelopes, window=self.pipeline_window))
-            results: list[Refused | SMTPException] = []
-            for outcome in outcomes:
-                if isinstance(outcome, TransactionResult):
-                    results.append({r: _reply(reply) for r, reply in outcome.refused.items()})
-                else:
-                    converted = convert(outcome)
-                    assert isinstance(converted, SMTPException)
-                    results.append(converted)
-            return results
+        self.ehlo_or_helo_if_needed()
+        channel = self._require()
+        envelopes = []
+        for item in messages:
+            if isinstance(item, email.message.Message):
+                prepared = self._prepare(item, None, None)
+                sender, recipients = prepared.sender, prepared.recipients
+                content, options = prepared.content, prepared.mail_options
+            else:
+                sender, recipients, content = item
+                options = []
+            recipients = [recipients] if isinstance(recipients, str) else list(recipients)
+            if isinstance(content, str):
+                content = content.encode("ascii")
+            envelopes.append(
+                self._envelope(channel.conn, sender, recipients, content, options, ())
+            )
+        results: list[Refused | SMTPException] = []
+        for outcome in self._submit(envelopes, None):
+            if isinstance(outcome, TransactionResult):
+                results.append({r: _reply(reply) for r, reply in outcome.refused.items()})
+            else:
+                converted = convert(outcome)
+                assert isinstance(converted, SMTPException)
+                results.append(converted)
+        return results
 
     def quit(self) -> tuple[int, bytes]:
         """QUIT, then close; returns the reply."""
-        with self._lock:
+        with self._turn():
             try:
                 result = self._command(Quit())
             finally:

@@ -587,3 +587,61 @@ def test_pool_waits_for_a_free_connection_within_its_limit(smtpd: Any) -> None:
             pool.sendmail("a@example.org", ["b@example.org"], MESSAGE)
         pool._release(held)
         assert pool.sendmail("a@example.org", ["b@example.org"], MESSAGE) == {}
+
+
+def test_threads_sharing_a_client_share_round_trips() -> None:
+    """A message another thread sends while one is in flight rides in the same write
+    as the first message's content (PIPELINING): one round trip each."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    release, in_flight = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 hi\r\n")
+            lines.readline()
+            conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            seen["first"] = [lines.readline() for _ in range(3)]  # MAIL, RCPT, DATA
+            in_flight.set()
+            release.wait(5)  # the second thread's message is queued by now
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            while lines.readline() != b".\r\n":
+                pass
+            seen["buffered"] = bool(lines.peek(1))  # the next envelope came with the content
+            seen["second"] = [lines.readline() for _ in range(3)]
+            conn.sendall(b"250 first queued\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+            while lines.readline() != b".\r\n":
+                pass
+            conn.sendall(b"250 second queued\r\n")
+            lines.readline()
+            conn.sendall(b"221 bye\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    smtp = smtp_sync.SMTP("127.0.0.1", listener.getsockname()[1], timeout=5)
+    results: dict[str, Any] = {}
+
+    def send(name: str) -> None:
+        results[name] = smtp.sendmail("a@example.org", [f"{name}@example.org"], MESSAGE)
+
+    try:
+        first = threading.Thread(target=send, args=("first",))
+        first.start()
+        assert in_flight.wait(5)  # the first message is in flight...
+        second = threading.Thread(target=send, args=("second",))
+        second.start()
+        with smtp._cv:  # ...and the second is queued behind it
+            assert smtp._cv.wait_for(lambda: any(op.envelope is not None for op in smtp._queue), 5)
+        release.set()
+        first.join(5)
+        second.join(5)
+        assert results == {"first": {}, "second": {}}
+        assert smtp.quit()[0] == 221
+    finally:
+        release.set()
+        server.join(5)
+        listener.close()
+    assert seen["first"][0] == b"MAIL FROM:<a@example.org>\r\n"
+    assert seen["buffered"] is True
+    assert seen["second"] == [b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<second@example.org>\r\n", b"DATA\r\n"]

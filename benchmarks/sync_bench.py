@@ -10,7 +10,9 @@ figures are medians, and smtp_sync's ratio to smtplib is computed within each ro
 
 Scenarios: ``sequential`` (1 KiB messages on one connection, each ``sendmail`` in
 turn), ``threads8`` (8 threads, a connection each), ``pool8`` (8 threads sharing an
-``SMTPPool`` of 8; smtplib: a connection per thread), ``batch`` (``send_messages``
+``SMTPPool`` of 8), ``shared8`` (8 threads sharing one smtp_sync client, which
+pipelines their messages back to back; smtplib, which cannot be shared, gets a
+connection per thread in both), ``batch`` (``send_messages``
 batches of 100; smtplib: sendmail in turn), ``newconn`` (a new connection per
 message), ``big`` (one 20 MiB message, most lines starting with a dot) and ``bigfile``
 (the same streamed from a file; smtplib has to read it whole).
@@ -50,6 +52,7 @@ SCENARIOS = {
     "sequential": (20_000, 50),
     "threads8": (20_000, 80),
     "pool8": (20_000, 80),
+    "shared8": (20_000, 80),
     "batch": (20_000, 200),
     "newconn": (3_000, 10),
     "big": (1, 1),
@@ -117,7 +120,14 @@ def child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
         with module.SMTP(HOST, port, local_hostname=NAME) as smtp, open(path, "rb") as fp:
             # smtplib needs the whole message in memory; smtp_sync streams the file.
             smtp.sendmail(SENDER, RECIPIENTS, fp if module is smtp_sync else fp.read())
-    elif scenario == "threads8" or (scenario == "pool8" and module is smtplib):
+    elif scenario == "shared8" and module is smtp_sync:
+        # One client shared by the 8 threads: their messages are pipelined back to back.
+        with smtp_sync.SMTP(HOST, port, local_hostname=NAME) as smtp:
+            _in_threads(
+                lambda n: [smtp.sendmail(SENDER, RECIPIENTS, payload) for _ in range(n)],
+                _split(count, 8),
+            )
+    elif scenario in ("threads8", "shared8") or (scenario == "pool8" and module is smtplib):
         _in_threads(one_connection, _split(count, 8))
     elif scenario == "pool8":
         with smtp_sync.SMTPPool(HOST, port, max_connections=8, local_hostname=NAME) as pool:

@@ -21,8 +21,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from smtp_core import ClientConnection, SMTPException
-from smtp_core.flows import Envelope, lost, mail_pipeline
+from smtp_core import ClientConnection, SMTPException, State
+from smtp_core.flows import Envelope, lost, mail_pipeline, mail_transaction
 
 from ._driver import Channel, Parked
 from ._exceptions import SMTPServerDisconnected
@@ -143,6 +143,18 @@ class Turns:
         me = threading.get_ident()
         if self._holder == me:  # pragma: no cover - the client never does this
             raise RuntimeError("cannot send a message inside a turn of commands")
+        if len(envelopes) == 1:
+            with self._cv:
+                alone = self._holder is None and not self._queue and self._pipe is None
+                if alone:
+                    self._holder = me
+            if alone:
+                # Nobody else is sending: one transaction, without the pipeline's
+                # bookkeeping (threads that come meanwhile queue up behind it).
+                try:
+                    return [self._transaction(envelopes[0], deadline)]
+                finally:
+                    self._release()
         ops = [_Op(envelope, me) for envelope in envelopes]
         with self._cv:
             self._queue.extend(ops)
@@ -158,12 +170,39 @@ class Turns:
             raise
         return [op.outcome for op in ops]
 
+    def _transaction(self, envelope: Envelope, deadline: float | None) -> Any:
+        """As the baton holder: one message with :func:`mail_transaction`; its outcome."""
+        channel = self._channel
+        if channel is None or channel.closed:
+            return lost(envelope, SMTPServerDisconnected("please run connect() first"))
+        conn = channel.conn
+        try:
+            channel.check_idle()
+            return channel.run(mail_transaction(conn, envelope), deadline)
+        except SMTPException as exc:
+            if getattr(exc, "result", None) is not None:
+                if conn.state in (State.CLOSED, State.ERROR):  # a 421 ended the session
+                    self._break(SMTPServerDisconnected("Server closed the connection"))
+                return exc  # a refusal, after RSET: the session goes on
+            self._break(exc)
+            return lost(envelope, exc)
+        except BaseException as exc:
+            self._break(exc)
+            raise
+
     def _drive(self, ops: list[_Op], deadline: float | None) -> None:
         """As the baton holder: drive the pipeline until ``ops`` are done (or a turn of
         commands is next in the queue)."""
+        if len(ops) == 1:
+            op = ops[0]
 
-        def mine_done() -> bool:
-            return all(op.done for op in ops)
+            def mine_done() -> bool:
+                return op.done
+
+        else:
+
+            def mine_done() -> bool:
+                return all(op.done for op in ops)
 
         while not mine_done():
             channel = self._channel

@@ -590,8 +590,8 @@ def test_pool_waits_for_a_free_connection_within_its_limit(smtpd: Any) -> None:
 
 
 def test_threads_sharing_a_client_share_round_trips() -> None:
-    """A message another thread sends while one is in flight rides in the same write
-    as the first message's content (PIPELINING): one round trip each."""
+    """Messages that threads send while another is in flight go out back to back: each
+    one's envelope rides in the same write as the previous content (PIPELINING)."""
     listener = socket.create_server(("127.0.0.1", 0))
     release, in_flight = threading.Event(), threading.Event()
     seen: dict[str, Any] = {}
@@ -599,21 +599,28 @@ def test_threads_sharing_a_client_share_round_trips() -> None:
     def serve() -> None:
         conn, _ = listener.accept()
         with conn, conn.makefile("rb") as lines:
+
+            def content() -> None:
+                while lines.readline() != b".\r\n":
+                    pass
+
             conn.sendall(b"220 hi\r\n")
             lines.readline()
             conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
             seen["first"] = [lines.readline() for _ in range(3)]  # MAIL, RCPT, DATA
             in_flight.set()
-            release.wait(5)  # the second thread's message is queued by now
+            release.wait(5)  # two more messages are queued by now
             conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
-            while lines.readline() != b".\r\n":
-                pass
-            seen["buffered"] = bool(lines.peek(1))  # the next envelope came with the content
+            content()
+            conn.sendall(b"250 first queued\r\n")
             seen["second"] = [lines.readline() for _ in range(3)]
-            conn.sendall(b"250 first queued\r\n250 ok\r\n250 ok\r\n354 go\r\n")
-            while lines.readline() != b".\r\n":
-                pass
-            conn.sendall(b"250 second queued\r\n")
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            content()
+            seen["buffered"] = bool(lines.peek(1))  # the next envelope came with the content
+            seen["third"] = [lines.readline() for _ in range(3)]
+            conn.sendall(b"250 second queued\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+            content()
+            conn.sendall(b"250 third queued\r\n")
             lines.readline()
             conn.sendall(b"221 bye\r\n")
 
@@ -626,22 +633,24 @@ def test_threads_sharing_a_client_share_round_trips() -> None:
         results[name] = smtp.sendmail("a@example.org", [f"{name}@example.org"], MESSAGE)
 
     try:
-        first = threading.Thread(target=send, args=("first",))
-        first.start()
+        threads = [threading.Thread(target=send, args=(name,)) for name in ("first", "second", "third")]
+        threads[0].start()
         assert in_flight.wait(5)  # the first message is in flight...
-        second = threading.Thread(target=send, args=("second",))
-        second.start()
-        with smtp._cv:  # ...and the second is queued behind it
-            assert smtp._cv.wait_for(lambda: any(op.envelope is not None for op in smtp._queue), 5)
+        threads[1].start()
+        with smtp._cv:  # ...then the second is queued behind it...
+            assert smtp._cv.wait_for(lambda: len(smtp._queue) == 1, 5)
+        threads[2].start()
+        with smtp._cv:  # ...and the third
+            assert smtp._cv.wait_for(lambda: len(smtp._queue) == 2, 5)
         release.set()
-        first.join(5)
-        second.join(5)
-        assert results == {"first": {}, "second": {}}
+        for thread in threads:
+            thread.join(5)
+        assert results == {"first": {}, "second": {}, "third": {}}
         assert smtp.quit()[0] == 221
     finally:
         release.set()
         server.join(5)
         listener.close()
-    assert seen["first"][0] == b"MAIL FROM:<a@example.org>\r\n"
+    assert seen["second"][1] == b"RCPT TO:<second@example.org>\r\n"
     assert seen["buffered"] is True
-    assert seen["second"] == [b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<second@example.org>\r\n", b"DATA\r\n"]
+    assert seen["third"] == [b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<third@example.org>\r\n", b"DATA\r\n"]

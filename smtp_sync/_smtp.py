@@ -412,6 +412,13 @@ class SMTP(Turns):
                 self.close()
             return _reply(reply)
 
+    def send(self, s: str | bytes) -> None:
+        """Not supported: raw bytes would bypass the protocol machine, which checks and
+        encodes everything sent (use :meth:`putcmd`, :meth:`data` or :meth:`sendmail`)."""
+        raise SMTPNotSupportedError(
+            "send() of raw bytes is not supported: use putcmd(), data() or sendmail()"
+        )
+
     def putcmd(self, cmd: str, args: str = "") -> None:
         """Send one command line without reading its reply (read it with :meth:`getreply`)."""
         line = cmd if args == "" else f"{cmd} {args}"

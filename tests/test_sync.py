@@ -356,12 +356,16 @@ def test_auth_with_smtplib_authobjects(smtpd: Any) -> None:
     smtp.quit()
 
 
-def test_login_without_auth_is_not_supported(smtpd: Any) -> None:
-    server = smtpd()
-    with smtp_sync.SMTP(server.host, server.port) as smtp:
-        smtp.esmtp_features.pop("auth", None)
-        with pytest.raises(smtplib.SMTPNotSupportedError):
-            smtp.starttls()
+def test_extensions_the_server_lacks_are_not_supported(scripted: Any) -> None:
+    server = scripted([*session_prefix("PIPELINING")])
+    smtp = smtp_sync.SMTP("127.0.0.1", server.port, timeout=5)
+    with pytest.raises(smtplib.SMTPNotSupportedError, match="STARTTLS"):
+        smtp.starttls()
+    with pytest.raises(smtplib.SMTPNotSupportedError, match="AUTH"):
+        smtp.login("alice", "pw")
+    smtp.close()
+    server.stop()
+    assert [line.split()[0] for line in server.lines] == [b"EHLO"]  # nothing was sent
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -654,3 +658,23 @@ def test_threads_sharing_a_client_share_round_trips() -> None:
     assert seen["second"][1] == b"RCPT TO:<second@example.org>\r\n"
     assert seen["buffered"] is True
     assert seen["third"] == [b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<third@example.org>\r\n", b"DATA\r\n"]
+
+
+def test_smtplib_surface() -> None:
+    """Every name smtplib exports, and every public method of its classes with its
+    parameters, exists in smtp_sync."""
+    import inspect
+
+    for name in smtplib.__all__:
+        assert hasattr(smtp_sync, name), name
+    for cls_name in ("SMTP", "SMTP_SSL", "LMTP"):
+        theirs, ours = getattr(smtplib, cls_name), getattr(smtp_sync, cls_name)
+        for name, member in inspect.getmembers(theirs, inspect.isfunction):
+            if name.startswith("_") and name not in ("__init__", "__enter__", "__exit__"):
+                continue
+            assert hasattr(ours, name), f"{cls_name}.{name}"
+            wanted = [p for p in inspect.signature(member).parameters if p not in ("args", "kwargs")]
+            have = inspect.signature(getattr(ours, name)).parameters
+            assert all(p in have for p in wanted), f"{cls_name}.{name}{inspect.signature(member)}"
+        for attribute in ("debuglevel", "helo_resp", "ehlo_resp", "does_esmtp", "ehlo_msg", "default_port"):
+            assert getattr(ours, attribute) == getattr(theirs, attribute), attribute

@@ -7,6 +7,7 @@ figures are medians, and smtp_sync's ratio to smtplib is computed within each ro
     python benchmarks/sync_bench.py              # full run (a few minutes)
     python benchmarks/sync_bench.py --smoke      # a few messages per scenario
     python benchmarks/sync_bench.py --rounds 5 --scenario sequential
+    python benchmarks/sync_bench.py --rtt 2 --count 2000   # over a 2 ms round trip
 
 Scenarios: ``sequential`` (1 KiB messages on one connection, each ``sendmail`` in
 turn), ``threads8`` (8 threads, a connection each), ``pool8`` (8 threads sharing an
@@ -164,6 +165,49 @@ def child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
     }
 
 
+# -- a delaying proxy: a network with a round-trip time ----------------------------------
+
+
+def proxy(listen_port: int, upstream_port: int, delay_ms: float) -> None:
+    """Forward connections to the sink, each chunk ``delay_ms / 2`` later each way."""
+    import asyncio
+
+    delay = delay_ms / 2000
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while chunk := await reader.read(65536):
+                loop.call_later(delay, writer.write, chunk)  # same delay: order kept
+        finally:
+            loop.call_later(delay, writer.close)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, upstream_port)
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, HOST, listen_port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _start_proxy(port: int, upstream: int, rtt_ms: float) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--proxy", str(port), str(upstream), str(rtt_ms)]
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection((HOST, port), timeout=0.1).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the delaying proxy did not start")
+
+
 # -- the parent: smtp-sink, rounds, medians ---------------------------------------------
 
 
@@ -207,8 +251,19 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a few messages per scenario")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument(
+        "--rtt", type=float, default=0.0, metavar="MS",
+        help="put a proxy that delays each direction by MS/2 between the clients and the sink",
+    )
+    parser.add_argument(
+        "--count", type=int, help="messages per run instead of the scenario's default"
+    )
     parser.add_argument("--child", nargs=4, metavar=("CLIENT", "SCENARIO", "PORT", "COUNT"))
+    parser.add_argument("--proxy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.proxy:
+        proxy(int(args.proxy[0]), int(args.proxy[1]), float(args.proxy[2]))
+        return 0
     if args.child:
         client, scenario, port, count = args.child
         print(json.dumps(child(client, scenario, int(port), int(count))))
@@ -218,11 +273,18 @@ def main() -> int:
         return 2
     port = _free_port()
     sink = _start_sink(port)
+    relay = None
+    if args.rtt:
+        sink_port, port = port, _free_port()
+        relay = _start_proxy(port, sink_port, args.rtt)
+        print(f"round-trip time added by a proxy: {args.rtt} ms")
     rounds = 1 if args.smoke else args.rounds
     try:
         for scenario in args.scenario or list(SCENARIOS):
             full, smoke = SCENARIOS[scenario]
-            count = smoke if args.smoke else full
+            count = args.count or (smoke if args.smoke else full)
+            if scenario in ("big", "bigfile"):
+                count = 1
             runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CLIENTS}
             ratios: dict[str, list[float]] = {"speed": [], "cpu": []}
             for index in range(rounds):
@@ -246,8 +308,10 @@ def main() -> int:
             print(f"  smtp_sync vs smtplib: {statistics.median(ratios['speed']):.2f}x as fast, "
                   f"{statistics.median(ratios['cpu']):.2f}x the CPU (medians of per-round ratios)")
     finally:
-        sink.terminate()
-        sink.wait(5)
+        for process in (relay, sink):
+            if process is not None:
+                process.terminate()
+                process.wait(5)
     return 0
 
 

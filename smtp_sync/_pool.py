@@ -40,7 +40,9 @@ class _Pooled:
     client: SMTP
     created: float
     last_used: float
+    in_flight: int = 0
     messages: int = 0
+    dead: bool = False
 
 
 class SMTPPool:
@@ -59,6 +61,8 @@ class SMTPPool:
     * ``max_attempts`` (3), ``retry_backoff`` (0.5 s, doubling): retries of a message
       that was never sent. A message whose content may have reached the server is
       never sent again; a 5xx is returned (raised), never retried.
+    * ``max_in_flight`` (8): threads one connection serves at once once every
+      connection is open and busy; its client pipelines their messages back to back.
     """
 
     def __init__(
@@ -79,12 +83,14 @@ class SMTPPool:
         max_attempts: int = 3,
         retry_backoff: float = 0.5,
         wait_timeout: float | None = 60.0,
+        max_in_flight: int = 8,
         **smtp_options: Any,
     ) -> None:
         for name, value in (
             ("max_connections", max_connections),
             ("max_messages_per_connection", max_messages_per_connection),
             ("max_attempts", max_attempts),
+            ("max_in_flight", max_in_flight),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -104,9 +110,10 @@ class SMTPPool:
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.wait_timeout = wait_timeout
+        self.max_in_flight = max_in_flight
         self._cond = threading.Condition()
-        self._idle: list[_Pooled] = []  # most recently used last
-        self._open = 0  # connections open or being opened
+        self._conns: list[_Pooled] = []  # open, idle or busy
+        self._connecting = 0
         self._closed = False
         #: Counters, for monitoring: connections opened, retired, messages sent, retries.
         self.stats = {"connections": 0, "retired": 0, "messages": 0, "retries": 0}
@@ -128,14 +135,15 @@ class SMTPPool:
     @property
     def connections(self) -> int:
         """Connections open now (idle, busy or being opened)."""
-        return self._open
+        return len(self._conns) + self._connecting
 
     def close(self) -> None:
         """QUIT every idle connection; busy ones are closed when their message is done."""
         with self._cond:
             self._closed = True
-            idle, self._idle = self._idle, []
-            self._open -= len(idle)
+            idle = [p for p in self._conns if p.in_flight == 0]
+            for pooled in idle:
+                self._conns.remove(pooled)
             self._cond.notify_all()
         for pooled in idle:
             self._retire(pooled)
@@ -254,10 +262,11 @@ class SMTPPool:
     # -- connections ----------
 
     def _expired(self, pooled: _Pooled, now: float) -> bool:
+        """No new work for it: broken, retired by count or age, or closed."""
         return (
-            pooled.messages >= self.max_messages_per_connection
+            pooled.dead
+            or pooled.messages + pooled.in_flight >= self.max_messages_per_connection
             or now - pooled.created >= self.max_connection_age
-            or now - pooled.last_used >= self.idle_timeout
             or pooled.client.sock is None
         )
 
@@ -271,15 +280,32 @@ class SMTPPool:
                     if self._closed:
                         raise SMTPException("The connection pool is closed")
                     now = time.monotonic()
-                    while self._idle:
-                        pooled = self._idle.pop()
-                        if self._expired(pooled, now):
+                    for pooled in list(self._conns):
+                        if pooled.in_flight == 0 and (
+                            self._expired(pooled, now)
+                            or now - pooled.last_used >= self.idle_timeout
+                        ):
+                            self._conns.remove(pooled)
                             stale.append(pooled)
-                            self._open -= 1
-                            continue
-                        chosen = pooled
+                    if stale:
                         break
-                    if chosen is not None or stale or self._open < self.max_connections:
+                    usable = [
+                        p
+                        for p in self._conns
+                        if not self._expired(p, now) and p.in_flight < self.max_in_flight
+                    ]
+                    idle = [p for p in usable if p.in_flight == 0]
+                    if idle:
+                        chosen = max(idle, key=lambda p: p.last_used)  # the most recently used
+                    elif self.connections < self.max_connections:
+                        self._connecting += 1  # a new one, opened outside the lock
+                        break
+                    elif usable:
+                        # Every connection is busy: share the least loaded one (its
+                        # client pipelines the messages of the threads using it).
+                        chosen = min(usable, key=lambda p: p.in_flight)
+                    if chosen is not None:
+                        chosen.in_flight += 1
                         break
                     left = None if deadline is None else deadline - now
                     if left is not None and left <= 0:
@@ -287,21 +313,23 @@ class SMTPPool:
                             "Timed out waiting for a free connection in the pool"
                         )
                     self._cond.wait(left)
-                if chosen is None and not stale:
-                    self._open += 1  # a new connection, opened outside the lock
             for pooled in stale:
                 self._retire(pooled)
-            if chosen is not None:
-                if time.monotonic() - chosen.last_used >= self.check_after_idle and not self._check(
-                    chosen
-                ):
-                    self._discard(chosen)
-                    continue
-                return chosen
-            if not stale:
+            if stale:
+                continue
+            if chosen is None:
                 return self._connect()
+            if (
+                chosen.in_flight == 1
+                and time.monotonic() - chosen.last_used >= self.check_after_idle
+                and not self._check(chosen)
+            ):
+                self._discard(chosen)
+                continue
+            return chosen
 
     def _connect(self) -> _Pooled:
+        client: SMTP | None = None
         try:
             client = self.client_class(**self.smtp_options)
             client.connect(self.host, self.port)
@@ -313,15 +341,18 @@ class SMTPPool:
                 self.setup(client)
         except BaseException:
             with self._cond:
-                self._open -= 1
-                self._cond.notify()
-            with contextlib.suppress(NameError):
+                self._connecting -= 1
+                self._cond.notify_all()
+            if client is not None:
                 client.close()
             raise
         now = time.monotonic()
+        pooled = _Pooled(client, now, now, in_flight=1)
         with self._cond:
+            self._connecting -= 1
+            self._conns.append(pooled)
             self.stats["connections"] += 1
-        return _Pooled(client, now, now)
+        return pooled
 
     def _check(self, pooled: _Pooled) -> bool:
         try:
@@ -331,29 +362,27 @@ class SMTPPool:
         return code == 250
 
     def _release(self, pooled: _Pooled) -> None:
-        pooled.last_used = now = time.monotonic()
-        if pooled.messages >= self.max_messages_per_connection or (
-            now - pooled.created >= self.max_connection_age
-        ):
-            with self._cond:
-                self._open -= 1
-                self._cond.notify()
-            self._retire(pooled)
-            return
         with self._cond:
-            if not self._closed:
-                self._idle.append(pooled)
-                self._cond.notify()
-                return
-            self._open -= 1
-        self._retire(pooled)
+            pooled.in_flight -= 1
+            pooled.last_used = now = time.monotonic()
+            retire = pooled.in_flight == 0 and (self._closed or self._expired(pooled, now))
+            if retire and pooled in self._conns:
+                self._conns.remove(pooled)
+            self._cond.notify_all()
+        if retire:
+            self._retire(pooled)
 
     def _discard(self, pooled: _Pooled) -> None:
-        """The connection broke or is suspect: close it without QUIT."""
-        pooled.client.close()
+        """Broken or suspect: no new work for it; closed (no QUIT) once its work ends."""
         with self._cond:
-            self._open -= 1
-            self._cond.notify()
+            pooled.dead = True
+            pooled.in_flight -= 1
+            last = pooled.in_flight == 0
+            if last and pooled in self._conns:
+                self._conns.remove(pooled)
+            self._cond.notify_all()
+        if last:
+            pooled.client.close()
 
     def _retire(self, pooled: _Pooled) -> None:
         with self._cond:

@@ -566,6 +566,29 @@ def test_pool_with_threads(smtpd: Any) -> None:
     assert pool.connections == 0
 
 
+def test_pool_shares_a_busy_connection_between_threads(smtpd: Any) -> None:
+    server = smtpd()
+    errors: list[BaseException] = []
+    with smtp_sync.SMTPPool(server.host, server.port, max_connections=1, max_in_flight=4) as pool:
+
+        def work(n: int) -> None:
+            try:
+                for i in range(5):
+                    pool.sendmail("a@example.org", [f"t{n}@example.org"], b"Subject: %d\r\n\r\nx\r\n" % i)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        assert pool.stats["connections"] == 1 and pool.stats["messages"] == 20
+    assert len(server.messages) == 20
+    assert len({got.peer for got in server.messages}) == 1
+
+
 def test_pool_retries_only_what_was_never_sent(scripted: Any) -> None:
     dropped_before_content = [*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Close()]
     accepted = [*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 queued\r\n"), Expect(b"QUIT"), Send(b"221 bye\r\n")]
@@ -585,7 +608,7 @@ def test_pool_retries_only_what_was_never_sent(scripted: Any) -> None:
 
 def test_pool_waits_for_a_free_connection_within_its_limit(smtpd: Any) -> None:
     server = smtpd()
-    with smtp_sync.SMTPPool(server.host, server.port, max_connections=1, wait_timeout=0.2) as pool:
+    with smtp_sync.SMTPPool(server.host, server.port, max_connections=1, max_in_flight=1, wait_timeout=0.2) as pool:
         held = pool._acquire()
         with pytest.raises(smtp_sync.SMTPTimeoutError, match="free connection"):
             pool.sendmail("a@example.org", ["b@example.org"], MESSAGE)

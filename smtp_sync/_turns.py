@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 from smtp_core import ClientConnection, SMTPException, State
@@ -49,6 +48,47 @@ class _Pipe:
     def __init__(self) -> None:
         self.inflight: deque[_Op] = deque()  # taken by the pipeline, fate not yet known
         self.parked: Parked
+
+
+class _Turn:
+    """One turn of plain commands (see :meth:`Turns._turn`)."""
+
+    __slots__ = ("client", "op")
+
+    def __init__(self, client: Turns) -> None:
+        self.client = client
+        self.op: _Op | None = None
+
+    def __enter__(self) -> None:
+        client = self.client
+        me = threading.get_ident()
+        with client._cv:
+            if client._holder is None and not client._queue and client._pipe is None:
+                client._holder = me  # nobody else: no need to queue
+                return
+            op = self.op = _Op(None, me)
+            client._queue.append(op)
+        try:
+            client._wait_for_baton([op], me)
+        except BaseException:
+            client._abandon([op])
+            raise
+        try:
+            if client._pipe is not None:
+                client._drain()
+        except BaseException:
+            client._abandon([op])
+            client._release()
+            raise
+        with client._cv:
+            op.done = True
+            client._queue.remove(op)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.client._release()
+
+
+_NOTHING = contextlib.nullcontext()
 
 
 class Turns:
@@ -102,35 +142,14 @@ class Turns:
                     self._queue.remove(op)
             self._cv.notify_all()
 
-    @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
+    def _turn(self) -> contextlib.AbstractContextManager[None]:
         """Hold the connection for a run of plain commands, in call order (re-entrant).
 
         A mail pipeline still running is finished first (its messages keep their order).
         """
-        me = threading.get_ident()
-        if self._holder == me:
-            yield
-            return
-        op = _Op(None, me)
-        with self._cv:
-            self._queue.append(op)
-        try:
-            self._wait_for_baton([op], me)
-        except BaseException:
-            self._abandon([op])
-            raise
-        try:
-            if self._pipe is not None:
-                self._drain()
-            with self._cv:
-                op.done = True
-                self._queue.remove(op)
-            yield
-        finally:
-            if not op.done:
-                self._abandon([op])
-            self._release()
+        if self._holder == threading.get_ident():
+            return _NOTHING
+        return _Turn(self)
 
     # -- messages ----------
 

@@ -28,7 +28,8 @@ from ._exceptions import (
     SMTPTimeoutError,
     as_bytes,
 )
-from ._smtp import SMTP, Message, Refused
+from ._session import Message, Refused
+from ._smtp import SMTP
 
 __all__ = ["SMTPPool"]
 

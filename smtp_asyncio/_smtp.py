@@ -101,13 +101,15 @@ class SMTP(SMTPClientBase):
             # when it fires and, if the deadline has moved on, waits again.
             deadline = asyncio.timeout(None)
             target = None if timeout is None else loop.time() + timeout
-            timer: asyncio.TimerHandle | None = None
+            timer: asyncio.Handle | None = None
+            armed_for = 0.0  # when the timer fires (uvloop's handles do not say)
 
             def arm(when: float) -> None:
-                nonlocal timer
+                nonlocal timer, armed_for
                 if timer is not None:
                     timer.cancel()
                 timer = loop.call_at(when, fire)
+                armed_for = when
 
             def fire() -> None:
                 nonlocal timer
@@ -123,7 +125,7 @@ class SMTP(SMTPClientBase):
                 nonlocal target
                 limit = timeout if seconds is None else seconds
                 target = None if limit is None else loop.time() + limit
-                if target is not None and (timer is None or target < timer.when()):
+                if target is not None and (timer is None or target < armed_for):
                     arm(target)
 
             if target is not None:

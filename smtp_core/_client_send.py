@@ -128,12 +128,19 @@ class SendingMixin(AuthMixin):
         try:
             return await self._within(total, now)
         except SMTPTimeoutError as exc:
+            op = prepared[0].context if prepared else None
+            fate = getattr(op.outcome, "outcome", None) if op is not None and op.done else None
+            if fate is Outcome.DONE and op is not None:
+                return op.outcome  # the server answered it as the deadline passed
             timed_out = SMTPReadTimeoutError(
                 f"Timed out: the message was not sent within its total deadline ({total} s)"
             )
-            sent = bool(prepared) and prepared[0].content_sent
-            timed_out.outcome = Outcome.UNKNOWN if sent else Outcome.NEVER_SENT
-            timed_out.content_started = sent
+            # Once the pipeline took the message it goes on without this caller, and its
+            # content may still go out, unless the session ended with it (fate known).
+            if fate is None:
+                fate = Outcome.UNKNOWN if op is not None else Outcome.NEVER_SENT
+            timed_out.outcome = fate
+            timed_out.content_started = bool(prepared) and prepared[0].content_sent
             raise timed_out from exc
 
     async def sendmail_detailed(

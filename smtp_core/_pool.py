@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 from ._client import SMTPClientBase
 from ._exceptions import (
+    SMTPConnectTimeoutError,
     SMTPException,
+    SMTPReadTimeoutError,
     SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
@@ -174,12 +176,14 @@ class SMTPPoolBase(abc.ABC):
         while self._waiters:
             self._waiters.popleft().set()
 
-    async def expire_idle(self) -> None:
-        """Close (QUIT) connections idle longer than ``idle_timeout`` or past their age."""
+    async def expire_idle(self, deadline: float | None = None) -> None:
+        """Close (QUIT) connections idle longer than ``idle_timeout`` or past their age.
+
+        ``deadline`` (the event loop's clock) bounds the QUITs of a caller's call."""
         now = self._now()
         for pooled in [p for p in self._conns if p.in_flight == 0]:
             if now - pooled.last_used > self.idle_timeout or self._expired(pooled, now):
-                await self._retire(pooled)
+                await self._retire(pooled, deadline)
 
     async def sendmail(
         self,
@@ -314,7 +318,7 @@ class SMTPPoolBase(abc.ABC):
                 continue
             except BaseException:
                 if pooled.client.is_connected:
-                    await self._release(pooled)
+                    await self._release(pooled, deadline)
                 else:
                     await self._discard(pooled)
                 raise
@@ -327,7 +331,7 @@ class SMTPPoolBase(abc.ABC):
                 and attempt < self.max_attempts
             )
             if pooled.client.is_connected and not retry:
-                await self._release(pooled)
+                await self._release(pooled, deadline)
             else:
                 # Retry on a fresh connection (the server may be in trouble on this one).
                 await self._discard(pooled)
@@ -380,7 +384,7 @@ class SMTPPoolBase(abc.ABC):
         while True:
             if self._closed:
                 raise SMTPException("The connection pool is closed")
-            await self.expire_idle()
+            await self.expire_idle(deadline)
             now = self._now()
             usable = [
                 p
@@ -392,7 +396,7 @@ class SMTPPoolBase(abc.ABC):
                 pooled = max(idle, key=lambda p: p.last_used)  # the most recently used
                 pooled.in_flight += 1
                 if now - pooled.last_used >= self.check_after_idle and not await self._check(
-                    pooled
+                    pooled, deadline
                 ):
                     await self._discard(pooled)
                     continue
@@ -418,7 +422,18 @@ class SMTPPoolBase(abc.ABC):
             if left is not None:
                 options["timeout"] = min(left, options["timeout"] or left)
             client = self._client_class()(**options)
-            await client.connect()
+
+            async def connect(restart: Callable[[float | None], None]) -> None:
+                await client.connect()
+
+            # Each stage of connecting has the time left; all of them together too.
+            try:
+                await client._within(left, connect)
+            except SMTPReadTimeoutError as exc:
+                await client.aclose_quietly()
+                raise SMTPConnectTimeoutError(
+                    "Timed out connecting within the call's deadline"
+                ) from exc
         finally:
             self._connecting -= 1
             self._wake()
@@ -428,18 +443,18 @@ class SMTPPoolBase(abc.ABC):
         self.stats["connections"] += 1
         return pooled
 
-    async def _check(self, pooled: _Pooled) -> bool:
+    async def _check(self, pooled: _Pooled, deadline: float | None) -> bool:
         try:
-            await pooled.client.noop(timeout=5.0)
+            await pooled.client.noop(timeout=self._housekeeping_timeout(deadline))
         except (SMTPException, OSError):
             return False
         return True
 
-    async def _release(self, pooled: _Pooled) -> None:
+    async def _release(self, pooled: _Pooled, deadline: float | None = None) -> None:
         pooled.in_flight -= 1
         pooled.last_used = self._now()
         if pooled.in_flight == 0 and (self._closed or self._expired(pooled, pooled.last_used)):
-            await self._retire(pooled)
+            await self._retire(pooled, deadline)
         self._wake()
 
     async def _discard(self, pooled: _Pooled) -> None:
@@ -451,16 +466,22 @@ class SMTPPoolBase(abc.ABC):
             await pooled.client.aclose_quietly()
         self._wake()
 
-    async def _retire(self, pooled: _Pooled) -> None:
+    async def _retire(self, pooled: _Pooled, deadline: float | None = None) -> None:
         if pooled not in self._conns:
             return
         self._conns.remove(pooled)
         self.stats["retired"] += 1
         client = pooled.client
-        if client.is_connected and not pooled.dead:
+        quit_timeout = self._housekeeping_timeout(deadline)
+        if client.is_connected and not pooled.dead and quit_timeout > 0:
             with contextlib.suppress(SMTPException, OSError):
-                await client.quit(timeout=5.0)
+                await client.quit(timeout=quit_timeout)
         await client.aclose_quietly()
+
+    def _housekeeping_timeout(self, deadline: float | None) -> float:
+        """A NOOP or QUIT made inside a caller's call: 5 s, or what is left of its deadline."""
+        left = self._left(deadline)
+        return 5.0 if left is None else min(5.0, left)
 
     def _wake(self) -> None:
         if self._waiters:

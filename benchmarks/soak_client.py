@@ -65,6 +65,35 @@ def fd_targets() -> list[str]:
     return sorted(targets)
 
 
+def open_transports() -> list[str]:
+    """What holds the transports still open (after ``gc.collect()``): a leak's trail."""
+    found = []
+    for obj in gc.get_objects():
+        if not isinstance(obj, asyncio.BaseTransport):
+            continue
+        with contextlib.suppress(Exception):
+            if obj.is_closing():
+                continue
+            protocol = obj.get_protocol()
+            state = {
+                key: value
+                for key, value in vars(protocol).items()
+                if key in ("_closed", "_eof", "_tls", "_lost")
+            }
+            owners = sorted(
+                {
+                    type(owner).__name__
+                    for holder in gc.get_referrers(protocol)
+                    for owner in (
+                        gc.get_referrers(holder) if isinstance(holder, dict) else [holder]
+                    )
+                    if not isinstance(owner, (list, dict, type(sys)))
+                }
+            )
+            found.append(f"{type(obj).__name__}/{type(protocol).__name__} {state} held by {owners}")
+    return found
+
+
 def live_tasks() -> int:
     if sniffio.current_async_library() == "trio":
         import trio
@@ -114,6 +143,7 @@ class Soak:
         self.out = sys.stdout
         self.max_late = 0.0
         self.longest_connect = 0.0
+        self.tracebacks: set[str] = set()
         self.counts: dict[str, int] = {}
         self.end = 0.0
         self.tls_context = ssl.create_default_context(cafile=ca_path)
@@ -195,6 +225,7 @@ class Soak:
                     "fds_start": fds_start,
                     "fds_end": fds_before_gc,
                     "fds_after_gc": open_fds(),
+                    "open_transports": open_transports(),
                     "fds_left": sorted(
                         (
                             collections.Counter(fd_targets()) - collections.Counter(targets_start)
@@ -281,7 +312,9 @@ class Soak:
                     exc_name, text = type(exc).__name__, str(exc)
                 except Exception as exc:  # not an SMTP error: a bug; the soak reports it
                     result, exc_name, text = "error", type(exc).__name__, str(exc)
-                    traceback.print_exc(file=sys.stderr)
+                    if exc_name not in self.tracebacks:  # the first of each kind
+                        self.tracebacks.add(exc_name)
+                        traceback.print_exc(file=sys.stderr)
             if scope.cancelled_caught:
                 result, outcome = "cancel", "-"
             late = 0.0

@@ -277,8 +277,10 @@ class Report:
         last = child.samples[-1]
         lines = [
             f"  {name} (at {last['when']} s): rss {last['rss_kib'] / 1024:.1f} MiB, "
-            f"fds {last['fds']}, tasks {last['tasks']}, calls {sum(last['counts'].values())} "
-            f"{last['counts']}, longest connect() {last['longest_connect_ms']:.0f} ms"
+            f"fds {last['fds']}, tasks {last['tasks']}, objects {last.get('objects')}, "
+            f"calls {sum(last['counts'].values())} "
+            f"{last['counts']}, longest connect() {last['longest_connect_ms']:.0f} ms, "
+            f"event loop late by up to {last.get('max_loop_lag_ms', 0):.0f} ms"
         ]
         timed = [s for s in child.samples if s["when"] != "final"]
         after_warmup = [s for s in timed if float(s["when"]) >= self.warmup]
@@ -340,6 +342,7 @@ class Report:
             ),
             f"  {name}: pools {f['pool_stats']}",
             *(f"  {name}: still open: {line}" for line in f.get("open_transports", [])[:5]),
+            f"  {name}: live objects grown most since the warm-up: {f.get('objects_grown')}",
             check("exit", code == 0, f"  {name}: exit code {code}"),
         ]
         if stderr:
@@ -396,7 +399,7 @@ async def soak(
         waiting = asyncio.ensure_future(asyncio.gather(*(c.process.wait() for c in children)))
         n = 1
         while True:
-            wake = started + n * report_every + 2.0  # just after the children's samples
+            wake = started + n * report_every + 5.0  # after the children's samples
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(waiting), max(0.0, wake - time.monotonic()))
             if waiting.done():

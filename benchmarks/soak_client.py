@@ -144,6 +144,10 @@ class Soak:
         self.max_late = 0.0
         self.longest_connect = 0.0
         self.tracebacks: set[str] = set()
+        self.max_lag = 0.0
+        # Object counts by type at the end of the warm-up: what grew since, at the end.
+        self.warmup = 120.0 if seconds >= 360 else seconds / 3
+        self.warm_types: collections.Counter[str] | None = None
         self.counts: dict[str, int] = {}
         self.end = 0.0
         self.tls_context = ssl.create_default_context(cafile=ca_path)
@@ -194,6 +198,7 @@ class Soak:
         ]
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.monitor)
+            outer.start_soon(self.lag)
             async with anyio.create_task_group() as tg:
                 for i in range(8):
                     tg.start_soon(self.caller, f"p{i}", pools[i % 2].sendmail, POOL_DEADLINE)
@@ -226,6 +231,7 @@ class Soak:
                     "fds_end": fds_before_gc,
                     "fds_after_gc": open_fds(),
                     "open_transports": open_transports(),
+                    "objects_grown": self.objects_grown(),
                     "fds_left": sorted(
                         (
                             collections.Counter(fd_targets()) - collections.Counter(targets_start)
@@ -241,6 +247,9 @@ class Soak:
         self.out.flush()
 
     def stats(self, when: str) -> None:
+        objects = gc.get_objects()
+        if self.warm_types is None and (when == "final" or float(when) >= self.warmup):
+            self.warm_types = collections.Counter(type(o).__name__ for o in objects)
         self.emit(
             "S "
             + json.dumps(
@@ -251,11 +260,28 @@ class Soak:
                     "tasks": live_tasks(),
                     "max_late_ms": round(self.max_late * 1000, 1),
                     "longest_connect_ms": round(self.longest_connect * 1000, 1),
+                    "max_loop_lag_ms": round(self.max_lag * 1000, 1),
                     "counts": self.counts,
+                    "objects": len(objects),
                 }
             )
         )
         self.out.flush()
+
+    def objects_grown(self) -> list[tuple[str, int]]:
+        """The types whose live objects grew most since the warm-up (a leak's suspects)."""
+        if self.warm_types is None:
+            return []
+        now = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        now.subtract(self.warm_types)
+        return [(name, n) for name, n in now.most_common(6) if n > 0]
+
+    async def lag(self) -> None:
+        """How late the event loop wakes a 10 ms sleep: the machine's share of any overrun."""
+        while True:
+            before = time.monotonic()
+            await anyio.sleep(0.01)
+            self.max_lag = max(self.max_lag, time.monotonic() - before - 0.01)
 
     async def monitor(self) -> None:
         started = time.monotonic()

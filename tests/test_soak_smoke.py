@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from .conftest import Adapter, Certs
-from .servers import Close, Expect, ExpectData, Send, session_prefix
+from .servers import Close, Expect, ExpectData, Hang, Send, StartTLS, session_prefix
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -183,3 +184,55 @@ def test_reconnect_after_the_server_closed_mid_pipeline(adapter: Adapter, script
     assert seen["first"] is mod.Outcome.NEVER_SENT
     assert seen["second"] == ({}, "queued"), seen
     assert not seen["transport left open"] and not seen["ehlo kept"], seen
+
+
+def test_a_broken_tls_session_releases_its_socket(adapter: Adapter, scripted: Any, certs: Certs, request: pytest.FixtureRequest) -> None:
+    """A session that timed out over TLS is closed at once, socket included, whatever the
+    server does next (here: nothing; it never answers the TLS close either)."""
+    if adapter.module.__name__ == "smtp_asyncio":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="smtp_asyncio's StreamProtocol.close()/aclose() call transport.close(): on "
+                "an SSL transport that starts a graceful TLS shutdown, and the socket stays open "
+                "until the peer answers it or asyncio's ssl_shutdown_timeout (30 s) passes; a broken "
+                "session could abort() instead",
+            )
+        )
+    server = scripted(
+        [
+            *session_prefix("STARTTLS"),
+            Expect(b"STARTTLS"),
+            Send(b"220 go ahead\r\n"),
+            StartTLS(certs.server_context()),
+            Expect(b"EHLO"),
+            Send(b"250-smtp.test\r\n250 PIPELINING\r\n"),
+            Expect(b"MAIL"),
+            Hang(),
+        ]
+    )
+    mod = adapter.module
+
+    async def main() -> list[bool]:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5, start_tls=True, tls_context=certs.client_context(), local_hostname="client.test")
+        await smtp.connect()
+        fd = smtp.get_transport_info("socket").fileno()
+        identity = os.readlink(f"/proc/self/fd/{fd}")
+        with pytest.raises(mod.SMTPTimeoutError):
+            await smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: t\r\n\r\nhi\r\n", timeout=0.2)
+
+        def still_open() -> bool:
+            try:
+                return os.readlink(f"/proc/self/fd/{fd}") == identity
+            except OSError:
+                return False
+
+        for _ in range(20):  # up to a second
+            if not still_open():
+                break
+            await adapter.sleep(0.05)
+        return [still_open()]
+
+    [left_open] = adapter.run(main)
+    assert not left_open, "the socket of the broken TLS session is still open a second later"

@@ -238,12 +238,16 @@ def test_pool_deadline_with_the_stalled_connection_shared(adapter: Adapter, scri
 
     adapter.run(main)
     # One of them drives the connection and times out; the other, behind it, is told the
-    # connection was lost under it, before any of it was sent.
-    kinds = sorted(type(exc).__name__ for exc, _ in errors.values())
-    assert kinds == ["SMTPReadTimeoutError", "SMTPServerDisconnected"], errors
-    for exc, took in errors.values():
-        assert exc.outcome is mod.Outcome.NEVER_SENT
-        assert took < DEADLINE + HANG
+    # connection was lost under it, before any of it was sent (or, if the connection took
+    # that long to open, gave up waiting for it).
+    assert len(errors) == 2
+    driver, behind = sorted(errors.values(), key=lambda item: not isinstance(item[0], mod.SMTPReadTimeoutError))
+    assert type(driver[0]) is mod.SMTPReadTimeoutError and driver[0].outcome is mod.Outcome.NEVER_SENT
+    exc = behind[0]
+    assert (type(exc) is mod.SMTPServerDisconnected and exc.outcome is mod.Outcome.NEVER_SENT) or (
+        type(exc) is mod.SMTPTimeoutError and "free connection" in exc.message
+    ), repr(exc)
+    assert driver[1] < DEADLINE + HANG and behind[1] < DEADLINE + HANG
 
 
 async def gather(*calls: Awaitable[Any]) -> None:
@@ -363,7 +367,7 @@ def test_pool_deadline_bounds_retiring_a_connection(scripted: Any) -> None:
     "SendingMixin._sendmail_outcome reads content_sent at the deadline)",
 )
 def test_never_sent_at_the_total_deadline_means_never_sent(adapter: Adapter, scripted: Any) -> None:
-    deadline = 0.5
+    deadline = 0.6
     tagged = [b"Subject: first\r\n\r\nfirst\r\n", b"Subject: second\r\n\r\nsecond\r\n"]
     server = scripted(
         [
@@ -371,10 +375,10 @@ def test_never_sent_at_the_total_deadline_means_never_sent(adapter: Adapter, scr
             Expect(b"MAIL"),
             Expect(b"RCPT"),
             Expect(b"DATA"),
-            # 354 for the first message comes after its caller's deadline (0.5 s), and
-            # before the second caller's (0.85 s).
+            # 354 for the first message comes after its caller's deadline (0.6 s), and
+            # well before the second caller's (1.15 s).
             Send(b"250 ok\r\n250 ok\r\n"),
-            SendSlowly(b"3", 0.65),
+            SendSlowly(b"3", 0.7),
             Send(b"54 go\r\n"),
             ExpectData(),
             Send(b"250 queued\r\n"),
@@ -395,7 +399,7 @@ def test_never_sent_at_the_total_deadline_means_never_sent(adapter: Adapter, scr
             except mod.SMTPException as exc:
                 outcomes[f"m{which}"] = exc
 
-        await gather(send(0, 0), send(1, 0.35))
+        await gather(send(0, 0), send(1, 0.55))
         smtp.close()
 
     adapter.run(main)

@@ -4,7 +4,8 @@ Usage: python benchmarks/client.py CLIENT SCENARIO PORT COUNT
 CLIENT: smtp_asyncio, smtp_anyio-asyncio, smtp_anyio-trio, aiosmtplib, smtplib,
         asyncio-floor (the reference point of benchmarks/floor.py; sequential, connsN
         and newconn only); any asyncio one with "-uvloop" appended runs on uvloop
-SCENARIO: sequential, batch, conns8, conns64, newconn, send, pool, big, bigfile
+SCENARIO: sequential, batch, conns8, conns64, newconn, send, pool, big, bigfile,
+          and for runs over a delay proxy (run.py --rtt): gather, pool4x8, latency
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import threading
@@ -28,6 +30,10 @@ MESSAGE = (
 ) * 12
 MESSAGE = MESSAGE[:1024]
 BIG_SIZE = 20 * 1024 * 1024
+LATENCY_GAP = 0.005
+"""Seconds between the lone messages of the latency scenario."""
+POOL4X8_SENDERS = 64
+"""Concurrent senders in the pool4x8 scenario: enough to keep 4 x 8 messages in flight."""
 
 
 def rss_kib() -> int:
@@ -50,7 +56,7 @@ def split(total: int, parts: int) -> list[int]:
 # -- smtplib (blocking; threads for several connections) ------------------------------
 
 
-def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> None:
+def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> dict[str, Any]:
     import smtplib
 
     def one_connection(n: int) -> None:
@@ -58,13 +64,14 @@ def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> None:
             for _ in range(n):
                 smtp.sendmail(SENDER, RECIPIENTS, payload)
 
-    if scenario in ("sequential", "batch", "big", "bigfile"):
+    if scenario in ("sequential", "batch", "gather", "big", "bigfile"):
         one_connection(count)
-    elif scenario.startswith("conns") or scenario == "pool":
-        connections = 8 if scenario == "pool" else int(scenario[5:])
+    elif scenario == "latency":
+        return run_smtplib_latency(port, count, payload)
+    elif scenario.startswith("conns") or scenario in ("pool", "pool4x8"):
+        connections = {"pool": 8, "pool4x8": 4}.get(scenario) or int(scenario[5:])
         threads = [
-            threading.Thread(target=one_connection, args=(n,))
-            for n in split(count, connections)
+            threading.Thread(target=one_connection, args=(n,)) for n in split(count, connections)
         ]
         for thread in threads:
             thread.start()
@@ -73,6 +80,21 @@ def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> None:
     elif scenario in ("newconn", "send"):
         for _ in range(count):
             one_connection(1)
+    return {}
+
+
+def run_smtplib_latency(port: int, count: int, payload: Any) -> dict[str, Any]:
+    import smtplib
+
+    samples = []
+    with smtplib.SMTP(HOST, port) as smtp:
+        smtp.sendmail(SENDER, RECIPIENTS, payload)  # warm-up: the connection is open
+        for _ in range(count):
+            time.sleep(LATENCY_GAP)
+            started = time.perf_counter()
+            smtp.sendmail(SENDER, RECIPIENTS, payload)
+            samples.append(time.perf_counter() - started)
+    return {"lone_ms": statistics.median(samples) * 1000, "messages": count + 1}
 
 
 # -- async clients ----------------------------------------------------------------------
@@ -80,7 +102,8 @@ def run_smtplib(scenario: str, port: int, count: int, payload: Any) -> None:
 
 async def run_async(
     module: Any, gather: Any, scenario: str, port: int, count: int, payload: Any
-) -> None:
+) -> dict[str, Any]:
+    """Run one scenario; returns figures to add to the result (latencies, messages)."""
     SMTP = module.SMTP
 
     async def one_connection(n: int) -> None:
@@ -119,6 +142,19 @@ async def run_async(
                             for _ in range(min(1000, count - start))
                         ]
                     )
+    elif scenario == "gather":  # concurrent sendmail calls on one client, for every client
+        async with SMTP(
+            hostname=HOST, port=port, start_tls=False, local_hostname="bench.local"
+        ) as smtp:
+            for start in range(0, count, 1000):
+                await gather(
+                    [
+                        smtp.sendmail(SENDER, RECIPIENTS, payload)
+                        for _ in range(min(1000, count - start))
+                    ]
+                )
+    elif scenario == "latency":
+        return await run_latency(module, port, count, payload)
     elif scenario.startswith("conns"):
         await gather([one_connection(n) for n in split(count, int(scenario[5:]))])
     elif scenario == "newconn":
@@ -137,15 +173,30 @@ async def run_async(
             )
     elif scenario == "pool":
         await run_pool(module, gather, port, count, payload)
+    elif scenario == "pool4x8":
+        await run_pool(module, gather, port, count, payload, connections=4, senders=POOL4X8_SENDERS)
+    return {}
 
 
-async def run_pool(module: Any, gather: Any, port: int, count: int, payload: Any) -> None:
-    """200 concurrent senders sharing 8 connections."""
-    senders = 200
+async def run_pool(
+    module: Any,
+    gather: Any,
+    port: int,
+    count: int,
+    payload: Any,
+    connections: int = 8,
+    senders: int = 200,
+) -> None:
+    """Concurrent senders sharing a few connections (SMTPPool's default max_in_flight, 8)."""
     per_sender = split(count, senders)
     if hasattr(module, "SMTPPool"):
         async with module.SMTPPool(
-            hostname=HOST, port=port, max_connections=8, start_tls=False, local_hostname="b.local"
+            hostname=HOST,
+            port=port,
+            max_connections=connections,
+            max_in_flight=8,
+            start_tls=False,
+            local_hostname="b.local",
         ) as pool:
 
             async def sender(n: int) -> None:
@@ -154,10 +205,13 @@ async def run_pool(module: Any, gather: Any, port: int, count: int, payload: Any
 
             await gather([sender(n) for n in per_sender])
         return
-    # aiosmtplib has no pool: a fixed set of 8 connections shared through a lock each.
+    # aiosmtplib has no pool: a fixed set of connections shared through a queue.
     import asyncio
 
-    clients = [module.SMTP(hostname=HOST, port=port, start_tls=False) for _ in range(8)]
+    clients = [
+        module.SMTP(hostname=HOST, port=port, start_tls=False, local_hostname="b.local")
+        for _ in range(connections)
+    ]
     for client in clients:
         await client.connect()
     free: asyncio.Queue[Any] = asyncio.Queue()
@@ -175,6 +229,72 @@ async def run_pool(module: Any, gather: Any, port: int, count: int, payload: Any
     await gather([aiosmtplib_sender(n) for n in per_sender])
     for client in clients:
         await client.quit()
+
+
+async def run_latency(module: Any, port: int, count: int, payload: Any) -> dict[str, Any]:
+    """Median latency of a lone sendmail, on an open connection and through a pool.
+
+    Each message is sent alone, LATENCY_GAP seconds after the previous one finished,
+    after one warm-up message that opens the connection. The pool is SMTPPool (4
+    connections, max_in_flight 8) or, for aiosmtplib, 4 open connections in a queue.
+    """
+    if module.__name__ == "smtp_anyio":
+        import anyio
+
+        sleep = anyio.sleep
+    else:
+        import asyncio
+
+        sleep = asyncio.sleep
+
+    async def measure(send: Any) -> float:
+        await send()  # warm-up
+        samples = []
+        for _ in range(count):
+            await sleep(LATENCY_GAP)
+            started = time.perf_counter()
+            await send()
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples) * 1000
+
+    async with module.SMTP(
+        hostname=HOST, port=port, start_tls=False, local_hostname="bench.local"
+    ) as smtp:
+        lone = await measure(lambda: smtp.sendmail(SENDER, RECIPIENTS, payload))
+    if hasattr(module, "SMTPPool"):
+        async with module.SMTPPool(
+            hostname=HOST,
+            port=port,
+            max_connections=4,
+            max_in_flight=8,
+            start_tls=False,
+            local_hostname="b.local",
+        ) as pool:
+            pooled = await measure(lambda: pool.sendmail(SENDER, RECIPIENTS, payload))
+    else:
+        import asyncio
+
+        clients = [
+            module.SMTP(hostname=HOST, port=port, start_tls=False, local_hostname="b.local")
+            for _ in range(4)
+        ]
+        for client in clients:
+            await client.connect()
+        free: asyncio.Queue[Any] = asyncio.Queue()
+        for client in clients:
+            free.put_nowait(client)
+
+        async def queued_send() -> None:
+            client = await free.get()
+            try:
+                await client.sendmail(SENDER, RECIPIENTS, payload)
+            finally:
+                free.put_nowait(client)
+
+        pooled = await measure(queued_send)
+        for client in clients:
+            await client.quit()
+    return {"lone_ms": lone, "pooled_ms": pooled, "messages": 2 * (count + 1)}
 
 
 def main() -> None:
@@ -202,6 +322,9 @@ def main() -> None:
     # Import the client before measuring, so import costs count for nobody.
     if client.startswith("smtp_anyio"):
         import smtp_anyio
+
+        if client == "smtp_anyio-trio":
+            import trio
     elif client in ("smtp_asyncio", "aiosmtplib"):
         __import__(client)
     elif client == "asyncio-floor":
@@ -214,7 +337,7 @@ def main() -> None:
         if scenario == "bigfile":
             with open(payload, "rb") as file:
                 payload = file.read()  # smtplib needs the whole message in memory
-        run_smtplib(scenario, port, count, payload)
+        extra = run_smtplib(scenario, port, count, payload)
     elif client == "smtp_anyio-trio":
         import trio
 
@@ -229,7 +352,7 @@ def main() -> None:
 
                     nursery.start_soon(run)
 
-        trio.run(run_async, smtp_anyio, gather_trio, scenario, port, count, payload)
+        extra = trio.run(run_async, smtp_anyio, gather_trio, scenario, port, count, payload)
     else:
         import asyncio
 
@@ -249,9 +372,11 @@ def main() -> None:
         if uvloop:
             import uvloop as uvloop_module
 
-            uvloop_module.run(run_async(module, gather_asyncio, scenario, port, count, payload))
+            extra = uvloop_module.run(
+                run_async(module, gather_asyncio, scenario, port, count, payload)
+            )
         else:
-            asyncio.run(run_async(module, gather_asyncio, scenario, port, count, payload))
+            extra = asyncio.run(run_async(module, gather_asyncio, scenario, port, count, payload))
     elapsed = time.perf_counter() - started
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
@@ -267,6 +392,7 @@ def main() -> None:
                 "cpu_seconds": cpu,
                 "bytes": size * count,
                 "rss_growth_kib": max(0, usage1.ru_maxrss - base_rss),
+                **extra,
             }
         )
     )

@@ -40,6 +40,15 @@ class StreamsTransport:
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         await self.writer.start_tls(tls_context, server_hostname=server_hostname)
 
+    def peer_closed(self) -> bool:
+        return False
+
+    async def read_wakeable(self) -> bytes | None:
+        return await self.read()
+
+    def wake(self) -> None:
+        pass
+
     def get_extra_info(self, key: str) -> Any:
         return self.writer.get_extra_info(key)
 

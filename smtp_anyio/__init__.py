@@ -3,6 +3,12 @@
 Code written for aiosmtplib runs by changing the import::
 
     import smtp_anyio as aiosmtplib
+
+aiosmtplib's submodules are here too, with the names code imports from them:
+``api``, ``smtp``, ``errors``, ``response``, ``status``, ``typing``, ``email``,
+``esmtp``, ``auth`` and ``protocol`` (whose docstring says how the architecture
+differs). Packages that ``import aiosmtplib`` run on this one when
+``sys.modules["aiosmtplib"]`` (and each ``aiosmtplib.<submodule>``) is ``smtp_anyio``.
 """
 
 from smtp_core._client import Timeouts
@@ -28,6 +34,8 @@ from smtp_core._outcome import Outcome
 from smtp_core._response import SMTPResponse, SMTPStatus, SMTPTokenGenerator
 from smtp_core._transaction import RecipientResult, TransactionResult
 
+# aiosmtplib's submodules, reachable as attributes (``aiosmtplib.smtp.SMTP``) as there.
+from . import api, auth, email, errors, esmtp, protocol, response, smtp, status, typing  # noqa: F401
 from ._smtp import LMTP, SMTP, SMTPPool
 from .api import send
 

@@ -38,7 +38,12 @@ class SMTP(SMTPClientBase):
             try:
                 stream = await self._connect_stream(options)
             except OSError as exc:
-                raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
+                # anyio gathers the attempts in an OSError without errno, the last
+                # attempt's error as its cause: chain to the one that says what failed.
+                cause = exc.__cause__ if exc.errno is None else None
+                if not isinstance(cause, OSError):
+                    cause = exc
+                raise SMTPConnectError(f"Error connecting to {where}: {exc}") from cause
             except anyio.BrokenResourceError as exc:
                 raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
             return AnyioTransport(stream)

@@ -51,6 +51,8 @@ class AnyioTransport:
         self._stream = stream
         self._raw_socket: Any = None  # looked up once, for peek_unsolicited()
         self.closed = False
+        self._woken = False
+        self._wake_scope: anyio.CancelScope | None = None
 
     @property
     def is_connected(self) -> bool:
@@ -74,6 +76,26 @@ class AnyioTransport:
         except _BROKEN as exc:
             raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
 
+    async def read_wakeable(self) -> bytes | None:
+        # A receive cancelled before it returned loses nothing (the bytes stay in the
+        # stream for the next one), so waking is cancelling this scope.
+        if self._woken:
+            self._woken = False
+            return None
+        with anyio.CancelScope() as scope:
+            self._wake_scope = scope
+            try:
+                return await self.read()
+            finally:
+                self._wake_scope = None
+                self._woken = False
+        return None
+
+    def wake(self) -> None:
+        self._woken = True
+        if self._wake_scope is not None:
+            self._wake_scope.cancel()
+
     async def write(self, data: bytes) -> None:
         try:
             await self._stream.send(data)
@@ -83,28 +105,47 @@ class AnyioTransport:
     def take_unread(self) -> bytes:
         return b""  # anyio streams hand over everything they have on each receive
 
-    def peek_unsolicited(self) -> bytes:
-        # anyio reads only when asked: bytes the server sent while the client was idle
-        # wait in the socket. Peek at them there (a TLS stream's socket holds records,
-        # some of them not data, so only plain streams are looked at).
+    def peer_closed(self) -> bool:
+        # A plain socket the server closed reads as empty at once (peeked, left in
+        # place); a TLS stream's socket holds records, so it is not looked at.
+        peeker = self._peeker()
+        if peeker is None:
+            return False
+        try:
+            return bool(peeker.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
+        except OSError:  # BlockingIOError: open, nothing there
+            return False
+        finally:
+            if peeker is not self._raw_socket:
+                peeker.detach()
+
+    def _peeker(self) -> Any:
+        """A socket object to peek through (None for TLS streams)."""
         if isinstance(self._stream, TLSStream):
-            return b""
+            return None
         raw = self._raw_socket
         if raw is None:
             raw = self._raw_socket = self._stream.extra(SocketAttribute.raw_socket, False)
         if raw is False:
-            return b""
+            return None
         # On asyncio the raw socket is a restricted view without recv(): peek through a
         # temporary socket object on the same descriptor, detached so it closes nothing.
-        peeker = raw if hasattr(raw, "recv") else socket.socket(
-            raw.family, raw.type, raw.proto, fileno=raw.fileno()
-        )
+        if hasattr(raw, "recv"):
+            return raw
+        return socket.socket(raw.family, raw.type, raw.proto, fileno=raw.fileno())
+
+    def peek_unsolicited(self) -> bytes:
+        # anyio reads only when asked: bytes the server sent while the client was idle
+        # wait in the socket. Peek at them there, left in place.
+        peeker = self._peeker()
+        if peeker is None:
+            return b""
         try:
-            return bytes(peeker.recv(64, socket.MSG_PEEK))  # non-blocking: never waits
+            return bytes(peeker.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT))
         except OSError:  # BlockingIOError: nothing there
             return b""
         finally:
-            if peeker is not raw:
+            if peeker is not self._raw_socket:
                 peeker.detach()
 
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
@@ -131,7 +172,7 @@ class AnyioTransport:
         if key == "socket":
             return stream.extra(SocketAttribute.raw_socket, None)
         ssl_object = stream.extra(TLSAttribute.ssl_object, None)
-        if key == "sslobject":
+        if key in ("sslobject", "ssl_object"):
             return ssl_object
         if key == "sslcontext":
             return ssl_object.context if ssl_object is not None else None

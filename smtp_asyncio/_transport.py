@@ -30,6 +30,7 @@ class StreamProtocol(asyncio.Protocol):
         self._paused_writing = False
         self._paused_reading = False
         self._tls = False
+        self._woken = False
 
     # asyncio.Protocol callbacks ---------------------------------------------------
 
@@ -79,6 +80,8 @@ class StreamProtocol(asyncio.Protocol):
 
     async def read(self) -> bytes:
         while not self._chunks:
+            if self._closed and not self._eof:
+                raise SMTPServerDisconnected("Connection closed")
             if self._eof:
                 if self._lost is not None:
                     raise SMTPServerDisconnected(f"Connection lost: {self._lost}") from self._lost
@@ -92,6 +95,20 @@ class StreamProtocol(asyncio.Protocol):
             self._paused_reading = False
             self.transport.resume_reading()
         return data
+
+    async def read_wakeable(self) -> bytes | None:
+        while not self._chunks and not self._eof and not self._closed:
+            if self._woken:
+                self._woken = False
+                return None
+            self._read_waiter = self._loop.create_future()
+            await self._read_waiter
+        self._woken = False
+        return await self.read()
+
+    def wake(self) -> None:
+        self._woken = True
+        self._wake_reader()
 
     async def write(self, data: bytes) -> None:
         transport = self.transport
@@ -136,6 +153,9 @@ class StreamProtocol(asyncio.Protocol):
     def is_connected(self) -> bool:
         """True while the transport is open (as aiosmtplib's protocol says)."""
         return self.transport is not None and not self._closed and not self.transport.is_closing()
+
+    def peer_closed(self) -> bool:
+        return self._eof
 
     def get_extra_info(self, key: str) -> Any:
         if self.transport is None:

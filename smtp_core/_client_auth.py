@@ -52,9 +52,10 @@ class AuthMixin(CommandsMixin):
             await self.login(self._login_username, password, timeout=timeout)
 
     async def login(
-        self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = _default
+        self, username: str | bytes, password: str | bytes, /, timeout: Timeout = _default
     ) -> SMTPResponse:
-        """Log in with the best mechanism both sides support (CRAM-MD5, PLAIN, LOGIN).
+        """Log in with the best mechanism both sides support: SCRAM-SHA-256, CRAM-MD5,
+        PLAIN, then LOGIN (``AUTH_METHODS``; aiosmtplib's order with SCRAM first).
 
         Servers sometimes advertise mechanisms they do not support, so on an
         authentication failure the next mechanism is tried.

@@ -289,7 +289,7 @@ class SendingMixin(AuthMixin):
         """Connect on first use (as aiosmtplib 1.0 programs expect) and say EHLO once."""
         if self._transport is None or self.is_ehlo_or_helo_needed:
             async with self._turn():
-                if not self.is_connected and self._transport is None and self._conn is None:
+                if not self._open() and self._transport is None and self._conn is None:
                     await self.connect()
                 await self._ehlo_or_helo_if_needed(timeout)
         return self._require_connection()

@@ -1,76 +1,40 @@
-"""The client's session room: configuration, connecting, turns on the connection, the trampoline.
+"""The client's session room: configuration, connecting, the session's state, closing.
 
-One connection serves every task that calls into the client. Who drives it is decided
-here, written once for every adapter:
-
-* Every caller's work is an *operation*, queued in call order: a plain command (or a
-  run of them: EHLO then AUTH...) takes the connection for itself; a message joins the
-  mail pipeline (:func:`~smtp_core.flows.mail_pipeline`), which sends messages back to
-  back while earlier ones are in flight.
-* The *baton* (the right to drive the connection) belongs to the caller of the oldest
-  unfinished operation. It drives with its own deadline until its own operations are
-  done, then hands the baton on, together with the pipeline parked between two I/O
-  requests. Each caller is told its message's fate the moment the pipeline knows it.
-* A caller cancelled while waiting for a reply hands the pipeline on untouched: the
-  others go on. Anything that leaves the session out of step (a timeout, a protocol
-  error, a broken connection, a cancellation mid-write) closes it, and every message
-  still in flight is told whether it was never sent or its fate is unknown.
+Turns on the connection and the trampoline that drives flows are in
+:mod:`._client_turns`, which this builds on.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
-import contextvars
 import warnings
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
+from ._client_turns import Timeout, Timeouts, Transport, TurnsBase
 from ._commands import Ehlo
 from ._connection import ClientConnection
-from ._errors import LocalProtocolError, RemoteProtocolError
-from ._events import CommandReply
+from ._errors import LocalProtocolError
 from ._exceptions import (
     SMTPConnectError,
     SMTPConnectTimeoutError,
     SMTPException,
-    SMTPReadTimeoutError,
-    SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
-from ._flows import (
-    Flow,
-    NextChunk,
-    Progress,
-    Read,
-    Stage,
-    UpgradeTLS,
-    Write,
-    greeting,
-    hello,
-)
+from ._flows import greeting, hello
 from ._replies import Reply
 from ._response import Default, SMTPResponse, SMTPTokenGenerator, _default
-from ._state import State
-from ._transaction import (
-    DEFAULT_WINDOW,
-    Envelope,
-    Outcome,
-    TransactionResult,
-    lost,
-    mail_pipeline,
-)
+from ._transaction import DEFAULT_WINDOW
 
 __all__ = [
     "SessionBase",
     "Transport",
     "ConnectOptions",
     "Timeouts",
+    "Timeout",
     "SMTP_PORT",
     "SMTP_TLS_PORT",
     "SMTP_STARTTLS_PORT",
@@ -82,24 +46,9 @@ __all__ = [
 SMTP_PORT = 25
 SMTP_TLS_PORT = 465
 SMTP_STARTTLS_PORT = 587
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 60
 
-T = TypeVar("T")
-Timeout = float | Literal[Default.token] | None
 _SelfT = TypeVar("_SelfT", bound="SessionBase")
-
-# States in which, with no command awaiting a reply, the server has nothing to say.
-_OWED_NOTHING = frozenset(
-    {State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH_CHALLENGE}
-)
-_CLEAN = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT})
-
-# The clients whose connection the current task holds (so that a public method called
-# by another, inside one turn, does not wait for itself).
-_holding: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
-    "smtp_sansio_holding", default=frozenset()
-)
-
 
 def response(reply: Reply) -> SMTPResponse:
     """aiosmtplib's ``SMTPResponse`` for a reply."""
@@ -118,77 +67,6 @@ def validate_local_hostname(hostname: str) -> str:
     return hostname
 
 
-def _closed_while_idle(conn: ClientConnection) -> None:
-    """Bytes came while no reply was due: a 421 means the server ended the session
-    (an idle timeout, typically); anything else is refused by the machine."""
-    event = conn.next_event()
-    if isinstance(event, CommandReply) and event.command is None:
-        reply = event.reply
-        raise SMTPServerDisconnected(
-            f"Server closed the connection while idle: {reply.code} {reply.message}"
-        )
-
-
-class Transport(Protocol):
-    """What an adapter's byte stream offers the shared client."""
-
-    async def write(self, data: bytes) -> None:
-        """Write all of ``data``; raise ``SMTPServerDisconnected`` if the connection broke."""
-
-    async def read(self) -> bytes:
-        """Read some bytes; ``b""`` when the server closed the connection.
-
-        Cancelling a read loses no bytes: the next read returns them.
-        """
-
-    def take_unread(self) -> bytes:
-        """Remove and return bytes received but not yet returned by :meth:`read`."""
-
-    def peek_unsolicited(self) -> bytes:
-        """Bytes waiting to be read (left in place), asked only when no reply is due.
-
-        A transport that reads only when asked (so bytes sent while the client was
-        idle wait in the socket) shows them here, so that they can be refused instead
-        of passing for the next command's reply; one that reads all the time returns
-        them from :meth:`take_unread` and ``b""`` here.
-        """
-
-    async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
-        """Replace the stream with a TLS one over it (STARTTLS)."""
-
-    def get_extra_info(self, key: str) -> Any:
-        """asyncio-style transport information (peername, sslcontext, ...)."""
-
-    @property
-    def transport(self) -> Any:
-        """The object aiosmtplib programs know as ``SMTP.transport``."""
-
-    def close(self) -> None:
-        """Close at once, without waiting."""
-
-    async def aclose(self) -> None:
-        """Close and release everything; must not raise, even when the caller is cancelled."""
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Time limits per stage, in seconds; None falls back to the client's ``timeout``.
-
-    * ``connect``: opening the connection (and the implicit-TLS handshake);
-    * ``greeting``: waiting for the server's greeting;
-    * ``command``: each command's reply, from when the command is written;
-    * ``data``: message content, from its first byte to the server's final reply;
-    * ``total``: a whole ``sendmail``/``send_message`` call, queueing included, however
-      many stages it takes.
-    """
-
-    connect: float | None = None
-    greeting: float | None = None
-    command: float | None = None
-    data: float | None = None
-    total: float | None = None
-
-
 @dataclass
 class ConnectOptions:
     """Everything :meth:`SessionBase._open_transport` needs to open a transport."""
@@ -204,41 +82,8 @@ class ConnectOptions:
     timeout: float | None
 
 
-class _Op:
-    """One caller's piece of work on the connection: a message, or a turn of commands."""
-
-    __slots__ = ("done", "envelope", "event", "gone", "outcome")
-
-    def __init__(self, envelope: Envelope | None = None) -> None:
-        self.envelope = envelope  # None: a turn of plain commands
-        self.event: Any = None  # made when its caller waits
-        self.done = False
-        self.gone = False  # its caller stopped waiting (cancelled, past its total deadline)
-        self.outcome: Any = None
-
-    def finish(self, outcome: Any) -> None:
-        self.outcome = outcome
-        self.done = True
-        self.wake()
-
-    def wake(self) -> None:
-        if self.event is not None:
-            self.event.set()
-
-
-class _Pipe:
-    """A running mail pipeline, parked between two I/O requests when nobody drives it."""
-
-    __slots__ = ("flow", "inflight", "request")
-
-    def __init__(self, flow: Flow[None]) -> None:
-        self.flow = flow
-        self.inflight: deque[_Op] = deque()  # messages taken, fate not yet known
-        self.request: Any = None  # the next request to perform (None: start the flow)
-
-
-class SessionBase(abc.ABC):
-    """Configuration, connection and turns; the commands and sending build on it."""
+class SessionBase(TurnsBase):
+    """Configuration, connection and the session's state; the commands and sending build on it."""
 
     #: True for LMTP (RFC 2033): LHLO, and one reply per recipient after the content.
     _lmtp: bool = False
@@ -294,14 +139,8 @@ class SessionBase(abc.ABC):
         #: Most whole transactions on the wire at once (servers with PIPELINING and CHUNKING).
         self.pipeline_window = pipeline_window
 
-        self._transport: Transport | None = None
-        self._conn: ClientConnection | None = None
-        self._queue: deque[_Op] = deque()  # operations waiting, in call order
-        self._pipe: _Pipe | None = None
-        self._holder: _Op | None = None  # whose caller drives the connection now
+        self._init_turns()
         self._users = 0  # callers inside ``async with client``
-        # Set by send_with(): QUIT goes out with the end of the next (and only) message.
-        self._quit_after_next = False
         self.last_helo_response: SMTPResponse | None = None
         self._last_ehlo_response: SMTPResponse | None = None
         self.esmtp_extensions: dict[str, str] = {}
@@ -314,27 +153,6 @@ class SessionBase(abc.ABC):
     @abc.abstractmethod
     async def _open_transport(self, options: ConnectOptions) -> Transport:
         """Connect (and for implicit TLS, handshake); map failures to SMTPConnectError."""
-
-    @abc.abstractmethod
-    async def _with_deadline(
-        self,
-        timeout: float | None,
-        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
-    ) -> T:
-        """Await ``operation(restart)``; past the deadline raise ``SMTPReadTimeoutError``.
-
-        The deadline is ``timeout`` seconds from the start, or from the last call of
-        ``restart(seconds)``: ``seconds`` from then (``timeout`` when None). A batch
-        restarts it after each message; a stage with its own limit at its start.
-        """
-
-    @abc.abstractmethod
-    def _build_tls_context(self) -> Any:
-        """Make an ``ssl.SSLContext`` from the TLS options (or return ``tls_context``)."""
-
-    @abc.abstractmethod
-    def _new_event(self) -> Any:
-        """An event (``set()``, ``await wait()``) on the adapter's event loop."""
 
     @abc.abstractmethod
     async def _default_local_hostname(self) -> str:
@@ -386,19 +204,7 @@ class SessionBase(abc.ABC):
             return SMTP_STARTTLS_PORT
         return SMTP_PORT
 
-    def _timeout(self, timeout: Timeout) -> float | None:
-        return self.timeout if timeout is _default else timeout
-
     # -- state ----------
-
-    @property
-    def is_connected(self) -> bool:
-        """True while a connection is open and usable."""
-        return (
-            self._transport is not None
-            and self._conn is not None
-            and self._conn.state not in (State.CLOSED, State.ERROR)
-        )
 
     @property
     def transport(self) -> Any:
@@ -464,352 +270,7 @@ class SessionBase(abc.ABC):
         self.server_auth_methods = [mech.lower() for mech in caps.auth_mechanisms]
         self.supports_esmtp = conn.extended
 
-    def _require_connection(self, message: str = "Server not connected") -> ClientConnection:
-        if not self.is_connected or self._conn is None:
-            raise SMTPServerDisconnected(message)
-        return self._conn
-
     # -- turns ----------
-
-    def _holds_turn(self) -> bool:
-        return id(self) in _holding.get()
-
-    @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
-        """Hold the connection for a run of plain commands, in call order.
-
-        Re-entrant: a public method called by another inside one turn goes straight on.
-        A parked mail pipeline is finished first (its messages keep their order).
-        """
-        if self._holds_turn():
-            yield
-            return
-        op = _Op()
-        self._queue.append(op)
-        try:
-            await self._wait_for_baton(op)
-            if self._pipe is not None:
-                await self._drive([op], _default)
-            self._queue.remove(op)
-            token = _holding.set(_holding.get() | {id(self)})
-            try:
-                yield
-            finally:
-                _holding.reset(token)
-        finally:
-            op.done = True
-            if op in self._queue:
-                self._queue.remove(op)
-            self._release(op)
-
-    async def _wait_for_baton(self, op: _Op) -> None:
-        """Wait until ``op``'s caller may drive the connection (or ``op`` is done)."""
-        while not op.done:
-            if self._holder is None and self._next_owner() is op:
-                self._holder = op
-            if self._holder is op:
-                return
-            op.event = self._new_event()
-            try:
-                await op.event.wait()
-            except BaseException:
-                op.gone = True
-                self._release(op)
-                raise
-            finally:
-                op.event = None
-
-    def _next_owner(self) -> _Op | None:
-        """The oldest unfinished operation whose caller still waits for it."""
-        if self._pipe is not None:
-            for op in self._pipe.inflight:
-                if not op.gone and not op.done:
-                    return op
-        for op in self._queue:
-            if not op.gone and not op.done:
-                return op
-        return None
-
-    def _release(self, op: _Op) -> None:
-        """``op``'s caller stops driving (if it did): the baton goes to the next caller."""
-        if self._holder is not op:
-            return
-        self._holder = self._next_owner()
-        if self._holder is not None:
-            self._holder.wake()
-
-    async def _drive(self, mine: list[_Op], timeout: Timeout) -> None:
-        """Drive the connection for the baton holder until its operations are done.
-
-        Messages at the head of the queue go into the mail pipeline; a turn of plain
-        commands at the head waits until the pipeline has drained.
-        """
-        while not all(op.done for op in mine):
-            if self._pipe is None:
-                head = next((op for op in self._queue if not op.gone), None)
-                if head is None or head.envelope is None:
-                    return  # a turn of commands comes first (maybe ``mine``)
-                self._start_pipe()
-            await self._run_pipe(mine, timeout)
-            if self._pipe is None and not self.is_connected:
-                self._fail_queued(SMTPServerDisconnected("Connection lost"))
-                return
-
-    def _start_pipe(self) -> None:
-        conn = self._require_connection()
-        pipe: _Pipe
-
-        def take() -> Envelope | None:
-            queue = self._queue
-            while queue and queue[0].gone and queue[0].envelope is not None:
-                queue.popleft()  # its caller left before it was sent
-            if not queue or queue[0].envelope is None:
-                return None
-            op = queue.popleft()
-            pipe.inflight.append(op)
-            envelope = op.envelope
-            assert envelope is not None
-            envelope.context = op
-            return envelope
-
-        def finished(envelope: Envelope, outcome: Any) -> None:
-            op = envelope.context
-            assert isinstance(op, _Op)
-            pipe.inflight.remove(op)
-            op.finish(outcome)
-
-        quit_after, self._quit_after_next = self._quit_after_next, False
-        pipe = _Pipe(
-            mail_pipeline(conn, take, finished, window=self.pipeline_window, quit_after=quit_after)
-        )
-        self._pipe = pipe
-
-    async def _run_pipe(self, mine: list[_Op], timeout: Timeout) -> None:
-        pipe = self._pipe
-        assert pipe is not None
-        try:
-            await self._drive_flow(pipe, mine, timeout)
-        except BaseException as exc:
-            others = [op for op in pipe.inflight if not op.gone and op not in mine]
-            mapped = _mapped(exc)
-            if (
-                not isinstance(exc, Exception)
-                and type(pipe.request) is Read
-                and (others or any(not op.gone for op in self._queue))
-            ):
-                # Cancelled while waiting for a reply: nothing is out of step; the
-                # pipeline is handed on as it stands.
-                for op in mine:
-                    op.gone = True
-                raise
-            await self._break(mapped)
-            if mapped is not exc:
-                raise mapped from exc
-            raise
-
-    async def _drive_flow(self, pipe: _Pipe, mine: list[_Op], timeout: Timeout) -> None:
-        """The trampoline: perform the pipeline's requests until ``mine`` are done."""
-
-        async def trampoline(restart: Callable[[float | None], None]) -> None:
-            while True:
-                request = pipe.request
-                if request is None:
-                    value = None
-                else:
-                    value = await self._perform(request, restart)
-                self._feed_unsolicited(request)
-                try:
-                    pipe.request = pipe.flow.send(value)
-                except StopIteration:
-                    self._pipe = None
-                    return
-                except BaseException:
-                    self._pipe = None
-                    raise
-                if all(op.done for op in mine):
-                    return
-
-        await self._with_deadline(self._timeout(timeout), trampoline)
-
-    def _feed_unsolicited(self, request: Any) -> None:
-        """Bytes that arrived unasked go to the machine before the flow sends its next
-        command, so they can never pass for that command's reply. They can only arrive
-        while the client waited for something other than a read (which takes all)."""
-        if type(request) is Read or type(request) in _NO_WAIT:
-            return
-        transport = self._transport
-        conn = self._conn
-        if transport is None or conn is None:
-            return
-        early = transport.take_unread()
-        idle = not conn.awaiting_replies and conn.state in _OWED_NOTHING
-        if not early and idle:
-            early = transport.peek_unsolicited()
-        if early:
-            conn.receive_data(early)
-            if idle:
-                _closed_while_idle(conn)
-
-    async def _perform(self, request: Any, restart: Callable[[float | None], None]) -> Any:
-        """Carry out one I/O request of a flow and return what the flow is sent back."""
-        transport = self._transport
-        if transport is None:
-            raise SMTPServerDisconnected("Connection lost")
-        kind = type(request)
-        if kind is Write:
-            await transport.write(request.data)
-            return None
-        if kind is Read:
-            return await transport.read()
-        if kind is Stage:
-            limit = self._stage_limit(request.name)
-            if limit is not None:
-                restart(limit)
-            return None
-        if kind is Progress:
-            restart(None)  # the timeout applies to each message of a batch
-            return None
-        if kind is NextChunk:
-            try:
-                return await request.source.__anext__()
-            except StopAsyncIteration:
-                return None
-        if kind is UpgradeTLS:
-            # Bytes the transport read past the 220 reply go to the machine, which
-            # refuses them (STARTTLS response injection) before any TLS starts.
-            early = transport.take_unread()
-            if early and self._conn is not None:
-                self._conn.receive_data(early)
-            await transport.start_tls(self._build_tls_context(), request.server_hostname)
-            return None
-        raise AssertionError(f"unknown request {request!r}")  # pragma: no cover
-
-    def _stage_limit(self, name: str) -> float | None:
-        if name == "command":
-            return self.timeouts.command
-        if name == "data":
-            return self.timeouts.data
-        return None
-
-    async def _break(self, exc: BaseException) -> None:
-        """The session is out of step: close it, and tell every waiting message its fate."""
-        reason = _mapped(exc)
-        pipe, self._pipe = self._pipe, None
-        if pipe is not None:
-            for op in list(pipe.inflight):
-                assert op.envelope is not None
-                op.finish(lost(op.envelope, reason))
-            pipe.flow.close()
-        self._fail_queued(SMTPServerDisconnected(_message(reason)))
-        await self._abort()
-
-    def _fail_queued(self, reason: SMTPException) -> None:
-        """Messages still queued were never sent; turns waiting are woken to find the
-        connection gone."""
-        for op in list(self._queue):
-            if op.envelope is not None:
-                self._queue.remove(op)
-                op.finish(lost(op.envelope, reason))
-            else:
-                op.wake()
-
-    async def _submit(self, envelopes: list[Envelope], timeout: Timeout) -> list[Any]:
-        """Send ``envelopes`` through the mail pipeline, with whatever else is being sent.
-
-        Returns one outcome per envelope: a ``TransactionResult`` or the exception the
-        message met (each telling whether it was never sent or its fate is unknown).
-        """
-        if self._holds_turn():
-            raise LocalProtocolError("cannot send a message inside a turn of commands")
-        ops = [_Op(envelope) for envelope in envelopes]
-        self._queue.extend(ops)
-        try:
-            while not all(op.done for op in ops):
-                waiting = next(op for op in ops if not op.done)
-                await self._wait_for_baton(waiting)
-                if waiting.done:
-                    continue
-                if not self.is_connected and self._pipe is None:
-                    self._fail_queued(SMTPServerDisconnected("Connection lost"))
-                    continue
-                await self._drive(ops, timeout)
-                if not all(op.done for op in ops):
-                    # A turn of commands was queued before the rest of these messages.
-                    self._release(waiting)
-        except Exception as exc:
-            if isinstance(exc, SMTPException) and all(op.done for op in ops):
-                return [op.outcome for op in ops]  # each told its own fate
-            for op in ops:
-                op.gone = True
-                if op in self._queue:
-                    self._queue.remove(op)
-            raise
-        except BaseException:
-            for op in ops:
-                op.gone = True
-                if op in self._queue:
-                    self._queue.remove(op)  # never sent
-            raise
-        finally:
-            for op in ops:
-                self._release(op)
-        return [op.outcome for op in ops]
-
-    async def _run(self, flow: Flow[T], timeout: Timeout = _default) -> T:
-        """Run a flow of plain commands (inside a turn); close the session when it breaks."""
-        conn = self._require_connection()
-        transport = self._transport
-        assert transport is not None
-
-        async def trampoline(restart: Callable[[float | None], None]) -> T:
-            value: Any = None
-            request: Any = None
-            while True:
-                self._feed_unsolicited(request)
-                try:
-                    request = flow.send(value)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                value = await self._perform(request, restart)
-
-        try:
-            result = await self._within(self._timeout(timeout), trampoline)
-        except RemoteProtocolError as exc:
-            await self._abort()
-            raise SMTPResponseException(-1, f"Malformed SMTP response: {exc}") from exc
-        except (SMTPResponseException, SMTPRecipientsRefused, LocalProtocolError):
-            if not self._is_clean(conn):
-                await self._abort()
-            raise
-        except BaseException:
-            # Timeouts, disconnects, cancellation: the session is out of step; never reuse it.
-            await self._abort()
-            raise
-        finally:
-            flow.close()
-        if not self._is_clean(conn):
-            await self._abort()
-        return result
-
-    async def _within(
-        self,
-        timeout: float | None,
-        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
-    ) -> T:
-        """The adapter's deadline; a timeout of zero (or less) expires at once."""
-        if timeout is not None and timeout <= 0:
-            raise SMTPReadTimeoutError("Timed out waiting for server response")
-        return await self._with_deadline(timeout, operation)
-
-    def _is_clean(self, conn: ClientConnection) -> bool:
-        if conn is not self._conn:
-            return False
-        if conn.state is State.QUIT:
-            return conn.awaiting_replies == 1  # QUIT sent with the last message; see quit()
-        return not conn.awaiting_replies and conn.state in _CLEAN
-
-    # -- connection ----------
 
     async def __aenter__(self: _SelfT) -> _SelfT:
         self._users += 1
@@ -996,39 +457,3 @@ class SessionBase(abc.ABC):
         self._reset_server_state()
         if transport is not None:
             await transport.aclose()
-
-    def _forget_pipe(self) -> None:
-        """Whatever was in flight ends with the connection."""
-        pipe, self._pipe = self._pipe, None
-        if pipe is not None:
-            for op in list(pipe.inflight):
-                assert op.envelope is not None
-                op.finish(lost(op.envelope, "Connection closed"))
-            pipe.flow.close()
-        for op in list(self._queue):
-            if op.envelope is not None and op is not self._holder:
-                self._queue.remove(op)
-                op.finish(lost(op.envelope, "Connection closed"))
-            else:
-                op.wake()
-
-
-_NO_WAIT = frozenset({Stage, Progress})
-
-
-def _mapped(exc: BaseException) -> BaseException:
-    """The exception callers are told for a session that broke under them."""
-    if isinstance(exc, RemoteProtocolError):
-        return SMTPResponseException(-1, f"Malformed SMTP response: {exc}")
-    return exc
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, SMTPServerDisconnected) and exc.args:
-        return str(exc.args[0])
-    if isinstance(exc, SMTPException):
-        return f"Connection lost: {exc}"
-    return f"Connection lost: {type(exc).__name__}"
-
-
-__all__ += ["Outcome", "TransactionResult"]

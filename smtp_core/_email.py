@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ._exceptions import SMTPNotSupported
+from ._headers import checking_policy
 
 __all__ = [
     "PreparedMessage",
@@ -31,7 +32,13 @@ AnyMessage = email.message.Message | email.message.EmailMessage
 def extract_addresses(header: object) -> list[str]:
     """The bare addresses (``local@domain``) of an address header's value."""
     if isinstance(header, email.headerregistry.AddressHeader):
-        return [address.addr_spec for address in header.addresses]
+        # A header assigned a sequence of strings keeps them as strings.
+        return [
+            address.addr_spec
+            if isinstance(address, email.headerregistry.Address)
+            else email.utils.parseaddr(str(address))[1]
+            for address in header.addresses
+        ]
     if isinstance(header, email.header.Header):
         text = str(email.header.make_header(email.header.decode_header(header)))
     else:
@@ -85,6 +92,7 @@ def flatten_message(message: AnyMessage, *, utf8: bool = False, cte_type: str = 
         policy = email.policy.compat32.clone(linesep="\r\n")
     if cte_type != "8bit":
         policy = policy.clone(cte_type=cte_type)
+    policy = checking_policy(policy)  # ValueError on a header that is not one folded line
     with io.BytesIO() as buffer:
         email.generator.BytesGenerator(buffer, policy=policy).flatten(message_copy)
         return buffer.getvalue()
@@ -118,8 +126,8 @@ def prepare_message(
     """Work out what ``send_message`` sends, given what the server supports.
 
     SMTPUTF8 is added for non-ASCII addresses (``SMTPNotSupported`` if the server
-    lacks it) and BODY=8BITMIME for 8-bit content when the server offers 8BITMIME;
-    otherwise 8-bit parts are re-encoded to 7-bit transfer encodings.
+    lacks it) and BODY=8BITMIME whenever the server offers 8BITMIME (as aiosmtplib
+    does); without it, 8-bit parts are re-encoded to 7-bit transfer encodings.
     """
     options = list(mail_options)
     if sender is None:
@@ -145,10 +153,12 @@ def prepare_message(
         if "smtputf8" not in lowered:
             options.append("SMTPUTF8")
     content = flatten_message(message, utf8=utf8, cte_type="8bit")
-    if not content.isascii():
-        if eightbitmime_supported:
-            if not any(option.startswith("body=") for option in lowered):
-                options.append("BODY=8BITMIME")
-        elif not utf8:
-            content = flatten_message(message, utf8=False, cte_type="7bit")
+    if eightbitmime_supported:
+        # As aiosmtplib: declared whenever the server offers it (SMTPUTF8 headers and
+        # 8-bit parts need it; 7-bit content loses nothing by it).
+        if not any(option.startswith("body=") for option in lowered):
+            options.append("BODY=8BITMIME")
+    elif not content.isascii():
+        # No 8BITMIME: 8-bit parts are re-encoded (SMTPUTF8 headers stay as they are).
+        content = flatten_message(message, utf8=utf8, cte_type="7bit")
     return PreparedMessage(sender, recipient_list, content, options, utf8)

@@ -4,7 +4,8 @@ Each flow is a plain generator: it yields I/O requests and returns its result.
 
 * :class:`Write` - write ``data`` to the transport; the adapter sends back None.
 * :data:`READ` (a :class:`Read`) - read some bytes; the adapter sends back the bytes,
-  or ``b""`` when the server closed the connection.
+  or ``b""`` when the server closed the connection. :data:`READ_OR_WAKE` is the same,
+  but an adapter may also send back None to end the wait early when new work arrived.
 * :class:`UpgradeTLS` - start TLS on the transport (STARTTLS); the adapter sends back
   None once the handshake is complete.
 * :class:`NextChunk` - only for content given as an async iterable: the adapter awaits
@@ -72,6 +73,7 @@ __all__ = [
     "Write",
     "Read",
     "READ",
+    "READ_OR_WAKE",
     "UpgradeTLS",
     "NextChunk",
     "Stage",
@@ -108,10 +110,18 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """Request: read some bytes (``b""`` at end of stream)."""
+    """Request: read some bytes (``b""`` at end of stream).
+
+    ``wakeable``: the flow could send more if new work came while it waits (the next
+    message of a pipeline); an adapter able to end the wait early may send back None
+    instead of bytes, and the flow asks again. Others just read.
+    """
+
+    wakeable: bool = False
 
 
 READ = Read()
+READ_OR_WAKE = Read(wakeable=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,7 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
         **_ANYTIME_CLOSE,
     },
     S.MAIL: {
+        T.SEND_HELLO: S.HELLO,  # EHLO may come at any time and resets (RFC 5321 4.1.4)
         T.SEND_RCPT: S.RCPT,
         T.SEND_RSET: S.READY,
         T.SEND_OTHER: S.MAIL,
@@ -119,6 +120,7 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
         **_ANYTIME_CLOSE,
     },
     S.RCPT: {
+        T.SEND_HELLO: S.HELLO,
         T.SEND_RCPT: S.RCPT,
         T.SEND_DATA: S.DATA,
         T.SEND_BDAT: S.BDAT,

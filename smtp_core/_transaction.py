@@ -40,7 +40,7 @@ from ._exceptions import (
 from ._flows import (
     DATA_STAGE,
     PROGRESS,
-    READ,
+    READ_OR_WAKE,
     Flow,
     NextChunk,
     Write,
@@ -799,7 +799,21 @@ def _data_pipeline(
             if following is not None:
                 inflight.append(following)
             if data_reply.code == 354:
-                final = yield from read_reply(conn)
+                late: list[Envelope] = []
+
+                def join_late(
+                    room: bool = following is None and not quitting, late: list[Envelope] = late
+                ) -> Flow[None]:
+                    # A message that came while the final reply is awaited goes at once:
+                    # MAIL may follow the end of data without waiting (RFC 2920).
+                    if room and not late and (joining := take()) is not None:
+                        late.append(joining)
+                        inflight.append(joining)
+                        yield from send(conn, *joining.commands, Data())  # type: ignore[misc]
+
+                final = yield from _reply_or_wait(conn, join_late)
+                if following is None and late:
+                    following = late[0]
                 inflight.remove(envelope)
                 finished(envelope, _final(result, final) if ok else outcome)  # type: ignore[arg-type]
             else:
@@ -879,8 +893,9 @@ def _reply_or_wait(conn: ClientConnection, before_wait: Callable[[], Flow[None]]
         event = conn.next_event()
         if event is NEED_DATA:
             yield from before_wait()
-            data = yield READ
-            conn.receive_data(data)
+            data = yield READ_OR_WAKE
+            if data is not None:  # None: woken, new work may have come
+                conn.receive_data(data)
             continue
         if type(event) is CommandReply:
             _trace_reply(event.reply)

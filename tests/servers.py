@@ -342,7 +342,33 @@ class ReadUntilClosed:
     pass
 
 
-Step = Send | SendSlowly | Expect | ExpectBuffered | ExpectBdat | ExpectData | Close | Reset | StartTLS | Hang | ReadUntilClosed
+@dataclass
+class ExpectContent:
+    """Read DATA content line by line up to the line ``.`` (recorded with it).
+
+    Unlike :class:`ExpectData`, this also ends on empty content (just ``.`` CRLF).
+    """
+
+
+@dataclass
+class Signal:
+    """Set ``event`` when the script gets here (the test waits for it)."""
+
+    event: threading.Event
+
+
+@dataclass
+class WaitFor:
+    """Block until the test sets ``event`` (a script error after ``timeout`` seconds)."""
+
+    event: threading.Event
+    timeout: float = 10.0
+
+
+Step = (
+    Send | SendSlowly | Expect | ExpectBuffered | ExpectBdat | ExpectData | Close | Reset | StartTLS | Hang
+    | ReadUntilClosed | ExpectContent | Signal | WaitFor
+)
 
 
 def session_prefix(*capabilities: str, greeting: bytes = b"220 scripted ESMTP\r\n") -> list[Step]:
@@ -454,6 +480,24 @@ class ScriptedServer:
                 data, _, rest = bytes(buffer).partition(b"\r\n.\r\n")
                 self.lines.append(data + b"\r\n.\r\n")
                 buffer[:] = rest
+            elif isinstance(step, ExpectContent):
+                content = bytearray()
+                while True:
+                    line = self._readline(conn, buffer)
+                    content += line
+                    if line == b".\r\n":
+                        break
+                self.lines.append(bytes(content))
+            elif isinstance(step, Signal):
+                step.event.set()
+            elif isinstance(step, WaitFor):
+                waited = 0.0
+                while not step.event.wait(0.05):
+                    waited += 0.05
+                    if self._stop.is_set():
+                        return
+                    if waited >= step.timeout:
+                        raise TimeoutError("the test never set the event this script waits for")
             elif isinstance(step, Close):
                 conn.close()
                 return

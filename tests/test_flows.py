@@ -19,8 +19,8 @@ from smtp_core import (
     State,
 )
 from smtp_core.flows import (
-    READ,
     Flow,
+    Read,
     UpgradeTLS,
     Write,
     authenticate,
@@ -49,7 +49,7 @@ class Script:
             if isinstance(request, Write):
                 self.writes.append(request.data)
                 value = None
-            elif request is READ:
+            elif isinstance(request, Read):
                 value = self.chunks.pop(0) if self.chunks else b""
             elif isinstance(request, UpgradeTLS):
                 self.tls_upgrades.append(request.server_hostname)

@@ -13,7 +13,16 @@ from smtp_core import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
-from smtp_core.flows import READ, Envelope, Flow, Write, greeting, hello, mail_batch, mail_pipeline
+from smtp_core.flows import (
+    Envelope,
+    Flow,
+    Read,
+    Write,
+    greeting,
+    hello,
+    mail_batch,
+    mail_pipeline,
+)
 
 
 class ModelServer:
@@ -99,7 +108,7 @@ def drive(flow: Flow[Any], on_read: Any, on_write: Any = None) -> Any:
         value = None
         if isinstance(request, Write) and on_write is not None:
             on_write(request.data)
-        elif request is READ:
+        elif isinstance(request, Read):
             value = on_read()
 
 

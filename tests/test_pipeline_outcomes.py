@@ -204,3 +204,95 @@ def test_a_message_never_sent_is_sent_again_by_the_pool(adapter: Adapter, script
     _, second = first_and_second(results)
     assert second == ({}, "queued 2")
     assert retries == 1
+
+
+def test_close_from_another_task_ends_a_waiting_send_at_once(adapter: Adapter, scripted: Any) -> None:
+    server = scripted([*session_prefix("PIPELINING"), Expect(b"MAIL"), Hang()])
+    mod = adapter.module
+
+    async def main() -> Any:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=30)
+        await smtp.connect()  # EHLO included (to look for STARTTLS)
+        results: list[Any] = []
+
+        async def send() -> None:
+            try:
+                results.append(await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE))
+            except Exception as exc:
+                results.append(exc)
+
+        async def close_when_waiting() -> None:
+            conn = smtp.protocol_connection
+            while not conn.awaiting_replies:  # the envelope is out, its replies awaited
+                await adapter.sleep(0)
+            smtp.close()
+
+        async def both() -> None:
+            if mod.__name__ == "smtp_asyncio":
+                import asyncio
+
+                await asyncio.gather(send(), close_when_waiting())
+            else:
+                import anyio
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send)
+                    tg.start_soon(close_when_waiting)
+
+        await both()
+        return results[0]
+
+    outcome = adapter.run(main)
+    # Not a 30-second read timeout: the close ends the wait.
+    assert isinstance(outcome, mod.SMTPServerDisconnected), outcome
+    assert outcome.outcome is Outcome.NEVER_SENT
+
+
+@pytest.mark.parametrize("capabilities", CAPABILITIES, ids=["data", "bdat"])
+def test_a_message_arriving_mid_wait_goes_out_at_once(
+    adapter: Adapter, scripted: Any, capabilities: tuple[str, ...]
+) -> None:
+    """A second message that comes while the first waits for its reply is written at
+    once (the waiting reader is woken), not a round trip later: the server here answers
+    nothing until it has read both."""
+    if "CHUNKING" in capabilities:
+        script: list[Step] = [
+            *session_prefix(*capabilities),
+            Expect(b"MAIL"), Expect(b"RCPT"), ExpectBdat(),
+            Expect(b"MAIL"), Expect(b"RCPT"), ExpectBdat(),
+            Send(b"250 ok\r\n250 ok\r\n250 queued 1\r\n250 ok\r\n250 ok\r\n250 queued 2\r\n"),
+        ]
+        waiting = 3  # MAIL, RCPT and BDAT awaiting replies
+    else:
+        script = [
+            *session_prefix(*capabilities),
+            Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"),
+            Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            ExpectData(),
+            Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"),
+            Send(b"250 queued 1\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            ExpectData(),
+            Send(b"250 queued 2\r\n"),
+        ]
+        waiting = 1  # the end of data awaiting its reply
+    server = scripted(script)
+    mod = adapter.module
+
+    async def main() -> list[Any]:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=5)
+        await smtp.connect()
+        conn = smtp.protocol_connection
+
+        async def second() -> Any:
+            while conn.awaiting_replies != waiting or (waiting == 1 and conn.state.name != "READY"):
+                await adapter.sleep(0)  # until the first waits for its reply
+            return await smtp.sendmail("a@example.org", ["c@example.org"], MESSAGE)
+
+        try:
+            return await together(
+                adapter, lambda: smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE), second
+            )
+        finally:
+            smtp.close()
+
+    assert adapter.run(main) == [({}, "queued 1"), ({}, "queued 2")]

@@ -18,9 +18,9 @@ from smtp_core import ClientConnection, Plain, ProtocolError, SMTPException, Sta
 from smtp_core._commands import Noop, Rset
 from smtp_core._transaction import CONTENT_WRITE_SIZE
 from smtp_core.flows import (
-    READ,
     Envelope,
     Flow,
+    Read,
     UpgradeTLS,
     Write,
     authenticate,
@@ -71,7 +71,7 @@ class ClientAgainstAnyServer(RuleBasedStateMachine):
                 if isinstance(request, Write):
                     assert request.data
                     value = None
-                elif request is READ:
+                elif isinstance(request, Read):
                     reads += 1
                     value = b"" if reads > 20 else data.draw(server_bytes)
                     if value == b"":

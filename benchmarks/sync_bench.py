@@ -1,0 +1,319 @@
+"""smtp_sync beside smtplib on Postfix's smtp-sink: blocking clients, threads, big messages.
+
+Each (client, scenario) runs in a fresh process; clients alternate across rounds; the
+figures are medians, and smtp_sync's ratio to smtplib is computed within each round
+(the median of those ratios is printed).
+
+    python benchmarks/sync_bench.py              # full run (a few minutes)
+    python benchmarks/sync_bench.py --smoke      # a few messages per scenario
+    python benchmarks/sync_bench.py --rounds 5 --scenario sequential
+    python benchmarks/sync_bench.py --rtt 2 --count 2000   # over a 2 ms round trip
+
+Scenarios: ``sequential`` (1 KiB messages on one connection, each ``sendmail`` in
+turn), ``threads8`` (8 threads, a connection each), ``pool8`` (8 threads sharing an
+``SMTPPool`` of 8), ``shared8`` (8 threads sharing one smtp_sync client, which
+pipelines their messages back to back; smtplib, which cannot be shared, gets a
+connection per thread in both), ``batch`` (``send_messages``
+batches of 100; smtplib: sendmail in turn), ``newconn`` (a new connection per
+message), ``big`` (one 20 MiB message, most lines starting with a dot) and ``bigfile``
+(the same streamed from a file; smtplib has to read it whole).
+
+Needs /usr/sbin/smtp-sink (Debian package postfix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SINK = "/usr/sbin/smtp-sink"
+HOST = "127.0.0.1"
+SENDER = "bench@example.org"
+NAME = "bench.example.org"
+RECIPIENTS = ["sink@example.org"]
+HEADERS = b"Subject: benchmark\r\nFrom: bench@example.org\r\nTo: sink@example.org\r\n\r\n"
+MESSAGE = ((HEADERS + b"x" * 70 + b"\r\n") * 12)[:1024]
+BIG_LINE = b".a line that starts with a dot, as in a quoted reply or a diff...\r\n"
+BIG_SIZE = 20 * 1024 * 1024
+
+SCENARIOS = {
+    # name: (messages in a full run, in a smoke run)
+    "sequential": (20_000, 50),
+    "threads8": (20_000, 80),
+    "pool8": (20_000, 80),
+    "shared8": (20_000, 80),
+    "batch": (20_000, 200),
+    "newconn": (3_000, 10),
+    "big": (1, 1),
+    "bigfile": (1, 1),
+}
+CLIENTS = ["smtp_sync", "smtplib"]
+
+
+# -- the child process: one client, one scenario --------------------------------------
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _in_threads(target: Any, counts: list[int]) -> None:
+    threads = [threading.Thread(target=target, args=(n,)) for n in counts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
+    import smtplib
+
+    import smtp_sync
+
+    module: Any = smtp_sync if client == "smtp_sync" else smtplib
+    payload: Any = MESSAGE
+    size = len(MESSAGE)
+    path = None
+    if scenario == "big":
+        payload = b"Subject: big\r\n\r\n" + BIG_LINE * (BIG_SIZE // len(BIG_LINE))
+        size = len(payload)
+    elif scenario == "bigfile":
+        # Written line by line, so the message is never in this process's memory.
+        with tempfile.NamedTemporaryFile(delete=False, suffix=".eml") as handle:
+            handle.write(b"Subject: big\r\n\r\n")
+            for _ in range(BIG_SIZE // len(BIG_LINE)):
+                handle.write(BIG_LINE)
+        path = handle.name
+        size = os.path.getsize(path)
+
+    def one_connection(n: int) -> None:
+        with module.SMTP(HOST, port, local_hostname=NAME) as smtp:
+            for _ in range(n):
+                smtp.sendmail(SENDER, RECIPIENTS, payload)
+
+    base_rss = _rss_kib()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    if scenario in ("sequential", "big"):
+        one_connection(count)
+    elif scenario == "bigfile":
+        assert path is not None
+        with module.SMTP(HOST, port, local_hostname=NAME) as smtp, open(path, "rb") as fp:
+            # smtplib needs the whole message in memory; smtp_sync streams the file.
+            smtp.sendmail(SENDER, RECIPIENTS, fp if module is smtp_sync else fp.read())
+    elif scenario == "shared8" and module is smtp_sync:
+        # One client shared by the 8 threads: their messages are pipelined back to back.
+        with smtp_sync.SMTP(HOST, port, local_hostname=NAME) as smtp:
+            _in_threads(
+                lambda n: [smtp.sendmail(SENDER, RECIPIENTS, payload) for _ in range(n)],
+                _split(count, 8),
+            )
+    elif scenario in ("threads8", "shared8") or (scenario == "pool8" and module is smtplib):
+        _in_threads(one_connection, _split(count, 8))
+    elif scenario == "pool8":
+        with smtp_sync.SMTPPool(HOST, port, max_connections=8, local_hostname=NAME) as pool:
+            _in_threads(
+                lambda n: [pool.sendmail(SENDER, RECIPIENTS, payload) for _ in range(n)],
+                _split(count, 8),
+            )
+    elif scenario == "batch":
+        with module.SMTP(HOST, port, local_hostname=NAME) as smtp:
+            if module is smtplib:
+                for _ in range(count):
+                    smtp.sendmail(SENDER, RECIPIENTS, payload)
+            else:
+                for n in _split(count, max(1, count // 100)):
+                    for result in smtp.send_messages([(SENDER, RECIPIENTS, payload)] * n):
+                        assert result == {}, result
+    elif scenario == "newconn":
+        for _ in range(count):
+            one_connection(1)
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+    elapsed = time.perf_counter() - started
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    if path is not None:
+        os.unlink(path)
+    return {
+        "client": client,
+        "scenario": scenario,
+        "messages": count,
+        "seconds": elapsed,
+        "cpu_seconds": (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime),
+        "bytes": size * count,
+        "rss_growth_kib": max(0, usage1.ru_maxrss - base_rss),
+    }
+
+
+# -- a delaying proxy: a network with a round-trip time ----------------------------------
+
+
+def proxy(listen_port: int, upstream_port: int, delay_ms: float) -> None:
+    """Forward connections to the sink, each chunk ``delay_ms / 2`` later each way."""
+    import asyncio
+
+    delay = delay_ms / 2000
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while chunk := await reader.read(65536):
+                loop.call_later(delay, writer.write, chunk)  # same delay: order kept
+        finally:
+            loop.call_later(delay, writer.close)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, upstream_port)
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, HOST, listen_port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _start_proxy(port: int, upstream: int, rtt_ms: float) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--proxy", str(port), str(upstream), str(rtt_ms)]
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection((HOST, port), timeout=0.1).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the delaying proxy did not start")
+
+
+# -- the parent: smtp-sink, rounds, medians ---------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_sink(port: int) -> subprocess.Popen[bytes]:
+    # -c: count, -m 1024: max concurrent sessions, 1024: backlog
+    process = subprocess.Popen(
+        [SINK, "-c", "-m", "1024", "-u", "nobody", f"{HOST}:{port}", "1024"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection((HOST, port), timeout=0.1).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("smtp-sink did not start")
+
+
+def _run_child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", client, scenario, str(port), str(count)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{client} {scenario} failed:\n{result.stderr[-2000:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few messages per scenario")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument(
+        "--rtt", type=float, default=0.0, metavar="MS",
+        help="put a proxy that delays each direction by MS/2 between the clients and the sink",
+    )
+    parser.add_argument(
+        "--count", type=int, help="messages per run instead of the scenario's default"
+    )
+    parser.add_argument("--child", nargs=4, metavar=("CLIENT", "SCENARIO", "PORT", "COUNT"))
+    parser.add_argument("--proxy", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.proxy:
+        proxy(int(args.proxy[0]), int(args.proxy[1]), float(args.proxy[2]))
+        return 0
+    if args.child:
+        client, scenario, port, count = args.child
+        print(json.dumps(child(client, scenario, int(port), int(count))))
+        return 0
+    if not os.path.exists(SINK):
+        print(f"{SINK} is missing (Debian package postfix)", file=sys.stderr)
+        return 2
+    port = _free_port()
+    sink = _start_sink(port)
+    relay = None
+    if args.rtt:
+        sink_port, port = port, _free_port()
+        relay = _start_proxy(port, sink_port, args.rtt)
+        print(f"round-trip time added by a proxy: {args.rtt} ms")
+    rounds = 1 if args.smoke else args.rounds
+    try:
+        for scenario in args.scenario or list(SCENARIOS):
+            full, smoke = SCENARIOS[scenario]
+            count = args.count or (smoke if args.smoke else full)
+            if scenario in ("big", "bigfile"):
+                count = 1
+            runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CLIENTS}
+            ratios: dict[str, list[float]] = {"speed": [], "cpu": []}
+            for index in range(rounds):
+                order = CLIENTS if index % 2 == 0 else CLIENTS[::-1]
+                this = {c: _run_child(c, scenario, port, count) for c in order}
+                for c in CLIENTS:
+                    runs[c].append(this[c])
+                ours, theirs = this["smtp_sync"], this["smtplib"]
+                ratios["speed"].append(theirs["seconds"] / ours["seconds"])
+                ratios["cpu"].append(ours["cpu_seconds"] / theirs["cpu_seconds"])
+            each = runs["smtplib"][0]["bytes"] // count
+            print(f"\n{scenario}: {count} message(s) of {each} bytes, {rounds} round(s)")
+            print(f"  {'client':<10} {'msgs/s':>9} {'MB/s':>8} {'CPU ms/msg':>11} {'RSS+ MiB':>9}")
+            for c in CLIENTS:
+                seconds = statistics.median(r["seconds"] for r in runs[c])
+                cpu = statistics.median(r["cpu_seconds"] for r in runs[c])
+                rss = statistics.median(r["rss_growth_kib"] for r in runs[c]) / 1024
+                size = runs[c][0]["bytes"]
+                print(f"  {c:<10} {count / seconds:>9.0f} {size / seconds / 1e6:>8.1f} "
+                      f"{cpu / count * 1000:>11.3f} {rss:>9.1f}")
+            print(f"  smtp_sync vs smtplib: {statistics.median(ratios['speed']):.2f}x as fast, "
+                  f"{statistics.median(ratios['cpu']):.2f}x the CPU (medians of per-round ratios)")
+    finally:
+        for process in (relay, sink):
+            if process is not None:
+                process.terminate()
+                process.wait(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

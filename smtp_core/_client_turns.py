@@ -1,0 +1,650 @@
+"""The client's turns on its one connection, and the trampoline that drives flows.
+
+Every task that calls into a client shares its connection. Who drives it is decided
+here, written once for every adapter:
+
+* Every caller's work is an *operation*, queued in call order: a plain command (or a
+  run of them: EHLO then AUTH...) takes the connection for itself; a message joins the
+  mail pipeline (:func:`~smtp_core.flows.mail_pipeline`), which sends messages back to
+  back while earlier ones are in flight.
+* The *baton* (the right to drive the connection) belongs to the caller of the oldest
+  unfinished operation. It drives with its own deadline until its own operations are
+  done, then hands the baton on, together with the pipeline parked between two I/O
+  requests. Each caller is told its message's fate the moment the pipeline knows it.
+* A caller cancelled while waiting for a reply hands the pipeline on untouched: the
+  others go on. Anything that leaves the session out of step (a timeout, a protocol
+  error, a broken connection, a cancellation mid-write) closes it, and every message
+  still in flight is told whether it was never sent or its fate is unknown.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import contextvars
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+from ._connection import ClientConnection
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import CommandReply
+from ._exceptions import (
+    SMTPException,
+    SMTPReadTimeoutError,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+)
+from ._flows import Flow, NextChunk, Progress, Read, Stage, UpgradeTLS, Write
+from ._response import Default, _default
+from ._state import State
+from ._transaction import Envelope, lost, mail_pipeline
+
+__all__ = ["TurnsBase", "Transport", "Timeouts", "Timeout"]
+
+T = TypeVar("T")
+Timeout = float | Literal[Default.token] | None
+
+# States in which, with no command awaiting a reply, the server has nothing to say.
+_OWED_NOTHING = frozenset(
+    {State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH_CHALLENGE}
+)
+_CLEAN = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT})
+
+# The clients whose connection the current task holds (so that a public method called
+# by another, inside one turn, does not wait for itself).
+_holding: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "smtp_sansio_holding", default=frozenset()
+)
+
+
+def _closed_while_idle(conn: ClientConnection) -> None:
+    """Bytes came while no reply was due: a 421 means the server ended the session
+    (an idle timeout, typically); anything else is refused by the machine."""
+    event = conn.next_event()
+    if isinstance(event, CommandReply) and event.command is None:
+        reply = event.reply
+        raise SMTPServerDisconnected(
+            f"Server closed the connection while idle: {reply.code} {reply.message}"
+        )
+
+
+class Transport(Protocol):
+    """What an adapter's byte stream offers the shared client."""
+
+    async def write(self, data: bytes) -> None:
+        """Write all of ``data``; raise ``SMTPServerDisconnected`` if the connection broke."""
+
+    async def read(self) -> bytes:
+        """Read some bytes; ``b""`` when the server closed the connection.
+
+        Cancelling a read loses no bytes: the next read returns them.
+        """
+
+    async def read_wakeable(self) -> bytes | None:
+        """:meth:`read`, or None as soon as :meth:`wake` is called (or was, since the
+        last such read)."""
+
+    def wake(self) -> None:
+        """End a :meth:`read_wakeable` under way (or the next one) with None."""
+
+    def take_unread(self) -> bytes:
+        """Remove and return bytes received but not yet returned by :meth:`read`."""
+
+    def peek_unsolicited(self) -> bytes:
+        """Bytes waiting to be read (left in place), asked only when no reply is due.
+
+        A transport that reads only when asked (so bytes sent while the client was
+        idle wait in the socket) shows them here, so that they can be refused instead
+        of passing for the next command's reply; one that reads all the time returns
+        them from :meth:`take_unread` and ``b""`` here.
+        """
+
+    async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
+        """Replace the stream with a TLS one over it (STARTTLS)."""
+
+    def get_extra_info(self, key: str) -> Any:
+        """asyncio-style transport information (peername, sslcontext, ...)."""
+
+    def peer_closed(self) -> bool:
+        """True once the server is known to have closed the connection (without waiting)."""
+
+    @property
+    def transport(self) -> Any:
+        """The object aiosmtplib programs know as ``SMTP.transport``."""
+
+    def close(self) -> None:
+        """Close at once, without waiting."""
+
+    async def aclose(self) -> None:
+        """Close and release everything; must not raise, even when the caller is cancelled."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Time limits per stage, in seconds; None falls back to the client's ``timeout``.
+
+    * ``connect``: opening the connection (and the implicit-TLS handshake);
+    * ``greeting``: waiting for the server's greeting;
+    * ``command``: each command's reply, from when the command is written;
+    * ``data``: message content, from its first byte to the server's final reply;
+    * ``total``: a whole ``sendmail``/``send_message`` call, queueing included, however
+      many stages it takes.
+    """
+
+    connect: float | None = None
+    greeting: float | None = None
+    command: float | None = None
+    data: float | None = None
+    total: float | None = None
+
+
+class _Op:
+    """One caller's piece of work on the connection: a message, or a turn of commands."""
+
+    __slots__ = ("done", "envelope", "event", "gone", "outcome")
+
+    def __init__(self, envelope: Envelope | None = None) -> None:
+        self.envelope = envelope  # None: a turn of plain commands
+        self.event: Any = None  # made when its caller waits
+        self.done = False
+        self.gone = False  # its caller stopped waiting (cancelled, past its total deadline)
+        self.outcome: Any = None
+
+    def finish(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.done = True
+        self.wake()
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+
+
+class _Pipe:
+    """A running mail pipeline, parked between two I/O requests when nobody drives it."""
+
+    __slots__ = ("flow", "inflight", "request")
+
+    def __init__(self, flow: Flow[None]) -> None:
+        self.flow = flow
+        self.inflight: deque[_Op] = deque()  # messages taken, fate not yet known
+        self.request: Any = None  # the next request to perform (None: start the flow)
+
+
+class TurnsBase(abc.ABC):
+    """Turns on the connection and the trampoline; the session builds on it."""
+
+    _transport: Transport | None
+    _conn: ClientConnection | None
+    _queue: deque[_Op]
+    _pipe: _Pipe | None
+    _holder: _Op | None
+    _quit_after_next: bool
+    timeout: float | None
+    timeouts: Timeouts
+    pipeline_window: int
+
+    def _init_turns(self) -> None:
+        self._transport = None
+        self._conn = None
+        self._queue = deque()  # operations waiting, in call order
+        self._pipe = None
+        self._holder = None  # whose caller drives the connection now
+        # Set by send_with(): QUIT goes out with the end of the next (and only) message.
+        self._quit_after_next = False
+
+    # -- what an adapter provides ----------
+
+    @abc.abstractmethod
+    async def _with_deadline(
+        self,
+        timeout: float | None,
+        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
+    ) -> T:
+        """Await ``operation(restart)``; past the deadline raise ``SMTPReadTimeoutError``.
+
+        The deadline is ``timeout`` seconds from the start, or from the last call of
+        ``restart(seconds)``: ``seconds`` from then (``timeout`` when None). A batch
+        restarts it after each message; a stage with its own limit at its start.
+        """
+
+    @abc.abstractmethod
+    def _build_tls_context(self) -> Any:
+        """Make an ``ssl.SSLContext`` from the TLS options (or return ``tls_context``)."""
+
+    @abc.abstractmethod
+    def _new_event(self) -> Any:
+        """An event (``set()``, ``await wait()``) on the adapter's event loop."""
+
+    @abc.abstractmethod
+    async def _abort(self) -> None:
+        """Close at once and release the transport (see the session)."""
+
+    # -- state ----------
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a connection is open and usable: False as soon as the server has
+        closed it, even while the client was idle."""
+        return self._open() and not self._transport.peer_closed()  # type: ignore[union-attr]
+
+    def _open(self) -> bool:
+        """The session is not over as far as the client has seen (no system call)."""
+        return (
+            self._transport is not None
+            and self._conn is not None
+            and self._conn.state not in (State.CLOSED, State.ERROR)
+        )
+
+    def _require_connection(self, message: str = "Server not connected") -> ClientConnection:
+        if not self._open() or self._conn is None:
+            raise SMTPServerDisconnected(message)
+        return self._conn
+
+    def _timeout(self, timeout: Timeout) -> float | None:
+        return self.timeout if timeout is _default else timeout
+
+    # -- turns ----------
+
+    def _holds_turn(self) -> bool:
+        return id(self) in _holding.get()
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Hold the connection for a run of plain commands, in call order.
+
+        Re-entrant: a public method called by another inside one turn goes straight on.
+        A parked mail pipeline is finished first (its messages keep their order).
+        """
+        if self._holds_turn():
+            yield
+            return
+        op = _Op()
+        self._queue.append(op)
+        try:
+            await self._wait_for_baton(op)
+            if self._pipe is not None:
+                await self._drive([op], _default)
+            self._queue.remove(op)
+            token = _holding.set(_holding.get() | {id(self)})
+            try:
+                yield
+            finally:
+                _holding.reset(token)
+        finally:
+            op.done = True
+            if op in self._queue:
+                self._queue.remove(op)
+            self._release(op)
+
+    async def _wait_for_baton(self, op: _Op) -> None:
+        """Wait until ``op``'s caller may drive the connection (or ``op`` is done)."""
+        while not op.done:
+            if self._holder is None and self._next_owner() is op:
+                self._holder = op
+            if self._holder is op:
+                return
+            op.event = self._new_event()
+            try:
+                await op.event.wait()
+            except BaseException:
+                op.gone = True
+                self._release(op)
+                raise
+            finally:
+                op.event = None
+
+    def _next_owner(self) -> _Op | None:
+        """The oldest unfinished operation whose caller still waits for it."""
+        if self._pipe is not None:
+            for op in self._pipe.inflight:
+                if not op.gone and not op.done:
+                    return op
+        for op in self._queue:
+            if not op.gone and not op.done:
+                return op
+        return None
+
+    def _release(self, op: _Op) -> None:
+        """``op``'s caller stops driving (if it did): the baton goes to the next caller."""
+        if self._holder is not op:
+            return
+        self._holder = self._next_owner()
+        if self._holder is not None:
+            self._holder.wake()
+
+    async def _drive(self, mine: list[_Op], timeout: Timeout) -> None:
+        """Drive the connection for the baton holder until its operations are done.
+
+        Messages at the head of the queue go into the mail pipeline; a turn of plain
+        commands at the head waits until the pipeline has drained.
+        """
+        while not all(op.done for op in mine):
+            if self._pipe is None:
+                head = next((op for op in self._queue if not op.gone), None)
+                if head is None or head.envelope is None:
+                    return  # a turn of commands comes first (maybe ``mine``)
+                self._start_pipe()
+            await self._run_pipe(mine, timeout)
+            if self._pipe is None and not self._open():
+                self._fail_queued(SMTPServerDisconnected("Connection lost"))
+                return
+
+    def _start_pipe(self) -> None:
+        conn = self._require_connection()
+        pipe: _Pipe
+
+        def take() -> Envelope | None:
+            queue = self._queue
+            while queue and queue[0].gone and queue[0].envelope is not None:
+                queue.popleft()  # its caller left before it was sent
+            if not queue or queue[0].envelope is None:
+                return None
+            op = queue.popleft()
+            pipe.inflight.append(op)
+            envelope = op.envelope
+            assert envelope is not None
+            envelope.context = op
+            return envelope
+
+        def finished(envelope: Envelope, outcome: Any) -> None:
+            op = envelope.context
+            assert isinstance(op, _Op)
+            pipe.inflight.remove(op)
+            op.finish(outcome)
+
+        quit_after, self._quit_after_next = self._quit_after_next, False
+        pipe = _Pipe(
+            mail_pipeline(conn, take, finished, window=self.pipeline_window, quit_after=quit_after)
+        )
+        self._pipe = pipe
+
+    async def _run_pipe(self, mine: list[_Op], timeout: Timeout) -> None:
+        pipe = self._pipe
+        assert pipe is not None
+        try:
+            await self._drive_flow(pipe, mine, timeout)
+        except BaseException as exc:
+            others = [op for op in pipe.inflight if not op.gone and op not in mine]
+            mapped = _mapped(exc)
+            if (
+                not isinstance(exc, Exception)
+                and type(pipe.request) is Read
+                and (others or any(not op.gone for op in self._queue))
+            ):
+                # Cancelled while waiting for a reply: nothing is out of step; the
+                # pipeline is handed on as it stands.
+                for op in mine:
+                    op.gone = True
+                raise
+            await self._break(mapped)
+            if mapped is not exc:
+                raise mapped from exc
+            raise
+
+    async def _drive_flow(self, pipe: _Pipe, mine: list[_Op], timeout: Timeout) -> None:
+        """The trampoline: perform the pipeline's requests until ``mine`` are done."""
+        flow = pipe.flow
+        transport = self._transport
+        if transport is None:
+            raise SMTPServerDisconnected("Connection lost")
+        only = mine[0] if len(mine) == 1 else None
+
+        async def trampoline(restart: Callable[[float | None], None]) -> None:
+            request = pipe.request
+            while True:
+                # The requests of every message first, without a call each.
+                kind = type(request)
+                if kind is Read:
+                    if request.wakeable:
+                        value = await transport.read_wakeable()
+                    else:
+                        value = await transport.read()
+                elif kind is Write:
+                    await transport.write(request.data)
+                    value = None
+                    self._feed_unsolicited(request)
+                elif request is None:
+                    value = None
+                    self._feed_unsolicited(request)
+                elif kind is Progress:
+                    restart(None)  # the timeout applies to each message of a batch
+                    value = None
+                else:
+                    value = await self._perform(request, restart)
+                    self._feed_unsolicited(request)
+                try:
+                    request = pipe.request = flow.send(value)
+                except StopIteration:
+                    self._pipe = None
+                    return
+                except BaseException:
+                    self._pipe = None
+                    raise
+                if only is not None:
+                    if only.done:
+                        return
+                elif all(op.done for op in mine):
+                    return
+
+        await self._within(self._timeout(timeout), trampoline)
+
+    def _feed_unsolicited(self, request: Any) -> None:
+        """Bytes that arrived unasked go to the machine before the flow sends its next
+        command, so they can never pass for that command's reply. They can only arrive
+        while the client waited for something other than a read (which takes all)."""
+        if type(request) is Read or type(request) in _NO_WAIT:
+            return
+        transport = self._transport
+        conn = self._conn
+        if transport is None or conn is None:
+            return
+        early = transport.take_unread()
+        idle = not conn.awaiting_replies and conn.state in _OWED_NOTHING
+        if not early and idle:
+            early = transport.peek_unsolicited()
+        if early:
+            conn.receive_data(early)
+            if idle:
+                _closed_while_idle(conn)
+
+    async def _perform(self, request: Any, restart: Callable[[float | None], None]) -> Any:
+        """Carry out one I/O request of a flow and return what the flow is sent back."""
+        transport = self._transport
+        if transport is None:
+            raise SMTPServerDisconnected("Connection lost")
+        kind = type(request)
+        if kind is Write:
+            await transport.write(request.data)
+            return None
+        if kind is Read:
+            return await transport.read()
+        if kind is Stage:
+            limit = self._stage_limit(request.name)
+            if limit is not None:
+                restart(limit)
+            return None
+        if kind is Progress:
+            restart(None)  # the timeout applies to each message of a batch
+            return None
+        if kind is NextChunk:
+            try:
+                return await request.source.__anext__()
+            except StopAsyncIteration:
+                return None
+        if kind is UpgradeTLS:
+            # Bytes the transport read past the 220 reply go to the machine, which
+            # refuses them (STARTTLS response injection) before any TLS starts.
+            early = transport.take_unread()
+            if early and self._conn is not None:
+                self._conn.receive_data(early)
+            await transport.start_tls(self._build_tls_context(), request.server_hostname)
+            return None
+        raise AssertionError(f"unknown request {request!r}")  # pragma: no cover
+
+    def _stage_limit(self, name: str) -> float | None:
+        if name == "command":
+            return self.timeouts.command
+        if name == "data":
+            return self.timeouts.data
+        return None
+
+    async def _break(self, exc: BaseException) -> None:
+        """The session is out of step: close it, and tell every waiting message its fate."""
+        reason = _mapped(exc)
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            for op in list(pipe.inflight):
+                assert op.envelope is not None
+                op.finish(lost(op.envelope, reason))
+            pipe.flow.close()
+        self._fail_queued(SMTPServerDisconnected(_message(reason)))
+        await self._abort()
+
+    def _fail_queued(self, reason: SMTPException) -> None:
+        """Messages still queued were never sent; turns waiting are woken to find the
+        connection gone."""
+        for op in list(self._queue):
+            if op.envelope is not None:
+                self._queue.remove(op)
+                op.finish(lost(op.envelope, reason))
+            else:
+                op.wake()
+
+    async def _submit(self, envelopes: list[Envelope], timeout: Timeout) -> list[Any]:
+        """Send ``envelopes`` through the mail pipeline, with whatever else is being sent.
+
+        Returns one outcome per envelope: a ``TransactionResult`` or the exception the
+        message met (each telling whether it was never sent or its fate is unknown).
+        """
+        if self._holds_turn():
+            raise LocalProtocolError("cannot send a message inside a turn of commands")
+        ops = [_Op(envelope) for envelope in envelopes]
+        self._queue.extend(ops)
+        if self._pipe is not None and self._holder is not None and self._transport is not None:
+            # The pipeline may be waiting for a reply with room for these: wake it.
+            self._transport.wake()
+        try:
+            while not all(op.done for op in ops):
+                waiting = next(op for op in ops if not op.done)
+                await self._wait_for_baton(waiting)
+                if waiting.done:
+                    continue
+                if not self._open() and self._pipe is None:
+                    self._fail_queued(SMTPServerDisconnected("Connection lost"))
+                    continue
+                await self._drive(ops, timeout)
+                if not all(op.done for op in ops):
+                    # A turn of commands was queued before the rest of these messages.
+                    self._release(waiting)
+        except Exception as exc:
+            if isinstance(exc, SMTPException) and all(op.done for op in ops):
+                return [op.outcome for op in ops]  # each told its own fate
+            for op in ops:
+                op.gone = True
+                if op in self._queue:
+                    self._queue.remove(op)
+            raise
+        except BaseException:
+            for op in ops:
+                op.gone = True
+                if op in self._queue:
+                    self._queue.remove(op)  # never sent
+            raise
+        finally:
+            for op in ops:
+                self._release(op)
+        return [op.outcome for op in ops]
+
+    async def _run(self, flow: Flow[T], timeout: Timeout = _default) -> T:
+        """Run a flow of plain commands (inside a turn); close the session when it breaks."""
+        conn = self._require_connection()
+        transport = self._transport
+        assert transport is not None
+
+        async def trampoline(restart: Callable[[float | None], None]) -> T:
+            value: Any = None
+            request: Any = None
+            while True:
+                self._feed_unsolicited(request)
+                try:
+                    request = flow.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                value = await self._perform(request, restart)
+
+        try:
+            result = await self._within(self._timeout(timeout), trampoline)
+        except RemoteProtocolError as exc:
+            await self._abort()
+            raise SMTPResponseException(-1, f"Malformed SMTP response: {exc}") from exc
+        except (SMTPResponseException, SMTPRecipientsRefused, LocalProtocolError):
+            if not self._is_clean(conn):
+                await self._abort()
+            raise
+        except BaseException:
+            # Timeouts, disconnects, cancellation: the session is out of step; never reuse it.
+            await self._abort()
+            raise
+        finally:
+            flow.close()
+        if not self._is_clean(conn):
+            await self._abort()
+        return result
+
+    async def _within(
+        self,
+        timeout: float | None,
+        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
+    ) -> T:
+        """The adapter's deadline; a timeout of zero (or less) expires at once."""
+        if timeout is not None and timeout <= 0:
+            raise SMTPReadTimeoutError("Timed out waiting for server response")
+        return await self._with_deadline(timeout, operation)
+
+    def _is_clean(self, conn: ClientConnection) -> bool:
+        if conn is not self._conn:
+            return False
+        if conn.state is State.QUIT:
+            return conn.awaiting_replies == 1  # QUIT sent with the last message; see quit()
+        return not conn.awaiting_replies and conn.state in _CLEAN
+
+    # -- connection ----------
+
+    def _forget_pipe(self) -> None:
+        """Whatever was in flight ends with the connection."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            for op in list(pipe.inflight):
+                assert op.envelope is not None
+                op.finish(lost(op.envelope, "Connection closed"))
+            pipe.flow.close()
+        for op in list(self._queue):
+            if op.envelope is not None and op is not self._holder:
+                self._queue.remove(op)
+                op.finish(lost(op.envelope, "Connection closed"))
+            else:
+                op.wake()
+
+
+_NO_WAIT = frozenset({Stage, Progress})
+
+
+def _mapped(exc: BaseException) -> BaseException:
+    """The exception callers are told for a session that broke under them."""
+    if isinstance(exc, RemoteProtocolError):
+        return SMTPResponseException(-1, f"Malformed SMTP response: {exc}")
+    return exc
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SMTPServerDisconnected) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, SMTPException):
+        return f"Connection lost: {exc}"
+    return f"Connection lost: {type(exc).__name__}"
+

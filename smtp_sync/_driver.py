@@ -1,0 +1,263 @@
+"""The blocking driver: smtp_core's flows performed with ``socket`` and ``ssl``.
+
+Everything here is transport: connecting, TLS, time limits (socket timeouts within a
+monotonic deadline) and turning ``OSError`` into smtplib's exceptions. What to send
+and how to read replies comes from the flows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import smtp_core
+from smtp_core import ClientConnection, CommandReply, ConnectionClosed, RemoteProtocolError, State
+from smtp_core.flows import Flow, NextChunk, Progress, Read, Stage, UpgradeTLS, Write
+
+from ._exceptions import SMTPServerDisconnected, SMTPTimeoutError, convert
+
+__all__ = ["Channel", "Parked", "open_socket", "READ_SIZE"]
+
+T = TypeVar("T")
+READ_SIZE = 65536
+
+# States in which, with no command awaiting a reply, the server has nothing to say.
+_OWED_NOTHING = frozenset(
+    {State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH_CHALLENGE}
+)
+
+
+def open_socket(
+    host: str,
+    port: int,
+    timeout: float | None,
+    source_address: tuple[str, int] | None,
+) -> socket.socket:
+    """A connected TCP socket, or a Unix one for a ``host`` that is an absolute path."""
+    if host.startswith("/"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(host)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection((host, port), timeout, source_address)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class Parked:
+    """A flow between two requests: the next request to perform (None: not started)."""
+
+    __slots__ = ("flow", "request", "result")
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self.flow = flow
+        self.request: Any = None
+        self.result: Any = None
+
+
+class Channel:
+    """One connection: a blocking socket, the protocol machine, and its time limits.
+
+    ``timeout`` bounds each socket operation (smtplib's meaning); ``command`` and
+    ``data`` bound a command's reply and a message's content (its first byte to its
+    final reply); the ``deadline`` given to :meth:`run` (monotonic seconds) bounds
+    the whole run.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        conn: ClientConnection,
+        *,
+        timeout: float | None,
+        command: float | None = None,
+        data: float | None = None,
+    ) -> None:
+        self.sock = sock
+        self.conn = conn
+        self.timeout = timeout
+        self.command_limit = command
+        self.data_limit = data
+        self.tls_context: ssl.SSLContext | None = None
+        self._armed = False  # the socket's timeout is not ``timeout`` just now
+        sock.settimeout(timeout)
+
+    # -- the trampoline ----------
+
+    def run(self, flow: Flow[T], deadline: float | None = None) -> T:
+        """Perform ``flow``'s requests until it returns; map failures to smtplib's
+        exceptions (a broken transport closes the channel)."""
+        parked = Parked(flow)
+        try:
+            self.pump(parked, None, deadline)
+        finally:
+            flow.close()
+        result: T = parked.result
+        return result
+
+    def pump(
+        self, parked: Parked, until: Callable[[], bool] | None, deadline: float | None
+    ) -> bool:
+        """Drive a parked flow until ``until()`` holds (between two requests) or the flow
+        returns (True; its value in ``parked.result``). ``deadline`` (monotonic) bounds
+        this run; the flow stays parked, its next request not yet performed."""
+        flow = parked.flow
+        request = parked.request
+        limit = deadline
+        try:
+            while True:
+                kind = type(request)
+                if kind is Write:
+                    if limit is not None:
+                        self._arm(limit)
+                    self.sock.sendall(request.data)
+                    value: Any = None
+                elif kind is Read:
+                    if limit is not None:
+                        self._arm(limit)
+                    value = self.sock.recv(READ_SIZE)
+                elif kind is Stage:
+                    seconds = (
+                        self.command_limit
+                        if request.name == "command"
+                        else self.data_limit
+                    )
+                    if seconds is not None:
+                        limit = time.monotonic() + seconds
+                        if deadline is not None:
+                            limit = min(limit, deadline)
+                    value = None
+                elif kind is UpgradeTLS:
+                    self._upgrade(request.server_hostname)
+                    value = None
+                elif request is None or kind is Progress:
+                    value = None
+                elif kind is NextChunk:
+                    raise TypeError("message content must be bytes, a file or an iterable of bytes")
+                else:  # pragma: no cover
+                    raise AssertionError(f"unknown request {request!r}")
+                try:
+                    request = flow.send(value)
+                except StopIteration as stop:
+                    parked.request = None
+                    parked.result = stop.value
+                    return True
+                if until is not None and until():
+                    parked.request = request
+                    return False
+        except smtp_core.SMTPException as exc:
+            if isinstance(exc, smtp_core.SMTPServerDisconnected):
+                self.close()
+            raise convert(exc) from exc
+        except RemoteProtocolError as exc:
+            self.close()
+            raise convert(exc) from exc
+        except ssl.SSLCertVerificationError:
+            self.close()
+            raise  # as smtplib: the certificate was refused
+        except TimeoutError as exc:
+            self.close()
+            raise SMTPTimeoutError("Timed out waiting for the server") from exc
+        except OSError as exc:
+            self.close()
+            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+        finally:
+            if self._armed:
+                self._disarm()
+
+    def _arm(self, limit: float) -> None:
+        left = limit - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        self.sock.settimeout(left if self.timeout is None else min(left, self.timeout))
+        self._armed = True
+
+    def _disarm(self) -> None:
+        self._armed = False
+        with contextlib.suppress(OSError):
+            self.sock.settimeout(self.timeout)
+
+    def _upgrade(self, server_hostname: str | None) -> None:
+        # TLS clients speak first: any byte already waiting is plaintext the server
+        # (or someone on the path) sent after its 220. The machine refuses it.
+        early = self._take_waiting()
+        if early:
+            self.conn.receive_data(early)
+        context = self.tls_context or ssl.create_default_context()
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+
+    # -- between operations ----------
+
+    def _take_waiting(self) -> bytes:
+        """Bytes the server sent that nobody asked for yet, without waiting (b"": none).
+
+        Raises ``SMTPServerDisconnected`` when the server has closed the connection.
+        """
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket):
+            if not sock.pending() and not select.select([sock], [], [], 0)[0]:
+                return b""
+            sock.setblocking(False)
+            try:
+                data = sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return b""  # a TLS record without data (a session ticket)
+            finally:
+                sock.settimeout(self.timeout)
+        else:
+            if not select.select([sock], [], [], 0)[0]:
+                return b""
+            data = sock.recv(READ_SIZE)
+        if not data:
+            raise SMTPServerDisconnected("Server closed the connection")
+        return data
+
+    def check_idle(self) -> None:
+        """Before a new operation: refuse bytes sent while no reply was due.
+
+        A 421 means the server ended the session (an idle timeout); anything else would
+        pass for the next command's reply, so the machine refuses it. Either closes.
+        """
+        conn = self.conn
+        if conn.awaiting_replies or conn.state not in _OWED_NOTHING:
+            return
+        try:
+            early = self._take_waiting()
+            if early:
+                conn.receive_data(early)
+            # Bytes read with the last reply are in the machine already: look at them too.
+            event = conn.next_event()
+        except (OSError, SMTPServerDisconnected) as exc:
+            self.close()
+            if isinstance(exc, SMTPServerDisconnected):
+                raise
+            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+        except RemoteProtocolError as exc:
+            self.close()
+            raise convert(exc) from exc
+        if isinstance(event, CommandReply) and event.command is None:
+            self.close()
+            reply = event.reply
+            raise SMTPServerDisconnected(
+                f"Server closed the connection while idle: {reply.code} {reply.message}"
+            )
+        if isinstance(event, ConnectionClosed):
+            self.close()
+            raise SMTPServerDisconnected("Server closed the connection")
+
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() < 0
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -1,0 +1,318 @@
+"""Turns on one connection for the threads that share a client.
+
+Every call is an *operation*, queued in call order: a plain command (or a run of
+them) takes the connection for itself; a message joins the connection's mail
+pipeline (:func:`smtp_core.flows.mail_pipeline`), which sends messages back to back
+while earlier ones are in flight, so threads sharing a client share round trips.
+
+The *baton* (the right to drive the connection) belongs to the thread of the oldest
+unfinished operation. It drives until its own operations are done, then hands the
+pipeline on, parked between two requests; each thread is told its message's fate the
+moment the pipeline knows it. Anything that breaks the session (a timeout, a protocol
+error, a lost connection) closes it, and every message in flight or queued is told
+whether it was never sent or its fate is unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from typing import Any
+
+from smtp_core import ClientConnection, SMTPException, State
+from smtp_core.flows import Envelope, lost, mail_pipeline, mail_transaction
+
+from ._driver import Channel, Parked
+from ._exceptions import SMTPServerDisconnected
+
+__all__ = ["Turns"]
+
+
+class _Op:
+    """One thread's piece of work: a message, or (``envelope`` None) a turn of commands."""
+
+    __slots__ = ("done", "envelope", "gone", "outcome", "thread")
+
+    def __init__(self, envelope: Envelope | None, thread: int) -> None:
+        self.envelope = envelope
+        self.thread = thread
+        self.done = False
+        self.gone = False  # its thread stopped waiting
+        self.outcome: Any = None
+
+
+class _Pipe:
+    __slots__ = ("inflight", "parked")
+
+    def __init__(self) -> None:
+        self.inflight: deque[_Op] = deque()  # taken by the pipeline, fate not yet known
+        self.parked: Parked
+
+
+class _Turn:
+    """One turn of plain commands (see :meth:`Turns._turn`)."""
+
+    __slots__ = ("client", "op")
+
+    def __init__(self, client: Turns) -> None:
+        self.client = client
+        self.op: _Op | None = None
+
+    def __enter__(self) -> None:
+        client = self.client
+        me = threading.get_ident()
+        with client._cv:
+            if client._holder is None and not client._queue and client._pipe is None:
+                client._holder = me  # nobody else: no need to queue
+                return
+            op = self.op = _Op(None, me)
+            client._queue.append(op)
+        try:
+            client._wait_for_baton([op], me)
+        except BaseException:
+            client._abandon([op])
+            raise
+        try:
+            if client._pipe is not None:
+                client._drain()
+        except BaseException:
+            client._abandon([op])
+            client._release()
+            raise
+        with client._cv:
+            op.done = True
+            client._queue.remove(op)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.client._release()
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+class Turns:
+    """The queue, the baton and the mail pipeline of one client."""
+
+    _channel: Channel | None
+    pipeline_window: int
+
+    def _init_turns(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._queue: deque[_Op] = deque()
+        self._pipe: _Pipe | None = None
+        self._holder: int | None = None  # the thread driving the connection
+
+    # -- the baton ----------
+
+    def _next_owner(self) -> _Op | None:
+        pipe = self._pipe
+        if pipe is not None:
+            for op in pipe.inflight:
+                if not op.gone and not op.done:
+                    return op
+        for op in self._queue:
+            if not op.gone and not op.done:
+                return op
+        return None
+
+    def _wait_for_baton(self, ops: list[_Op], me: int) -> bool:
+        """Wait until this thread may drive (True) or all ``ops`` are done (False)."""
+        with self._cv:
+            while True:
+                if all(op.done for op in ops):
+                    return False
+                if self._holder is None:
+                    owner = self._next_owner()
+                    if owner is not None and owner.thread == me:
+                        self._holder = me
+                        return True
+                self._cv.wait()
+
+    def _release(self) -> None:
+        with self._cv:
+            self._holder = None
+            self._cv.notify_all()
+
+    def _abandon(self, ops: list[_Op]) -> None:
+        with self._cv:
+            for op in ops:
+                op.gone = True
+                if op in self._queue:
+                    self._queue.remove(op)
+            self._cv.notify_all()
+
+    def _turn(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the connection for a run of plain commands, in call order (re-entrant).
+
+        A mail pipeline still running is finished first (its messages keep their order).
+        """
+        if self._holder == threading.get_ident():
+            return _NOTHING
+        return _Turn(self)
+
+    # -- messages ----------
+
+    def _submit(self, envelopes: list[Envelope], deadline: float | None) -> list[Any]:
+        """Send ``envelopes`` through the pipeline with whatever other threads send.
+
+        Returns one outcome per envelope: a ``TransactionResult`` or the exception the
+        message met (its ``outcome`` telling whether it was never sent or is unknown).
+        """
+        me = threading.get_ident()
+        if self._holder == me:  # pragma: no cover - the client never does this
+            raise RuntimeError("cannot send a message inside a turn of commands")
+        if len(envelopes) == 1:
+            with self._cv:
+                alone = self._holder is None and not self._queue and self._pipe is None
+                if alone:
+                    self._holder = me
+            if alone:
+                # Nobody else is sending: one transaction, without the pipeline's
+                # bookkeeping (threads that come meanwhile queue up behind it).
+                try:
+                    return [self._transaction(envelopes[0], deadline)]
+                finally:
+                    self._release()
+        ops = [_Op(envelope, me) for envelope in envelopes]
+        with self._cv:
+            self._queue.extend(ops)
+            self._cv.notify_all()
+        try:
+            while self._wait_for_baton(ops, me):
+                try:
+                    self._drive(ops, deadline)
+                finally:
+                    self._release()
+        except BaseException:
+            self._abandon(ops)
+            raise
+        return [op.outcome for op in ops]
+
+    def _transaction(self, envelope: Envelope, deadline: float | None) -> Any:
+        """As the baton holder: one message with :func:`mail_transaction`; its outcome."""
+        channel = self._channel
+        if channel is None or channel.closed:
+            return lost(envelope, SMTPServerDisconnected("please run connect() first"))
+        conn = channel.conn
+        try:
+            channel.check_idle()
+            return channel.run(mail_transaction(conn, envelope), deadline)
+        except SMTPException as exc:
+            if getattr(exc, "result", None) is not None:
+                if conn.state in (State.CLOSED, State.ERROR):  # a 421 ended the session
+                    self._break(SMTPServerDisconnected("Server closed the connection"))
+                return exc  # a refusal, after RSET: the session goes on
+            self._break(exc)
+            return lost(envelope, exc)
+        except BaseException as exc:
+            self._break(exc)
+            raise
+
+    def _drive(self, ops: list[_Op], deadline: float | None) -> None:
+        """As the baton holder: drive the pipeline until ``ops`` are done (or a turn of
+        commands is next in the queue)."""
+        if len(ops) == 1:
+            op = ops[0]
+
+            def mine_done() -> bool:
+                return op.done
+
+        else:
+
+            def mine_done() -> bool:
+                return all(op.done for op in ops)
+
+        while not mine_done():
+            channel = self._channel
+            if channel is None or channel.closed:
+                self._break(SMTPServerDisconnected("please run connect() first"))
+                return
+            try:
+                channel.check_idle()
+            except BaseException as exc:
+                self._break(exc)
+                if isinstance(exc, SMTPException):
+                    return
+                raise  # pragma: no cover
+            if self._pipe is None:
+                with self._cv:
+                    head = next((op for op in self._queue if not op.gone), None)
+                if head is None or head.envelope is None:
+                    return  # a turn of commands comes first
+                self._start_pipe(channel.conn)
+            pipe = self._pipe
+            assert pipe is not None
+            try:
+                ended = channel.pump(pipe.parked, mine_done, deadline)
+            except BaseException as exc:
+                self._break(exc)
+                if isinstance(exc, SMTPException) and mine_done():
+                    return  # each message was told its fate
+                raise
+            if ended:
+                self._pipe = None
+
+    def _start_pipe(self, conn: ClientConnection) -> None:
+        pipe = _Pipe()
+        cv, queue = self._cv, self._queue
+
+        def take() -> Envelope | None:
+            with cv:
+                while queue and queue[0].gone and queue[0].envelope is not None:
+                    queue.popleft()  # its thread left before it was sent
+                if not queue or queue[0].envelope is None:
+                    return None
+                op = queue.popleft()
+                pipe.inflight.append(op)
+            envelope = op.envelope
+            assert envelope is not None
+            envelope.context = op
+            return envelope
+
+        def finished(envelope: Envelope, outcome: Any) -> None:
+            op = envelope.context
+            with cv:
+                pipe.inflight.remove(op)
+                op.outcome = outcome
+                op.done = True
+                cv.notify_all()
+
+        pipe.parked = Parked(
+            mail_pipeline(conn, take, finished, window=self.pipeline_window)
+        )
+        self._pipe = pipe
+
+    def _drain(self) -> None:
+        """As the baton holder: let the pipeline finish (nothing more will be taken)."""
+        pipe = self._pipe
+        assert pipe is not None
+        channel = self._channel
+        if channel is None or channel.closed:
+            self._break(SMTPServerDisconnected("Connection lost"))
+            return
+        try:
+            channel.pump(pipe.parked, None, None)
+        except BaseException as exc:
+            self._break(exc)
+            raise
+        self._pipe = None
+
+    def _break(self, exc: BaseException) -> None:
+        """The session is out of step: close it; tell every waiting message its fate."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+        with self._cv:
+            pipe, self._pipe = self._pipe, None
+            victims = list(pipe.inflight) if pipe is not None else []
+            victims += [op for op in self._queue if op.envelope is not None]
+            for op in victims:
+                if op in self._queue:
+                    self._queue.remove(op)
+                assert op.envelope is not None
+                op.outcome = lost(op.envelope, exc)
+                op.done = True
+            self._cv.notify_all()
+        if pipe is not None:
+            pipe.parked.flow.close()

@@ -33,7 +33,9 @@ Every minute (``--report-every``) it prints the figures; at the end it checks th
 * ``exit``: each client process exits cleanly within a minute of the end.
 
 Exits 1 if any check fails, except those named with ``--known-issue`` (printed as
-KNOWN). Every loop stops by itself at the end of the duration.
+KNOWN). Every loop stops by itself at the end of the duration. With ``SOAK_STDERR_DIR``
+set, each client process's stderr (the first traceback of each unexpected exception)
+is written there.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ class Report:
         self.failures: list[str] = []
         self.known_failures: list[str] = []
         self.final = False
+        self.stderr_dir = os.environ.get("SOAK_STDERR_DIR")
 
     def check(self, name: str, ok: bool, text: str) -> str:
         if ok:
@@ -347,6 +350,10 @@ class Report:
         ]
         if stderr:
             lines.append(f"  {name} stderr (last lines): " + " | ".join(stderr.splitlines()[-3:]))
+            if self.stderr_dir is not None:
+                path = Path(self.stderr_dir) / f"{name}.stderr"
+                path.write_text(stderr)
+                lines.append(f"  {name} stderr (first tracebacks of each kind): {path}")
         return lines
 
 

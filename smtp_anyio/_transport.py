@@ -132,7 +132,10 @@ class AnyioTransport:
         # temporary socket object on the same descriptor, detached so it closes nothing.
         if hasattr(raw, "recv"):
             return raw
-        return socket.socket(raw.family, raw.type, raw.proto, fileno=raw.fileno())
+        fileno = raw.fileno()
+        if fileno < 0:  # closed
+            return None
+        return socket.socket(raw.family, raw.type, raw.proto, fileno=fileno)
 
     def peek_unsolicited(self) -> bytes:
         # anyio reads only when asked: bytes the server sent while the client was idle

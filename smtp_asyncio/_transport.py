@@ -169,4 +169,8 @@ class StreamProtocol(asyncio.Protocol):
         self._wake_reader()
 
     async def aclose(self) -> None:
+        # The session is over or broken: release the socket now (a TLS transport's
+        # close() would wait for the peer's close_notify, up to 30 s).
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
         self.close()

@@ -354,6 +354,8 @@ class SessionBase(TurnsBase):
         async with self._turn():
             if self.is_connected:
                 raise SMTPException("SMTP instance is already connected")
+            if self._transport is not None:
+                await self._abort()  # a session the server ended: release it, forget it
             if self.local_hostname is None:
                 self.local_hostname = validate_local_hostname(await self._default_local_hostname())
             try:

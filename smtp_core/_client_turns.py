@@ -330,7 +330,9 @@ class TurnsBase(abc.ABC):
                 self._start_pipe()
             await self._run_pipe(mine, timeout)
             if self._pipe is None and not self._open():
+                # The session ended under the pipeline (421, EOF): close it for good.
                 self._fail_queued(SMTPServerDisconnected("Connection lost"))
+                await self._abort()
                 return
 
     def _start_pipe(self) -> None:
@@ -535,6 +537,7 @@ class TurnsBase(abc.ABC):
                     continue
                 if not self._open() and self._pipe is None:
                     self._fail_queued(SMTPServerDisconnected("Connection lost"))
+                    await self._abort()
                     continue
                 await self._drive(ops, timeout)
                 if not all(op.done for op in ops):

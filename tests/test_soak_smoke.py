@@ -150,15 +150,6 @@ def test_report_fails_each_kind_of_loss(accepted: dict[str, int], results: dict[
 # -- found by soak runs ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a server that closes the connection (EOF) in the middle of the mail pipeline ends the "
-    "pipeline flow normally: SessionBase._drive sees the connection gone and fails the queue, but "
-    "never calls _abort(), so the old transport stays open and last_ehlo_response survives; the "
-    "next connect() overwrites the transport without closing it and skips EHLO, and the next "
-    "sendmail raises LocalProtocolError('cannot send MAIL in state HELLO')",
-)
 def test_reconnect_after_the_server_closed_mid_pipeline(adapter: Adapter, scripted: Any) -> None:
     good = [*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 queued\r\n")]
     server = scripted([*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Close()], more=[good])
@@ -186,20 +177,9 @@ def test_reconnect_after_the_server_closed_mid_pipeline(adapter: Adapter, script
     assert not seen["transport left open"] and not seen["ehlo kept"], seen
 
 
-def test_a_broken_tls_session_releases_its_socket(adapter: Adapter, scripted: Any, certs: Certs, request: pytest.FixtureRequest) -> None:
+def test_a_broken_tls_session_releases_its_socket(adapter: Adapter, scripted: Any, certs: Certs) -> None:
     """A session that timed out over TLS is closed at once, socket included, whatever the
     server does next (here: nothing; it never answers the TLS close either)."""
-    if adapter.module.__name__ == "smtp_asyncio":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="smtp_asyncio's StreamProtocol.close()/aclose() call transport.close(): on "
-                "an SSL transport that starts a graceful TLS shutdown, and the socket stays open "
-                "until the peer answers it or asyncio's ssl_shutdown_timeout (30 s) passes; a broken "
-                "session could abort() instead",
-            )
-        )
     server = scripted(
         [
             *session_prefix("STARTTLS"),

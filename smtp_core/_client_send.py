@@ -33,7 +33,7 @@ from ._transaction import (
     content_total,
 )
 
-__all__ = ["SendingMixin"]
+__all__ = ["SendingMixin", "prepare_envelope"]
 
 
 class SendingMixin(AuthMixin):
@@ -116,7 +116,7 @@ class SendingMixin(AuthMixin):
 
         async def now(restart: Callable[[float | None], None] | None = None) -> Any:
             conn = await self._ensure_session(timeout)
-            envelope = self._prepare_envelope(conn, mail, rcpts, content, extensions)
+            envelope = prepare_envelope(conn, mail, rcpts, content, extensions)
             envelope.progress = progress
             prepared.append(envelope)
             [outcome] = await self._submit([envelope], timeout)
@@ -282,7 +282,7 @@ class SendingMixin(AuthMixin):
             rcpts = [Rcpt(rcpt, advertised_only=False) for rcpt in recipients]
             if isinstance(content, str):
                 content = content.encode("ascii")
-            envelopes.append(self._prepare_envelope(conn, mail, rcpts, content, None))
+            envelopes.append(prepare_envelope(conn, mail, rcpts, content, None))
         outcomes = await self._submit(envelopes, timeout)
         results: list[tuple[dict[str, SMTPResponse], str] | SMTPException] = []
         for outcome in outcomes:
@@ -301,92 +301,91 @@ class SendingMixin(AuthMixin):
                 await self._ehlo_or_helo_if_needed(timeout)
         return self._require_connection()
 
-    def _prepare_envelope(
-        self,
-        conn: ClientConnection,
-        mail: Mail,
-        rcpts: list[Rcpt],
-        content: Any,
-        extensions: _Extensions | None,
-    ) -> Envelope:
-        """Everything checked before any byte of the message is sent.
 
-        ``mail`` and ``rcpts`` were built (so validated) from the caller's arguments;
-        typed extensions and the options the server needs (SMTPUTF8, SIZE, BODY) are
-        added here. The commands built here are the ones sent, whatever the path.
-        """
-        caps = conn.capabilities
-        sender = mail.sender
-        if extensions is not None and extensions.used:
-            mail_extra, per_rcpt = extensions.parameters(conn)
-            mail = mail.with_parameters([*mail.parameters, *mail_extra])
-            rcpts = [
-                Rcpt(
-                    rcpt.recipient,
-                    (*rcpt.parameters, *per_rcpt(rcpt.recipient)),
-                    advertised_only=False,
-                )
-                for rcpt in rcpts
-            ]
-        recipients = [rcpt.recipient for rcpt in rcpts]
-        if (
-            not mail.parameters
-            and sender.isascii()
-            and all(r.isascii() for r in recipients)
-            and "SIZE" not in caps
-            and "BINARYMIME" not in caps
-        ):
-            # The usual case: nothing to add, nothing to check against the server.
-            return Envelope(sender, recipients, content, commands=[mail, *rcpts])
-        mail_options = list(mail.parameters)
-        utf8 = any(opt.lower() == "smtputf8" for opt in mail_options)
-        non_ascii = next((a for a in (sender, *recipients) if not a.isascii()), None)
-        if utf8 and not caps.smtputf8:
-            raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
-        if non_ascii is not None and not caps.smtputf8:
-            raise SMTPUTF8NotSupported(
-                non_ascii,
-                f"address {non_ascii!r} contains non-ASCII characters, but SMTPUTF8 is not "
-                "supported by this server",
+def prepare_envelope(
+    conn: ClientConnection,
+    mail: Mail,
+    rcpts: list[Rcpt],
+    content: Any,
+    extensions: _Extensions | None,
+) -> Envelope:
+    """Everything checked before any byte of the message is sent.
+
+    ``mail`` and ``rcpts`` were built (so validated) from the caller's arguments;
+    typed extensions and the options the server needs (SMTPUTF8, SIZE, BODY) are
+    added here. The commands built here are the ones sent, whatever the path.
+    """
+    caps = conn.capabilities
+    sender = mail.sender
+    if extensions is not None and extensions.used:
+        mail_extra, per_rcpt = extensions.parameters(conn)
+        mail = mail.with_parameters([*mail.parameters, *mail_extra])
+        rcpts = [
+            Rcpt(
+                rcpt.recipient,
+                (*rcpt.parameters, *per_rcpt(rcpt.recipient)),
+                advertised_only=False,
             )
-        if non_ascii is not None and not utf8:
-            mail_options.append("SMTPUTF8")
-        bdat = caps.chunking and not conn.lmtp
-        if "SIZE" in caps and isinstance(content, (bytes, bytearray, memoryview)):
-            size = content_size(bytes(content), bdat=bdat)
-            limit = caps.size
-            if limit is not None and size > limit:
-                raise SMTPSenderRefused(
-                    552,
-                    f"Message size ({size} bytes) exceeds the server's limit of "
-                    f"{limit} bytes (SIZE)",
-                    sender,
-                )
-            if not any(opt.lower().startswith("size=") for opt in mail_options):
-                mail_options.insert(0, f"SIZE={size}")
-        elif "SIZE" in caps and caps.size is not None:
-            # A file: its length on disk is a lower bound of the size sent (line-ending
-            # normalisation only adds bytes), enough to refuse before streaming it.
-            at_least = content_total(content)
-            if at_least is not None and at_least > caps.size:
-                raise SMTPSenderRefused(
-                    552,
-                    f"Message size (at least {at_least} bytes) exceeds the server's limit "
-                    f"of {caps.size} bytes (SIZE)",
-                    sender,
-                )
-        if (
-            "BINARYMIME" in caps
-            and "CHUNKING" in caps
-            and isinstance(content, (bytes, bytearray, memoryview))
-            and not any(opt.lower().startswith("body=") for opt in mail_options)
-            and _needs_binarymime(bytes(content))
-        ):
-            # Content that is not 7bit/8bit-safe goes as BINARYMIME with BDAT, unaltered.
-            mail_options.append("BODY=BINARYMIME")
-        if mail_options != list(mail.parameters):
-            mail = mail.with_parameters(mail_options)
+            for rcpt in rcpts
+        ]
+    recipients = [rcpt.recipient for rcpt in rcpts]
+    if (
+        not mail.parameters
+        and sender.isascii()
+        and all(r.isascii() for r in recipients)
+        and "SIZE" not in caps
+        and "BINARYMIME" not in caps
+    ):
+        # The usual case: nothing to add, nothing to check against the server.
         return Envelope(sender, recipients, content, commands=[mail, *rcpts])
+    mail_options = list(mail.parameters)
+    utf8 = any(opt.lower() == "smtputf8" for opt in mail_options)
+    non_ascii = next((a for a in (sender, *recipients) if not a.isascii()), None)
+    if utf8 and not caps.smtputf8:
+        raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    if non_ascii is not None and not caps.smtputf8:
+        raise SMTPUTF8NotSupported(
+            non_ascii,
+            f"address {non_ascii!r} contains non-ASCII characters, but SMTPUTF8 is not "
+            "supported by this server",
+        )
+    if non_ascii is not None and not utf8:
+        mail_options.append("SMTPUTF8")
+    bdat = caps.chunking and not conn.lmtp
+    if "SIZE" in caps and isinstance(content, (bytes, bytearray, memoryview)):
+        size = content_size(bytes(content), bdat=bdat)
+        limit = caps.size
+        if limit is not None and size > limit:
+            raise SMTPSenderRefused(
+                552,
+                f"Message size ({size} bytes) exceeds the server's limit of {limit} bytes (SIZE)",
+                sender,
+            )
+        if not any(opt.lower().startswith("size=") for opt in mail_options):
+            mail_options.insert(0, f"SIZE={size}")
+    elif "SIZE" in caps and caps.size is not None:
+        # A file: its length on disk is a lower bound of the size sent (line-ending
+        # normalisation only adds bytes), enough to refuse before streaming it.
+        at_least = content_total(content)
+        if at_least is not None and at_least > caps.size:
+            raise SMTPSenderRefused(
+                552,
+                f"Message size (at least {at_least} bytes) exceeds the server's limit "
+                f"of {caps.size} bytes (SIZE)",
+                sender,
+            )
+    if (
+        "BINARYMIME" in caps
+        and "CHUNKING" in caps
+        and isinstance(content, (bytes, bytearray, memoryview))
+        and not any(opt.lower().startswith("body=") for opt in mail_options)
+        and _needs_binarymime(bytes(content))
+    ):
+        # Content that is not 7bit/8bit-safe goes as BINARYMIME with BDAT, unaltered.
+        mail_options.append("BODY=BINARYMIME")
+    if mail_options != list(mail.parameters):
+        mail = mail.with_parameters(mail_options)
+    return Envelope(sender, recipients, content, commands=[mail, *rcpts])
 
 
 @dataclass

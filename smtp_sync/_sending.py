@@ -6,7 +6,7 @@ from __future__ import annotations
 import email.message
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import smtp_core
 from smtp_core import (
@@ -14,7 +14,7 @@ from smtp_core import (
     Mail,
     Rcpt,
 )
-from smtp_core._client_send import SendingMixin as CoreSending
+from smtp_core._client_send import prepare_envelope
 from smtp_core._email import prepare_message
 from smtp_core.flows import (
     TransactionResult,
@@ -109,9 +109,7 @@ class SendingMixin(AuthMixin):
         try:
             # The envelope exactly as the asyncio and anyio clients prepare it: SIZE
             # checked and added, SMTPUTF8 and BODY=BINARYMIME when needed.
-            return CoreSending._prepare_envelope(
-                cast(Any, None), conn, mail, rcpts, content, None
-            )
+            return prepare_envelope(conn, mail, rcpts, content, None)
         except smtp_core.SMTPException as exc:
             raise convert(exc) from None
 

@@ -23,6 +23,7 @@ from ._exceptions import (
     SMTPUTF8NotSupported,
 )
 from ._extensions import DSN, priority_parameter
+from ._native import mypyc_attr
 from ._outcome import Outcome
 from ._response import SMTPResponse, _default
 from ._transaction import (
@@ -36,6 +37,7 @@ from ._transaction import (
 __all__ = ["SendingMixin", "prepare_envelope"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SendingMixin(AuthMixin):
     """aiosmtplib's sending methods, plus typed results and batches."""
 

@@ -3,7 +3,12 @@
 Usage: python benchmarks/client.py CLIENT SCENARIO PORT COUNT
 CLIENT: smtp_asyncio, smtp_anyio-asyncio, smtp_anyio-trio, aiosmtplib, smtplib,
         asyncio-floor (the reference point of benchmarks/floor.py; sequential, connsN
-        and newconn only); any asyncio one with "-uvloop" appended runs on uvloop
+        and newconn only); any asyncio one with "-uvloop" appended runs on uvloop.
+        One of ours with "-compiled" (before any "-uvloop") insists on the compiled
+        build (hatch_build.py) and exits with an error if the pure one is imported; run
+        it with the python of a virtualenv where the compiled wheel is installed, with
+        ``-P`` so that nothing on the script's side shadows it. Without "-compiled" it
+        insists on the pure-Python build. The JSON line says which build ran.
 SCENARIO: sequential, batch, conns8, conns64, newconn, send, pool, big, bigfile,
           and for runs over a delay proxy (run.py --rtt): gather, pool4x8, latency
 """
@@ -47,6 +52,21 @@ def rss_kib() -> int:
 def big_message() -> bytes:
     line = b".a line that starts with a dot, as in a quoted reply or a diff...\r\n"
     return b"Subject: big\r\n\r\n" + line * (BIG_SIZE // len(line))
+
+
+def build_of_smtp_core() -> str:
+    """``compiled`` if the hot modules come from extension modules, ``pure`` if from .py files."""
+    import importlib
+
+    files = [
+        importlib.import_module(f"smtp_core.{name}").__file__ or ""
+        for name in ("_connection", "_flows", "_client_turns", "_client_send", "_client")
+    ]
+    if all(f.endswith(".py") for f in files):
+        return "pure"
+    if not any(f.endswith(".py") for f in files):
+        return "compiled"
+    return "mixed"
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -299,8 +319,18 @@ async def run_latency(module: Any, port: int, count: int, payload: Any) -> dict[
 
 def main() -> None:
     client, scenario, port_text, count_text = sys.argv[1:5]
+    label = client
     uvloop = client.endswith("-uvloop")
     client = client.removesuffix("-uvloop")
+    compiled = client.endswith("-compiled")
+    client = client.removesuffix("-compiled")
+    build = None
+    if client.startswith(("smtp_asyncio", "smtp_anyio")):
+        build = build_of_smtp_core()
+        if build != ("compiled" if compiled else "pure"):
+            sys.exit(f"{label}: smtp_core's hot modules are {build} in {sys.executable}")
+    elif compiled:
+        sys.exit(f"{label}: only smtp_asyncio and smtp_anyio have a compiled build")
     port, count = int(port_text), int(count_text)
     payload: Any = MESSAGE
     size = len(MESSAGE)
@@ -385,7 +415,8 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "client": client + ("-uvloop" if uvloop else ""),
+                "client": label,
+                "build": build,
                 "scenario": scenario,
                 "messages": count,
                 "seconds": elapsed,

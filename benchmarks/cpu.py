@@ -8,19 +8,32 @@ read around N awaited ``sendmail`` calls on one client, and around N connections
 
     python benchmarks/cpu.py                 # every adapter, 3 rounds
     python benchmarks/cpu.py --messages 20000 --adapter smtp_asyncio
+
+With ``--compiled-python PYTHON`` (the python of a virtualenv where the compiled wheel
+of hatch_build.py is installed; see benchmarks/run.py for how to build one) the pure
+and the compiled build are printed side by side. Each round of each adapter then runs
+in a fresh process, pure and compiled alternating; the compiled one runs as
+``PYTHON -P benchmarks/cpu.py --installed`` so that the checkout does not shadow the
+installed modules, and the build each process imported is checked, not assumed::
+
+    python benchmarks/cpu.py --compiled-python /tmp/compiled/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if "--installed" not in sys.argv:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import smtp_anyio
 import smtp_asyncio
@@ -161,22 +174,108 @@ def run(name: str, fn: Any, *args: Any) -> float:
     return float(anyio.run(fn, module, *args, backend=backend))
 
 
+def build_of_smtp_core() -> str:
+    """``compiled`` if the hot modules come from extension modules, ``pure`` if from .py files."""
+    files = [
+        importlib.import_module(f"smtp_core.{name}").__file__ or ""
+        for name in ("_connection", "_flows", "_client_turns", "_client_send", "_client")
+    ]
+    if all(f.endswith(".py") for f in files):
+        return "pure"
+    if not any(f.endswith(".py") for f in files):
+        return "compiled"
+    return "mixed"
+
+
+def one_round(python: str, name: str, args: argparse.Namespace, installed: bool) -> dict[str, Any]:
+    """One round of one adapter in a fresh process; its figures and the build it imported."""
+    command = [python, *(["-P"] if installed else []), str(Path(__file__).resolve())]
+    command += ["--child", "--adapter", name, "--rounds", "1"]
+    command += ["--messages", str(args.messages), "--connections", str(args.connections)]
+    if installed:
+        command.append("--installed")
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} ({python}) failed:\n{result.stderr[-2000:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def side_by_side(args: argparse.Namespace, names: list[str]) -> None:
+    """Pure and compiled, one fresh process per round, alternating which goes first."""
+    builds = {"pure": (sys.executable, False), "compiled": (args.compiled_python, True)}
+    print(f"pure: {build_of_smtp_core()} smtp_core under {sys.executable}")
+    print(f"compiled: {args.compiled_python} -P")
+    head = f"{'adapter':22} {'us/message':>21} {'us/connection':>21} {'compiled/pure':>14}"
+    print(f"{head}   (median of {args.rounds} rounds, a fresh process each)")
+    print(
+        f"{'':22} {'pure':>10} {'compiled':>10} {'pure':>10} {'compiled':>10} {'msg':>7}{'conn':>7}"
+    )
+    for name in names:
+        results: dict[str, list[dict[str, Any]]] = {"pure": [], "compiled": []}
+        for round_index in range(args.rounds):
+            order = ["pure", "compiled"] if round_index % 2 == 0 else ["compiled", "pure"]
+            for build in order:
+                python, installed = builds[build]
+                result = one_round(python, name, args, installed)
+                if result["build"] != build:
+                    sys.exit(f"{name}: expected the {build} build, {python} ran {result['build']}")
+                results[build].append(result)
+        med = {
+            (build, key): statistics.median(r[key] for r in results[build]) * 1e6
+            for build in results
+            for key in ("per_message", "per_connection")
+        }
+        msg_ratio = med["compiled", "per_message"] / med["pure", "per_message"]
+        conn_ratio = med["compiled", "per_connection"] / med["pure", "per_connection"]
+        print(
+            f"{name:22} {med['pure', 'per_message']:10.1f} {med['compiled', 'per_message']:10.1f}"
+            f" {med['pure', 'per_connection']:10.1f} {med['compiled', 'per_connection']:10.1f}"
+            f" {msg_ratio:6.2f}x{conn_ratio:6.2f}x"
+        )
+        sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--adapter", action="append", choices=list(ADAPTERS))
+    parser.add_argument(
+        "--compiled-python",
+        metavar="PYTHON",
+        help="a python with the compiled wheel installed: print pure and compiled side by side",
+    )
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="import the installed smtp_core rather than the checkout's (run with python -P)",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     names = args.adapter or list(ADAPTERS)
+    if not any(n.endswith("uvloop") for n in args.adapter or []):
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            names = [n for n in names if not n.endswith("uvloop")]
+    if args.compiled_python and not args.child:
+        side_by_side(args, names)
+        return
+    if args.child:
+        name = names[0]
+        per_msg = statistics.median(
+            run(name, per_message, args.messages) for _ in range(args.rounds)
+        )
+        per_conn = statistics.median(
+            run(name, per_connection, args.connections) for _ in range(args.rounds)
+        )
+        figures = {"per_message": per_msg, "per_connection": per_conn}
+        print(json.dumps({"adapter": name, "build": build_of_smtp_core(), **figures}))
+        return
     header = f"{'adapter':22} {'us/message':>11} {'us/connection':>14}"
-    print(f"{header}   (median of {args.rounds} rounds)")
+    print(f"{header}   (median of {args.rounds} rounds; smtp_core: {build_of_smtp_core()})")
     for name in names:
-        if name.endswith("uvloop"):
-            try:
-                import uvloop  # noqa: F401
-            except ImportError:
-                continue
         msgs = [run(name, per_message, args.messages) for _ in range(args.rounds)]
         conns = [run(name, per_connection, args.connections) for _ in range(args.rounds)]
         per_msg, per_conn = statistics.median(msgs) * 1e6, statistics.median(conns) * 1e6

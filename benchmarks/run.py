@@ -13,6 +13,26 @@ round trips decide throughput (see benchmarks/LATENCY.md):
 
     python benchmarks/run.py --rtt 2 --rtt 10 --server sink --server postfix
 
+The compiled build (hatch_build.py) runs beside the pure one when a Python that has
+the compiled wheel installed is given: each of ``smtp_asyncio``, ``smtp_anyio-asyncio``,
+``smtp_anyio-trio`` (and ``smtp_asyncio-uvloop``) then also runs as ``...-compiled``,
+through ``PYTHON -P benchmarks/client.py`` so that the checkout does not shadow the
+installed modules (client.py refuses to run if the build it finds is not the one its
+name says). Either build and install that wheel yourself::
+
+    HATCH_BUILD_HOOK_ENABLE_CUSTOM=true pip wheel --no-deps . -w /tmp/compiled-dist
+    python3 -m venv /tmp/compiled && /tmp/compiled/bin/pip install trio uvloop \
+        /tmp/compiled-dist/smtp_sansio-*.whl
+    python benchmarks/run.py --uvloop --compiled-python /tmp/compiled/bin/python
+
+or let ``--build-compiled DIR`` do the same from the checkout (a wheel in DIR/dist, a
+virtualenv in DIR/venv; about 5-10 minutes on a loaded 2-core machine) before the run.
+
+Beside the ratio to aiosmtplib, each round also gives each client's ratio to the floor
+on the same event loop (rate, and CPU per message) and each ``smtp_anyio`` client's
+ratio to ``smtp_asyncio`` of the same build. ``--json PATH`` keeps every run's raw
+figures.
+
 Needs /usr/sbin/smtp-sink (Debian package postfix), root for ``--server postfix`` (a
 Postfix master process with its own configuration, discarding all mail) and, for the
 comparison, aiosmtplib (pip install aiosmtplib).
@@ -74,10 +94,25 @@ RTT_SCENARIOS = {
 }
 """Scenarios run with --rtt, where round trips rather than CPU decide throughput."""
 CLIENTS = ["smtp_asyncio", "smtp_anyio-asyncio", "smtp_anyio-trio", "aiosmtplib", "smtplib"]
+OURS = ["smtp_asyncio", "smtp_anyio-asyncio", "smtp_anyio-trio"]
+COMPILED = [f"{c}-compiled" for c in OURS]
+"""Our clients from the compiled build: run with --compiled-python or --build-compiled."""
 FLOOR = "asyncio-floor"
 FLOOR_SCENARIOS = {"sequential", "conns8", "conns64", "newconn"}
 """Scenarios where benchmarks/floor.py (no parsing, no checks: the least an asyncio
 program can do per message) runs as a reference point beside the clients."""
+
+
+COMPILED_PYTHON: str | None = None
+"""The python of a virtualenv with the compiled wheel installed (--compiled-python)."""
+
+
+def python_for(client: str) -> str:
+    if "-compiled" not in client:
+        return sys.executable
+    if COMPILED_PYTHON is None:
+        raise RuntimeError(f"{client} needs --compiled-python or --build-compiled")
+    return COMPILED_PYTHON
 
 
 def run_client(
@@ -90,7 +125,15 @@ def run_client(
         port = proxy.start()[1]
     try:
         result = subprocess.run(
-            [sys.executable, str(HERE / "client.py"), client, scenario, str(port), str(count)],
+            [
+                python_for(client),
+                "-P",
+                str(HERE / "client.py"),
+                client,
+                scenario,
+                str(port),
+                str(count),
+            ],
             capture_output=True,
             text=True,
             timeout=1800,
@@ -136,6 +179,22 @@ def run_smtp_source(port: int, count: int) -> dict[str, Any]:
     return {"client": "smtp-source -d", "messages": count, "seconds": elapsed}
 
 
+FAILURES: dict[str, dict[str, list[str]]] = {}
+"""Scenario -> client -> the last line of each failed run's error."""
+
+
+def floor_of(client: str) -> str:
+    """The floor on the same event loop as ``client``."""
+    return f"{FLOOR}-uvloop" if client.endswith("-uvloop") else FLOOR
+
+
+def asyncio_of(client: str) -> str | None:
+    """smtp_asyncio of the same build as an smtp_anyio client (None for any other)."""
+    if not client.startswith("smtp_anyio"):
+        return None
+    return "smtp_asyncio-compiled" if "-compiled" in client else "smtp_asyncio"
+
+
 def rounds_of(
     clients: list[str],
     rounds: int,
@@ -144,20 +203,53 @@ def rounds_of(
     count: int,
     rtt: float | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[float]]]:
-    """Run every client ``rounds`` times, rotating the order; ratios to aiosmtplib per round."""
+    """Run every client ``rounds`` times, rotating the order; ratios to aiosmtplib per round.
+
+    Each run also gets, where the reference ran in the same round, ``vs_floor`` (rate
+    over the floor's on the same loop), ``cpu_vs_floor`` (CPU per message over the
+    floor's) and ``vs_smtp_asyncio`` (an smtp_anyio client's rate over smtp_asyncio's,
+    same build).
+    """
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     ratios: dict[str, list[float]] = {c: [] for c in clients}
     for round_index in range(rounds):
         order = clients[round_index % len(clients) :] + clients[: round_index % len(clients)]
-        this_round = {c: run_client(c, scenario, port, count, rtt) for c in order}
+        this_round: dict[str, dict[str, Any]] = {}
+        for client in order:
+            try:
+                this_round[client] = run_client(client, scenario, port, count, rtt)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                # One client failing does not end the run: its row says why.
+                lines = str(exc).strip().splitlines()
+                FAILURES.setdefault(scenario, {}).setdefault(client, []).append(lines[-1])
+                print(f"{client} {scenario}: {exc}", file=sys.stderr)
         for client, result in this_round.items():
+            result["round"] = round_index
             runs[client].append(result)
             if "aiosmtplib" in this_round:
                 ratios[client].append(this_round["aiosmtplib"]["seconds"] / result["seconds"])
+            floor = this_round.get(floor_of(client))
+            if floor is not None and not client.startswith(FLOOR):
+                result["vs_floor"] = floor["seconds"] / result["seconds"]
+                result["cpu_vs_floor"] = result["cpu_seconds"] / floor["cpu_seconds"]
+            reference = asyncio_of(client)
+            if reference in this_round:
+                result["vs_smtp_asyncio"] = this_round[reference]["seconds"] / result["seconds"]
     return runs, ratios
 
 
-def run_plain(args: argparse.Namespace, port: int, available: set[str], rounds: int) -> None:
+def median_of(runs: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in runs if key in r]
+    return f"{statistics.median(values):.2f}x" if values else "-"
+
+
+def run_plain(
+    args: argparse.Namespace,
+    port: int,
+    available: set[str],
+    rounds: int,
+    raw: dict[str, Any],
+) -> None:
     """The loopback scenarios: CPU per message, memory, many connections, big messages."""
     for scenario in args.scenario or list(SCENARIOS):
         if scenario not in SCENARIOS:
@@ -165,28 +257,48 @@ def run_plain(args: argparse.Namespace, port: int, available: set[str], rounds: 
         full, smoke, description = SCENARIOS[scenario]
         count = smoke if args.smoke else full
         clients = [c for c in args.client or CLIENTS if c in available or c == FLOOR]
+        if COMPILED_PYTHON is not None and not args.client:
+            clients[len(OURS) : len(OURS)] = COMPILED
         if scenario in FLOOR_SCENARIOS and not args.no_floor and FLOOR not in clients:
             clients.append(FLOOR)
         clients = [c for c in clients if c != FLOOR or scenario in FLOOR_SCENARIOS]
         if args.uvloop:
-            clients += [f"{c}-uvloop" for c in ("smtp_asyncio", FLOOR) if c in clients]
+            on_uvloop = ("smtp_asyncio", "smtp_asyncio-compiled", FLOOR)
+            clients += [f"{c}-uvloop" for c in on_uvloop if c in clients]
         runs, ratios = rounds_of(clients, rounds, scenario, port, count)
+        raw[scenario] = {
+            "messages": count,
+            "description": description,
+            "runs": runs,
+            "failures": FAILURES.get(scenario, {}),
+        }
         print(f"\n== {scenario}: {description} ({count} messages, {rounds} round(s))")
-        header = ("client", "msgs/s", "MB/s", "CPU s/1k", "RSS+ MiB", "vs aiosmtplib")
-        columns = "".join(f"{h:>10}" for h in header[1:5])
-        print(f"{header[0]:<20}{columns}{header[5]:>15}")
+        header = ("client", "msgs/s", "MB/s", "CPU s/1k", "RSS+ MiB")
+        ratio_header = ("vs aiosmtplib", "vs floor", "CPU/floor", "vs asyncio")
+        columns = "".join(f"{h:>10}" for h in header[1:])
+        print(f"{header[0]:<32}{columns}" + "".join(f"{h:>14}" for h in ratio_header))
         for client in clients:
             rs = runs[client]
+            failed = FAILURES.get(scenario, {}).get(client, [])
+            if failed:
+                print(f"{client:<32}  {len(failed)} run(s) failed: {failed[-1][:80]}")
+            if not rs:
+                continue
             msgs = statistics.median(r["messages"] / r["seconds"] for r in rs)
             mbs = statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in rs)
             cpu = statistics.median(r["cpu_seconds"] / r["messages"] * 1000 for r in rs)
             rss = statistics.median(r["rss_growth_kib"] / 1024 for r in rs)
             ratio = f"{statistics.median(ratios[client]):.2f}x" if ratios[client] else "-"
+            more = [median_of(rs, k) for k in ("vs_floor", "cpu_vs_floor", "vs_smtp_asyncio")]
             label = client.replace(FLOOR, "floor (ref)")
-            print(f"{label:<20}{msgs:>10.0f}{mbs:>10.1f}{cpu:>10.3f}{rss:>10.1f}{ratio:>15}")
+            print(
+                f"{label:<32}{msgs:>10.0f}{mbs:>10.1f}{cpu:>10.3f}{rss:>10.1f}{ratio:>14}"
+                + "".join(f"{m:>14}" for m in more)
+            )
         if scenario == "batch" and os.path.exists(SOURCE):
             source = run_smtp_source(port, count)
-            print(f"{'smtp-source -d (C)':<20}{count / source['seconds']:>10.0f}")
+            raw[scenario]["smtp-source"] = source
+            print(f"{'smtp-source -d (C)':<32}{count / source['seconds']:>10.0f}")
         sys.stdout.flush()
 
 
@@ -217,6 +329,8 @@ def run_rtt(
         full, smoke, description = RTT_SCENARIOS[scenario]
         count = smoke if args.smoke else full
         clients = [c for c in args.client or CLIENTS if c in available]
+        if COMPILED_PYTHON is not None and not args.client:
+            clients[len(OURS) : len(OURS)] = COMPILED
         runs, ratios = rounds_of(clients, rounds, scenario, port, count, rtt)
         print(f"\n== {scenario}: {description} ({count} messages, {rounds} round(s))")
         if scenario == "latency":
@@ -228,6 +342,11 @@ def run_rtt(
             print(f"{header[0]:<20}" + "".join(f"{h:>14}" for h in header[1:]))
         for client in clients:
             rs = runs[client]
+            failed = FAILURES.get(scenario, {}).get(client, [])
+            if failed:
+                print(f"{client:<20}  {len(failed)} run(s) failed: {failed[-1][:80]}")
+            if not rs:
+                continue
             rt = statistics.median(round_trips(r) for r in rs)
             row: dict[str, Any] = {
                 "server": server,
@@ -326,21 +445,58 @@ def describe_machine(available: set[str]) -> str:
 
         aiosmtplib = aiosmtplib.__version__
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    compiled = f"compiled build from {COMPILED_PYTHON}; " if COMPILED_PYTHON else ""
     return (
-        f"commit {commit or '?'}; Python {sys.version.split()[0]}; aiosmtplib {aiosmtplib}; "
+        f"commit {commit or '?'}; {compiled}Python {sys.version.split()[0]}; "
+        f"aiosmtplib {aiosmtplib}; "
         f"{os.cpu_count()} CPUs, load average {load}; "
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
     )
 
 
+def build_compiled(where: Path) -> str:
+    """Build the compiled wheel from this checkout and install it into a fresh virtualenv."""
+    root = HERE.parent
+    dist, venv = where / "dist", where / "venv"
+    for old in dist.glob("smtp_sansio-*.whl"):
+        old.unlink()
+    env = dict(os.environ, HATCH_BUILD_HOOK_ENABLE_CUSTOM="true")
+    print(f"building the compiled wheel from {root} into {dist}", file=sys.stderr)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(root), "-w", str(dist)],
+        check=True,
+        env=env,
+    )
+    wheel = next(dist.glob("smtp_sansio-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", str(wheel), "trio", "uvloop"], check=True
+    )
+    return python
+
+
 def main() -> int:
+    global COMPILED_PYTHON
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run (CI)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--scenario", action="append", choices=list(dict.fromkeys([*SCENARIOS, *RTT_SCENARIOS]))
     )
-    parser.add_argument("--client", action="append", choices=[*CLIENTS, FLOOR])
+    parser.add_argument("--client", action="append", choices=[*CLIENTS, *COMPILED, FLOOR])
+    parser.add_argument(
+        "--compiled-python",
+        metavar="PYTHON",
+        help="a python with the compiled wheel installed: also run our clients from it",
+    )
+    parser.add_argument(
+        "--build-compiled",
+        type=Path,
+        metavar="DIR",
+        help="first build the compiled wheel into DIR/dist and install it into DIR/venv",
+    )
+    parser.add_argument("--json", type=Path, help="write every run's raw figures here")
     parser.add_argument(
         "--no-floor", action="store_true", help="leave out the asyncio floor reference point"
     )
@@ -379,11 +535,20 @@ def main() -> int:
     except ImportError:
         print("note: aiosmtplib is not installed; ratios are left out", file=sys.stderr)
         available.discard("aiosmtplib")
+    if args.build_compiled:
+        COMPILED_PYTHON = build_compiled(args.build_compiled.resolve())
+    elif args.compiled_python:
+        COMPILED_PYTHON = args.compiled_python
+    if COMPILED_PYTHON is not None:
+        available.update(COMPILED)
+    for client in args.client or []:
+        if client in COMPILED and COMPILED_PYTHON is None:
+            parser.error(f"{client} needs --compiled-python or --build-compiled")
     rounds = 1 if args.smoke else args.rounds
     machine = describe_machine(available)
-    if args.rtt:
-        print(machine)
+    print(machine)
     table: list[dict[str, Any]] = []
+    raw: dict[str, Any] = {"machine": machine, "compiled_python": COMPILED_PYTHON}
     for name in servers:
         port = free_port()
         server = start_server(name, port)
@@ -394,11 +559,15 @@ def main() -> int:
             else:
                 if len(servers) > 1:
                     print(f"\n#### server {name}")
-                run_plain(args, port, available, rounds)
+                run_plain(args, port, available, rounds, raw.setdefault(name, {}))
         finally:
             server.stop()
     if args.markdown and table:
         args.markdown.write_text(markdown(table, rounds, machine))
+    if FAILURES:
+        print(f"\nfailed runs: {json.dumps(FAILURES)}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(raw if not args.rtt else {**raw, "rtt": table}, indent=1))
     return 0
 
 

@@ -15,11 +15,17 @@ import anyio
 import pytest
 import trio
 import trustme
+from hypothesis import settings
 
 import smtp_anyio
 import smtp_asyncio
 
 from .servers import ScriptedServer, ServerInfo, Step, start_smtpd
+
+# Property tests check behaviour, not speed: on a shared machine a slow example is no
+# failure (Hypothesis's per-example deadline would make them fail under load).
+settings.register_profile("smtp-sansio", deadline=None)
+settings.load_profile("smtp-sansio")
 
 uvloop: Any
 try:

@@ -10,7 +10,9 @@ A job may run more than once (arq retries it, or runs it again after a worker di
 the job keeps a marker in Redis from before its first byte is sent. Whether a retry is
 safe is what the library's ``Outcome`` says:
 
-* sent, or refused by the relay (``Outcome.DONE``): finished, never retried;
+* sent, or refused for good (5xx; ``Outcome.DONE``): finished, never retried;
+* refused for now (4xx, such as a rate limit; ``Outcome.DONE``): the relay said it did
+  not take the message; the marker is removed and arq retries the job later;
 * ``Outcome.NEVER_SENT`` (or a failure before the message, such as connecting): the
   relay cannot have it; the marker is removed and arq retries the job later;
 * ``Outcome.UNKNOWN``: its content may have reached the relay; the marker stays, and
@@ -42,7 +44,7 @@ from arq import Retry, create_pool, func, run_worker
 from arq.connections import RedisSettings
 
 import smtp_asyncio
-from smtp_asyncio import Outcome, SMTPException
+from smtp_asyncio import Outcome, SMTPException, SMTPRecipientsRefused, SMTPResponseException
 
 log = logging.getLogger("arq_worker")
 
@@ -85,9 +87,19 @@ async def send_mail(ctx: dict[str, Any], message_id: str, to: str, subject: str,
             return f"unknown: {exc}"  # the marker stays: never sent again
         await ctx["redis"].delete(marker)  # the relay cannot have it: safe to retry
         raise Retry(defer=5 * ctx["job_try"]) from exc
-    if result.error is not None:  # refused (the pool already retried what is transient)
+    if result.error is not None:  # refused: a fact about the relay (Outcome.DONE)
+        if temporary(result.error):  # 4xx, e.g. the relay's rate limit: it has no copy
+            await ctx["redis"].delete(marker)
+            raise Retry(defer=60 * ctx["job_try"])
         return f"refused: {result.error}"
     return "sent"
+
+
+def temporary(error: Exception) -> bool:
+    """A 4xx refusal (of the sender, the content, or every recipient): try again later."""
+    if isinstance(error, SMTPRecipientsRefused):
+        return all(400 <= r.code < 500 for r in error.recipients)
+    return isinstance(error, SMTPResponseException) and 400 <= error.code < 500
 
 
 class WorkerSettings:

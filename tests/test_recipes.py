@@ -42,7 +42,8 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 
 import smtp_anyio
 
-from .servers import Handler, free_port
+from .conftest import Adapter
+from .servers import Close, Expect, ExpectData, Handler, Send, free_port, session_prefix
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REQUIRED = os.environ.get("SMTP_SANSIO_REQUIRE_RECIPES") == "1"
@@ -61,10 +62,15 @@ def require(module: str) -> None:
 
 
 class SessionHandler(Handler):
-    """Records each session's EHLO, QUIT and close; holds the DATA reply of ``hold``."""
+    """Records each session's EHLO, QUIT and close.
 
-    def __init__(self, hold: str | None = None, **kwargs: Any) -> None:
+    A message to ``hold`` waits for ``release`` before its DATA reply; after a message to
+    ``drop`` the connection is closed instead of replying.
+    """
+
+    def __init__(self, hold: str | None = None, drop: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.drop = drop
         self.changed = threading.Condition()
         self.opened: list[Any] = []
         self.quit: list[Any] = []
@@ -89,6 +95,8 @@ class SessionHandler(Handler):
         if self.hold in envelope.rcpt_tos:
             await asyncio.get_running_loop().run_in_executor(None, self.release.wait)
         reply = await super().handle_DATA(server, session, envelope)
+        if self.drop in envelope.rcpt_tos:
+            server.transport.close()  # the content arrived; its reply never leaves
         with self.changed:
             self.changed.notify_all()
         return reply
@@ -344,6 +352,43 @@ def test_arq_workers_send_each_job_exactly_once_and_close_their_pools(
     assert sorted(handler.quit) == sorted(handler.opened)  # no QUIT missing
 
 
+def test_arq_job_whose_fate_is_unknown_is_never_sent_again(
+    relay: Any, programs: Any, redis_url: str
+) -> None:
+    require("arq")
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    port, handler = relay(drop="lost@example.org")
+    programs(
+        str(EXAMPLES / "arq_worker.py"), "worker",
+        REDIS_URL=redis_url, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port),
+    )
+
+    async def run(*jobs: tuple[str, str, str]) -> list[str]:
+        redis = await create_pool(RedisSettings.from_dsn(redis_url))
+        results = []
+        for job_id, message_id, to in jobs:  # one after the other
+            job = await redis.enqueue_job("send_mail", message_id, to, "s", "b", _job_id=job_id)
+            assert job is not None
+            results.append(await job.result(timeout=60))
+        await redis.aclose()
+        return results
+
+    first, again, other = asyncio.run(
+        run(
+            ("job-1", "<lost@example.org>", "lost@example.org"),
+            # The same message enqueued again (a new job): the marker stops it.
+            ("job-2", "<lost@example.org>", "lost@example.org"),
+            ("job-3", "<fine@example.org>", "bob@example.org"),
+        )
+    )
+    assert first.startswith("unknown: ")  # the relay closed the connection after the content
+    assert again == "unknown: an earlier try may have delivered it"
+    assert other == "sent"
+    assert handler.message_ids() == {"<lost@example.org>": 1, "<fine@example.org>": 1}
+
+
 # -- trio ----------------------------------------------------------------------------------
 
 
@@ -370,16 +415,20 @@ def test_trio_batch_reports_sent_unknown_and_not_sent(relay: Any) -> None:
         timeout=60,
     )
     assert result.returncode == 1, result.stderr
-    report = [line.split()[:2] for line in result.stdout.splitlines()]
-    delivered = [m.rcpt_tos[0] for m in handler.messages]
-    # r0-r2 went through; r3's reply is held, and r4 is pipelined behind it when the
-    # deadline passes; the rest never started.
-    assert delivered == RECIPIENTS[:3]
-    assert report == (
-        [["sent", r] for r in RECIPIENTS[:3]]
-        + [["unknown", r] for r in RECIPIENTS[3:5]]
-        + [["not-sent", r] for r in RECIPIENTS[5:]]
-    )
+    report = dict(reversed(line.split()[:2]) for line in result.stdout.splitlines())
+    assert list(report) == RECIPIENTS  # one line per message, in order
+    by_status: dict[str, set[str]] = collections.defaultdict(set)
+    for recipient, status in report.items():
+        by_status[status].add(recipient)
+    # r3's reply is held, so both senders are stuck when the deadline passes: on r3, and
+    # on a message pipelined behind it (which of r2 and r4 depends on how trio scheduled
+    # the two senders). What went before r3 was delivered and is reported so; what no
+    # sender took is reported not sent.
+    assert {m.rcpt_tos[0] for m in handler.messages} == by_status["sent"]
+    assert by_status["sent"] >= set(RECIPIENTS[:2])
+    assert "r3@example.org" in by_status["unknown"] and len(by_status["unknown"]) == 2
+    assert by_status["not-sent"] >= set(RECIPIENTS[5:])
+    assert set(by_status) == {"sent", "unknown", "not-sent"}
 
 
 def test_trio_batch_leaves_nothing_open(relay: Any) -> None:
@@ -401,3 +450,32 @@ def test_trio_batch_leaves_nothing_open(relay: Any) -> None:
     statuses = collections.Counter(status for status, _ in report.values())
     assert statuses == {"sent": 3, "unknown": 1, "not-sent": 6}
     assert handler.quit == []  # cancelled in the middle of a transaction: closed, not QUIT
+
+
+# -- what the recipes rely on from the pool ------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SMTPPool does not retry a failure while connecting (its _acquire is outside "
+    "the retry loop): a 421 greeting, as Postfix's smtpd_client_connection_count_limit "
+    "sends, reaches the caller on the first attempt",
+)
+def test_pool_retries_a_421_greeting_on_a_fresh_connection(adapter: Adapter, scripted: Any) -> None:
+    # Postfix over its per-client connection limit: 421 at once, then closes.
+    too_many = [Send(b"421 4.7.0 smtp.test Error: too many connections from 127.0.0.1\r\n"), Close()]
+    accepted = [
+        *session_prefix("PIPELINING"),
+        Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 queued\r\n"),
+        Expect(b"QUIT"), Send(b"221 bye\r\n"),
+    ]
+    server = scripted(too_many, more=[accepted])
+
+    async def main() -> Any:
+        async with adapter.module.SMTPPool(
+            hostname="127.0.0.1", port=server.port, retry_backoff=0.01, timeout=5
+        ) as pool:
+            return await pool.sendmail("a@example.org", ["b@example.org"], b"Subject: x\r\n\r\ny\r\n")
+
+    assert adapter.run(main) == ({}, "queued")

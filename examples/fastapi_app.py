@@ -6,8 +6,10 @@ share a few SMTP sessions and their messages are pipelined, instead of each requ
 opening a session of its own. ``POST /messages`` answers:
 
 * 202 and the Message-ID: the relay accepted the message;
-* 502 and the relay's reply: the relay refused it (sending it again will not help);
-* 503: the message was never sent (relay unreachable or busy): safe to send again;
+* 502 and the relay's reply: the relay refused it for good (5xx): sending it again
+  will not help;
+* 503: the message was never sent (relay unreachable), or the relay refused it for
+  now (4xx): safe to send again later;
 * 504: the relay's answer never came after the content went out: the message may have
   been delivered, so sending it again may deliver it twice.
 
@@ -84,11 +86,11 @@ def failure(exc: SMTPException) -> JSONResponse:
     """The HTTP answer for a message that was not accepted, from what is known of it."""
     if exc.outcome is Outcome.DONE:  # the relay answered: a refusal
         refusal = exc.recipients[0] if isinstance(exc, SMTPRecipientsRefused) else exc
-        code = refusal.code if isinstance(refusal, SMTPResponseException) else None
-        return JSONResponse(
-            {"status": "refused", "code": code, "reply": getattr(refusal, "message", str(exc))},
-            status_code=502,
-        )
+        code = refusal.code if isinstance(refusal, SMTPResponseException) else 0
+        document = {"status": "refused", "code": code, "reply": refusal.message}
+        if 400 <= code < 500:  # for now (the pool already retried): the caller may, later
+            return JSONResponse(document, status_code=503, headers={"Retry-After": "60"})
+        return JSONResponse(document, status_code=502)
     if exc.outcome is Outcome.UNKNOWN:
         return JSONResponse({"status": "unknown", "error": str(exc)}, status_code=504)
     # NEVER_SENT, or None: the failure came before the message (connecting, EHLO).

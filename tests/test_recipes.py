@@ -77,6 +77,7 @@ class SessionHandler(Handler):
         self.closed: list[Any] = []
         self.hold = hold
         self.release = threading.Event()
+        self.stop: Callable[[], None] = lambda: None
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -136,20 +137,28 @@ class _TrackingController(Controller):
 @pytest.fixture
 def relay() -> Iterator[Callable[..., tuple[int, SessionHandler]]]:
     """Start aiosmtpd on 127.0.0.1: ``port, handler = relay(refuse_recipients={...})``."""
-    started: list[tuple[Controller, SessionHandler]] = []
+    started: list[SessionHandler] = []
 
     def start(**options: Any) -> tuple[int, SessionHandler]:
         handler = SessionHandler(**options)
         port = free_port()
         controller = _TrackingController(handler, hostname="127.0.0.1", port=port)
         controller.start()
-        started.append((controller, handler))
+        stopped = threading.Event()
+
+        def stop() -> None:
+            if not stopped.is_set():
+                stopped.set()
+                controller.stop()
+
+        handler.stop = stop
+        started.append(handler)
         return port, handler
 
     yield start
-    for controller, handler in started:
+    for handler in started:
         handler.release.set()
-        controller.stop()
+        handler.stop()
 
 
 # -- programs ------------------------------------------------------------------------------
@@ -216,16 +225,17 @@ def programs() -> Iterator[Callable[..., Program]]:
         program.kill()
 
 
-def post(url: str, document: dict[str, str]) -> tuple[int, dict[str, Any]]:
+def post(url: str, document: dict[str, str]) -> tuple[int, dict[str, Any], Any]:
+    """POST ``document`` as JSON: the status, the JSON answer and the headers."""
     request = urllib.request.Request(
         url, json.dumps(document).encode(), {"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
+            return response.status, json.loads(response.read()), response.headers
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, json.loads(error.read())
+            return error.code, json.loads(error.read()), error.headers
 
 
 # -- FastAPI ------------------------------------------------------------------------------
@@ -249,7 +259,7 @@ def test_fastapi_sends_from_a_request_and_closes_the_pool_at_shutdown(
     port, handler = relay(refuse_recipients={"nobody@example.org": "550 5.1.1 no such user"})
     app, url = serve_app(programs, port)
 
-    status, body = post(f"{url}/messages", {"to": "bob@example.org", "subject": "Hi", "body": "Hello"})
+    status, body, _ = post(f"{url}/messages", {"to": "bob@example.org", "subject": "Hi", "body": "Hello"})
     assert (status, body["status"]) == (202, "sent"), body
     [got] = handler.messages
     parsed = email.message_from_bytes(got.content, policy=email.policy.default)
@@ -259,10 +269,10 @@ def test_fastapi_sends_from_a_request_and_closes_the_pool_at_shutdown(
 
     # The relay refuses: the handler says so, with the relay's reply, and the same
     # pooled connection goes on serving.
-    status, body = post(f"{url}/messages", {"to": "nobody@example.org", "subject": "x", "body": "y"})
+    status, body, _ = post(f"{url}/messages", {"to": "nobody@example.org", "subject": "x", "body": "y"})
     assert status == 502
     assert body == {"status": "refused", "code": 550, "reply": "5.1.1 no such user"}
-    status, _ = post(f"{url}/messages", {"to": "carol@example.org", "subject": "2", "body": "z"})
+    status, _, _ = post(f"{url}/messages", {"to": "carol@example.org", "subject": "2", "body": "z"})
     assert status == 202
     assert len(handler.messages) == 2
     assert len(handler.opened) == 1  # one pooled session served all three requests
@@ -275,11 +285,20 @@ def test_fastapi_sends_from_a_request_and_closes_the_pool_at_shutdown(
     assert handler.quit == handler.opened  # the pool sent QUIT at shutdown
 
 
-def test_fastapi_relay_unreachable_is_503_not_sent(programs: Any) -> None:
-    app, url = serve_app(programs, free_port())  # nothing listens there
-    status, body = post(f"{url}/messages", {"to": "bob@example.org", "subject": "Hi", "body": "x"})
-    assert status == 503
-    assert body["status"] == "not sent"
+def test_fastapi_answers_503_when_the_relay_defers_or_is_down(relay: Any, programs: Any) -> None:
+    port, handler = relay(refuse_recipients={"busy@example.org": "450 4.2.1 mailbox busy"})
+    app, url = serve_app(programs, port)
+
+    # A 4xx, still refused after the pool's own retries: the caller may try later.
+    status, body, headers = post(f"{url}/messages", {"to": "busy@example.org", "subject": "a", "body": "b"})
+    assert (status, headers["Retry-After"]) == (503, "60")
+    assert body == {"status": "refused", "code": 450, "reply": "4.2.1 mailbox busy"}
+    assert handler.messages == []
+
+    handler.stop()  # the relay is down: nothing of the message can be sent
+    status, body, headers = post(f"{url}/messages", {"to": "bob@example.org", "subject": "a", "body": "b"})
+    assert (status, body["status"]) == (503, "not sent")
+    assert "Retry-After" in headers
     assert app.stop() == -signal.SIGTERM
 
 
@@ -415,7 +434,8 @@ def test_trio_batch_reports_sent_unknown_and_not_sent(relay: Any) -> None:
         timeout=60,
     )
     assert result.returncode == 1, result.stderr
-    report = dict(reversed(line.split()[:2]) for line in result.stdout.splitlines())
+    lines = [line.split() for line in result.stdout.splitlines()]
+    report = {recipient: status for status, recipient, *_ in lines}
     assert list(report) == RECIPIENTS  # one line per message, in order
     by_status: dict[str, set[str]] = collections.defaultdict(set)
     for recipient, status in report.items():

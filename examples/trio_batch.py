@@ -91,8 +91,12 @@ async def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="messages in flight")
     env = os.environ.get
     parser.add_argument("--smtp-host", default=env("SMTP_HOST", "127.0.0.1"), help="env SMTP_HOST")
-    parser.add_argument("--smtp-port", type=int, default=int(env("SMTP_PORT", "1025")))
-    parser.add_argument("--from", dest="sender", default=env("SMTP_FROM", "batch@example.org"))
+    parser.add_argument(
+        "--smtp-port", type=int, default=int(env("SMTP_PORT", "1025")), help="env SMTP_PORT"
+    )
+    parser.add_argument(
+        "--from", dest="sender", default=env("SMTP_FROM", "batch@example.org"), help="env SMTP_FROM"
+    )
     args = parser.parse_args()
     batch = messages(args.sender, args.recipients)
     smtp = smtp_anyio.SMTP(hostname=args.smtp_host, port=args.smtp_port, timeout=30)

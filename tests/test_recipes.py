@@ -15,6 +15,7 @@ package ``redis-server``) is not installed.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import collections
 import email
@@ -185,7 +186,7 @@ class Program:
             self.lines.put(line)
         self.lines.put(None)
 
-    def wait_for_line(self, text: str, timeout: float = 20) -> str:
+    def wait_for_line(self, text: str, timeout: float = 60) -> str:
         while True:
             try:
                 line = self.lines.get(timeout=timeout)
@@ -236,6 +237,27 @@ def post(url: str, document: dict[str, str]) -> tuple[int, dict[str, Any], Any]:
     except urllib.error.HTTPError as error:
         with error:
             return error.code, json.loads(error.read()), error.headers
+
+
+@pytest.mark.parametrize(
+    ("recipe", "needs"),
+    [("fastapi_app.py", "fastapi"), ("arq_worker.py", "arq"), ("trio_batch.py", "trio")],
+)
+def test_each_recipe_explains_itself(recipe: str, needs: str) -> None:
+    require(needs)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / recipe), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SMTP_HOST" in result.stdout and "SMTP_FROM" in result.stdout
+    docstring = load_docstring(recipe)
+    assert result.stdout.split("\n\n")[1].split() == docstring.splitlines()[0].split()
+
+
+def load_docstring(recipe: str) -> str:
+    docstring = ast.get_docstring(ast.parse((EXAMPLES / recipe).read_text()))
+    assert docstring is not None and len(docstring.splitlines()) > 5
+    return docstring
 
 
 # -- FastAPI ------------------------------------------------------------------------------
@@ -426,7 +448,7 @@ def test_trio_batch_reports_sent_unknown_and_not_sent(relay: Any) -> None:
     port, handler = relay(hold="r3@example.org")
     result = subprocess.run(
         [
-            sys.executable, str(EXAMPLES / "trio_batch.py"), "--deadline", "2",
+            sys.executable, str(EXAMPLES / "trio_batch.py"), "--deadline", "3",
             "--concurrency", "2", "--smtp-port", str(port), *RECIPIENTS,
         ],
         capture_output=True,
@@ -459,7 +481,7 @@ def test_trio_batch_leaves_nothing_open(relay: Any) -> None:
         smtp = smtp_anyio.SMTP(hostname="127.0.0.1", port=port, timeout=30)
         batch = trio_batch.messages("batch@example.org", RECIPIENTS)
         report: dict[str, tuple[str, str]] = await trio_batch.send_batch(
-            smtp, batch, deadline=1, concurrency=1
+            smtp, batch, deadline=2, concurrency=1
         )
         assert not smtp.is_connected
         # The server sees the connection closed while this process is still running.

@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from smtp_core import ClientConnection, SMTPException, State
-from smtp_core.flows import Envelope, lost, mail_pipeline, mail_transaction
+from smtp_core.flows import Envelope, lost, mail_pipeline
 
 from ._driver import Channel, Parked
 from ._exceptions import SMTPServerDisconnected
@@ -190,24 +190,37 @@ class Turns:
         return [op.outcome for op in ops]
 
     def _transaction(self, envelope: Envelope, deadline: float | None) -> Any:
-        """As the baton holder: one message with :func:`mail_transaction`; its outcome."""
+        """As the baton holder: one message through :func:`mail_pipeline`; its outcome.
+
+        The outcome is the one the pipeline tells the moment the message's fate is known;
+        a failure after that (reading an RSET's reply) ends the session, never the
+        message's outcome.
+        """
         channel = self._channel
         if channel is None or channel.closed:
             return lost(envelope, SMTPServerDisconnected("please run connect() first"))
         conn = channel.conn
+        pending = [envelope]
+        told: list[Any] = []
+
+        def take() -> Envelope | None:
+            return pending.pop() if pending else None
+
+        def finished(envelope: Envelope, outcome: Any) -> None:
+            told.append(outcome)
+
         try:
             channel.check_idle()
-            return channel.run(mail_transaction(conn, envelope), deadline)
+            channel.run(mail_pipeline(conn, take, finished, window=self.pipeline_window), deadline)
         except SMTPException as exc:
-            if getattr(exc, "result", None) is not None:
-                if conn.state in (State.CLOSED, State.ERROR):  # a 421 ended the session
-                    self._break(SMTPServerDisconnected("Server closed the connection"))
-                return exc  # a refusal, after RSET: the session goes on
             self._break(exc)
-            return lost(envelope, exc)
+            return told[0] if told else lost(envelope, exc)
         except BaseException as exc:
             self._break(exc)
             raise
+        if conn.state in (State.CLOSED, State.ERROR):  # a 421 ended the session
+            self._break(SMTPServerDisconnected("Server closed the connection"))
+        return told[0]
 
     def _drive(self, ops: list[_Op], deadline: float | None) -> None:
         """As the baton holder: drive the pipeline until ``ops`` are done (or a turn of

@@ -99,6 +99,9 @@ STALLS: dict[str, tuple[list[Any], str, Any]] = {
 
 
 @pytest.mark.parametrize("stall", sorted(STALLS))
+@pytest.mark.not_on_sync(
+    "per-call timeout= is aiosmtplib's; smtp_sync's limits are the client's timeout (per socket operation, as smtplib's) and Timeouts (tests/test_timeouts.py); and sendmail() does not connect by itself (smtplib's raises SMTPServerDisconnected)"
+)
 def test_stalled_server(adapter: Adapter, scripted: Any, stall: str) -> None:
     """Against two servers that stall the same way, at once: ``timeout=`` bounds each wait
     for the server (connect's stages, a message's), and ``Timeouts(total=)`` a whole
@@ -151,6 +154,9 @@ TLS_STALLS = {
 
 
 @pytest.mark.parametrize("stall", sorted(TLS_STALLS))
+@pytest.mark.not_on_sync(
+    "per-call timeout= is aiosmtplib's; smtp_sync's limits are the client's timeout (per socket operation, as smtplib's) and Timeouts (tests/test_timeouts.py); and sendmail() does not connect by itself (smtplib's raises SMTPServerDisconnected)"
+)
 def test_tls_stall(adapter: Adapter, scripted: Any, certs: Certs, stall: str) -> None:
     """``connect(timeout=)`` and ``Timeouts(total=)`` on a sendmail that connects, at once."""
     script, options, connect_error = TLS_STALLS[stall]
@@ -179,6 +185,9 @@ def test_tls_stall(adapter: Adapter, scripted: Any, certs: Certs, stall: str) ->
 # -- the pool ------------------------------------------------------------------------------------
 
 
+@pytest.mark.not_on_sync(
+    "per-call timeout= is aiosmtplib's; smtp_sync's limits are the client's timeout (per socket operation, as smtplib's) and Timeouts (tests/test_timeouts.py)"
+)
 def test_pool_waiting_for_the_only_connection(adapter: Adapter, scripted: Any) -> None:
     """max_connections=1 and that connection hangs: the caller using it and the one waiting
     for it both give up at the pool's deadline."""
@@ -214,6 +223,9 @@ def test_pool_waiting_for_the_only_connection(adapter: Adapter, scripted: Any) -
     assert first_took < 2 * DEADLINE + HANG and second_took < DEADLINE + HANG
 
 
+@pytest.mark.not_on_sync(
+    "a message queued behind one that timed out is told with a copy of that timeout (SMTPTimeoutError, outcome NEVER_SENT), not SMTPServerDisconnected"
+)
 def test_pool_deadline_with_the_stalled_connection_shared(adapter: Adapter, scripted: Any) -> None:
     """max_in_flight=2 on the only connection: the second message rides behind the first,
     whose reply never comes; both are told at the pool's deadline."""
@@ -345,6 +357,9 @@ def test_pool_deadline_bounds_retiring_a_connection(scripted: Any) -> None:
     assert took < deadline + HANG, f"a pool call with a {deadline} s deadline took {took:.2f} s"
 
 
+@pytest.mark.not_on_sync(
+    "smtp_sync's total deadline ends the session (a timeout closes the connection), so a message whose deadline passes before its content is never sent, and is told NEVER_SENT; the async pipeline carries it on"
+)
 def test_a_message_left_in_the_pipeline_at_the_total_deadline_is_unknown(adapter: Adapter, scripted: Any) -> None:
     deadline = 0.6
     tagged = [b"Subject: first\r\n\r\nfirst\r\n", b"Subject: second\r\n\r\nsecond\r\n"]

@@ -162,22 +162,15 @@ class Turns:
         me = threading.get_ident()
         if self._holder == me:  # pragma: no cover - the client never does this
             raise RuntimeError("cannot send a message inside a turn of commands")
-        if len(envelopes) == 1:
-            with self._cv:
-                alone = self._holder is None and not self._queue and self._pipe is None
-                if alone:
-                    self._holder = me
-            if alone:
-                # Nobody else is sending: one transaction, without the pipeline's
-                # bookkeeping (threads that come meanwhile queue up behind it).
-                try:
-                    return [self._transaction(envelopes[0], deadline)]
-                finally:
-                    self._release()
         ops = [_Op(envelope, me) for envelope in envelopes]
         with self._cv:
             self._queue.extend(ops)
+            driving = self._holder is not None and self._pipe is not None
             self._cv.notify_all()
+        channel = self._channel
+        if driving and channel is not None:
+            # The pipeline may be waiting for a reply with room for these: wake it.
+            channel.wake()
         try:
             while self._wait_for_baton(ops, me):
                 try:
@@ -188,39 +181,6 @@ class Turns:
             self._abandon(ops)
             raise
         return [op.outcome for op in ops]
-
-    def _transaction(self, envelope: Envelope, deadline: float | None) -> Any:
-        """As the baton holder: one message through :func:`mail_pipeline`; its outcome.
-
-        The outcome is the one the pipeline tells the moment the message's fate is known;
-        a failure after that (reading an RSET's reply) ends the session, never the
-        message's outcome.
-        """
-        channel = self._channel
-        if channel is None or channel.closed:
-            return lost(envelope, SMTPServerDisconnected("please run connect() first"))
-        conn = channel.conn
-        pending = [envelope]
-        told: list[Any] = []
-
-        def take() -> Envelope | None:
-            return pending.pop() if pending else None
-
-        def finished(envelope: Envelope, outcome: Any) -> None:
-            told.append(outcome)
-
-        try:
-            channel.check_idle()
-            channel.run(mail_pipeline(conn, take, finished, window=self.pipeline_window), deadline)
-        except SMTPException as exc:
-            self._break(exc)
-            return told[0] if told else lost(envelope, exc)
-        except BaseException as exc:
-            self._break(exc)
-            raise
-        if conn.state in (State.CLOSED, State.ERROR):  # a 421 ended the session
-            self._break(SMTPServerDisconnected("Server closed the connection"))
-        return told[0]
 
     def _drive(self, ops: list[_Op], deadline: float | None) -> None:
         """As the baton holder: drive the pipeline until ``ops`` are done (or a turn of
@@ -265,6 +225,8 @@ class Turns:
                 raise
             if ended:
                 self._pipe = None
+                if channel.conn.state in (State.CLOSED, State.ERROR):  # a 421 ended it
+                    self._break(SMTPServerDisconnected("Server closed the connection"))
 
     def _start_pipe(self, conn: ClientConnection) -> None:
         pipe = _Pipe()
@@ -310,6 +272,8 @@ class Turns:
             self._break(exc)
             raise
         self._pipe = None
+        if channel.conn.state in (State.CLOSED, State.ERROR):  # a 421 ended it
+            self._break(SMTPServerDisconnected("Server closed the connection"))
 
     def _break(self, exc: BaseException) -> None:
         """The session is out of step: close it; tell every waiting message its fate."""

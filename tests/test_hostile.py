@@ -104,8 +104,24 @@ STEP_FAILURES = {
 }
 
 
-@pytest.mark.parametrize("how", ["close", "reset"])
-@pytest.mark.parametrize("step", sorted(STEP_FAILURES))
+STEP_CASES = [
+    pytest.param(
+        step,
+        how,
+        marks=pytest.mark.not_on_sync(
+            "a reset right after the greeting may come while connect() is still completing: "
+            "smtp_sync then raises the socket's ConnectionResetError (OSError), as smtplib does "
+            "for a failed connect"
+        ),
+    )
+    if (step, how) == ("after greeting", "reset")
+    else (step, how)
+    for step in sorted(STEP_FAILURES)
+    for how in ("close", "reset")
+]
+
+
+@pytest.mark.parametrize("step,how", STEP_CASES)
 def test_disconnect_at_every_step(adapter: Adapter, scripted: Any, step: str, how: str) -> None:
     server = scripted([*STEP_FAILURES[step], Close() if how == "close" else Reset()])
     mod = adapter.module

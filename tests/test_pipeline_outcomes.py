@@ -249,9 +249,6 @@ def test_close_from_another_task_ends_a_waiting_send_at_once(adapter: Adapter, s
 
 
 @pytest.mark.parametrize("capabilities", CAPABILITIES, ids=["data", "bdat"])
-@pytest.mark.not_on_sync(
-    "a thread blocked in recv() cannot be woken: smtp_sync writes a message that comes meanwhile after that reply, a round trip later (this server answers only once it has both)"
-)
 def test_a_message_arriving_mid_wait_goes_out_at_once(
     adapter: Adapter, scripted: Any, capabilities: tuple[str, ...]
 ) -> None:

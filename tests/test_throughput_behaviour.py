@@ -33,7 +33,7 @@ def back_to_back_script(count: int) -> list[Any]:
 
 
 @pytest.mark.not_on_sync(
-    "a thread blocked in recv() cannot be woken: a message that comes while another waits for its reply goes out after that reply, a round trip later (this server answers only once it has the next envelope)"
+    "threads start one after another, not all before the first write as tasks do: a message whose thread comes after the previous content went out is written at once in its own write (the waiting reader woken), so which envelope shares a write with the previous end of data is timing"
 )
 def test_gather_on_one_connection_is_pipelined(adapter: Adapter, scripted: Any) -> None:
     server = scripted(back_to_back_script(5))

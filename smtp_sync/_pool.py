@@ -363,6 +363,7 @@ class SMTPPool:
             self._connecting -= 1
             self._conns.append(pooled)
             self.stats["connections"] += 1
+            self._cond.notify_all()  # threads waiting may share it (max_in_flight)
         return pooled
 
     def _check(self, pooled: _Pooled) -> bool:

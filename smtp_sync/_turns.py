@@ -276,10 +276,16 @@ class Turns:
             self._break(SMTPServerDisconnected("Server closed the connection"))
 
     def _break(self, exc: BaseException) -> None:
-        """The session is out of step: close it; tell every waiting message its fate."""
+        """The session is out of step: close it; tell every waiting message its fate.
+
+        The driving thread's messages are told ``exc``; other threads' messages, which
+        were waiting behind them, that the connection was lost under them.
+        """
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
+        me = threading.get_ident()
+        under = SMTPServerDisconnected(f"Connection lost while another call was running: {exc}")
         with self._cv:
             pipe, self._pipe = self._pipe, None
             victims = list(pipe.inflight) if pipe is not None else []
@@ -288,7 +294,7 @@ class Turns:
                 if op in self._queue:
                     self._queue.remove(op)
                 assert op.envelope is not None
-                op.outcome = lost(op.envelope, exc)
+                op.outcome = lost(op.envelope, exc if op.thread == me else under)
                 op.done = True
             self._cv.notify_all()
         if pipe is not None:

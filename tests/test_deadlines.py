@@ -11,11 +11,14 @@ hang would cross; how close to the deadline calls return is a figure of
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+
+import smtp_core
 
 from .conftest import Adapter, Certs
 from .servers import (
@@ -137,6 +140,56 @@ def test_stalled_server(adapter: Adapter, scripted: Any, stall: str) -> None:
     adapter.run(main)
 
 
+@pytest.mark.parametrize("stall", sorted(STALLS))
+def test_stalled_server_against_smtp_sync_limits(scripted: Any, stall: str) -> None:
+    """The same stalls against smtp_sync, whose limits are constructor arguments
+    (smtplib's API has no per-call timeout): ``Timeouts(greeting=, command=, data=)``
+    bound each wait for the server, ``Timeouts(total=)`` a whole sendmail, each
+    against its own server, from two threads at once."""
+    import smtp_sync
+
+    script, where, fate = STALLS[stall]
+    limits = {
+        "stage": smtp_sync.Timeouts(greeting=DEADLINE, command=DEADLINE, data=DEADLINE),
+        "total": smtp_sync.Timeouts(total=DEADLINE),
+    }
+    kinds = ["stage"] if where == "connect" else ["stage", "total"]  # total bounds a sendmail
+    servers = {kind: scripted(script) for kind in kinds}
+    caught: dict[str, tuple[BaseException, float, bool]] = {}
+
+    def one(kind: str) -> None:
+        client = smtp_sync.SMTP(timeout=SLOW, timeouts=limits[kind], local_hostname="client.test")
+        started = time.monotonic()
+        try:
+            client.connect("127.0.0.1", servers[kind].port)
+            client.ehlo_or_helo_if_needed()
+            if kind == "total":
+                started = time.monotonic()  # the deadline is the sendmail's
+            client.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+        except BaseException as exc:
+            caught[kind] = (exc, time.monotonic() - started, client.sock is not None)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=one, args=(kind,)) for kind in kinds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE + HANG + 5)
+    assert sorted(caught) == sorted(kinds), caught
+    for kind, (exc, took, still_open) in caught.items():
+        assert type(exc) is smtp_sync.SMTPTimeoutError, (kind, repr(exc))
+        assert took < DEADLINE + HANG, f"{kind}: returned {took:.2f} s after a {DEADLINE} s limit"
+        assert not still_open
+        if kind == "total":
+            assert "total deadline" in str(exc)
+        if "greeting" in stall:
+            assert "ready message" in str(exc)
+        if where == "send":
+            assert exc.outcome is getattr(smtp_core.Outcome, fate), (kind, exc.outcome)
+            assert exc.content_started is (fate == "UNKNOWN")
+
+
 # -- TLS that never completes ------------------------------------------------------------------
 
 TLS_STALLS = {
@@ -223,9 +276,6 @@ def test_pool_waiting_for_the_only_connection(adapter: Adapter, scripted: Any) -
     assert first_took < 2 * DEADLINE + HANG and second_took < DEADLINE + HANG
 
 
-@pytest.mark.not_on_sync(
-    "a message queued behind one that timed out is told with a copy of that timeout (SMTPTimeoutError, outcome NEVER_SENT), not SMTPServerDisconnected"
-)
 def test_pool_deadline_with_the_stalled_connection_shared(adapter: Adapter, scripted: Any) -> None:
     """max_in_flight=2 on the only connection: the second message rides behind the first,
     whose reply never comes; both are told at the pool's deadline."""

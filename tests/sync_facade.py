@@ -13,13 +13,22 @@ What the facade does, and all it does:
   ``validate_certs``/``client_cert``/``client_key`` -> one ``ssl.SSLContext``,
   ``socket_path`` -> a ``host`` that is a path, ``sock`` -> the socket ``_get_socket``
   returns, ``mail_options``/``rcpt_options``/``options`` -> the same lists).
+* **calls**: ``auth_plain``/``auth_login``/``auth_crammd5``/``auth_xoauth2`` are
+  ``auth(name, mechanism)`` with smtp_core's mechanism objects (smtp_sync's ``auth``
+  takes any ``SASLMechanism``); ``send_message``/``send_messages`` are smtp_sync's
+  ``send_message_detailed``/``send_messages_detailed``, which also have the final
+  reply; ``execute_command(*args)`` is ``docmd(first, " ".join(rest))``.
 * **results**: smtplib's ``(code, bytes)`` becomes ``SMTPResponse(code, str)``
   (decoded as smtp_sync encoded it: UTF-8 with surrogateescape); the refused dict
   ``{rcpt: (code, bytes)}`` becomes ``{rcpt: SMTPResponse}``; ``sendmail`` returns
-  ``(refused, final reply text)``, read from ``sendmail_detailed``'s typed result.
+  ``(refused, final reply text)``, read from ``sendmail_detailed``'s typed result,
+  whose refusal (``result.error``) is raised, as ``smtp_sync.SMTP.sendmail`` does.
 * **names**: each aiosmtplib exception name is bound to the smtp_sync class that
-  plays that role (listed at the end). Exceptions are never caught, converted or
-  retried: what a test sees is what smtp_sync raised.
+  plays that role (listed at the end). Exceptions are never swallowed, converted or
+  retried: what a test sees is what smtp_sync raised. Two places touch them, both
+  aiosmtplib's ``connect()`` contract: a greeting other than 220 raises
+  ``smtp_sync.SMTPConnectError`` (what smtplib's constructor raises), and when a
+  step of ``connect()`` raises, the client is closed and the same exception goes on.
 
 What smtp_sync deliberately does not have (per-call ``timeout=``, ``dsn=``, the
 module-level ``send()``, OAuth token generators, the pool's ``clock``/``sleep``/

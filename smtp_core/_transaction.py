@@ -443,14 +443,14 @@ def mail_transaction(
 
 
 def _transaction(
-    conn: ClientConnection, envelope: Envelope
+    conn: ClientConnection, envelope: Envelope, *, reset: bool = True
 ) -> Flow[TransactionResult | SMTPException]:
-    """One transaction; refusals are returned (with an RSET sent), not raised."""
+    """One transaction; refusals are returned (after an RSET, unless not ``reset``)."""
     if conn.capabilities.chunking and not conn.lmtp:
         outcome = yield from _bdat_transaction(conn, envelope)
     else:
         outcome = yield from _data_transaction(conn, envelope)
-    if isinstance(outcome, SMTPException) and not _closed(conn):
+    if reset and isinstance(outcome, SMTPException) and not _closed(conn):
         yield from _reset_quietly(conn)
     return outcome
 
@@ -743,11 +743,13 @@ def mail_pipeline(
 def _one_by_one(conn: ClientConnection, take: Take, finished: Finished) -> Flow[None]:
     while (envelope := take()) is not None:
         try:
-            outcome = yield from _transaction(conn, envelope)
+            outcome = yield from _transaction(conn, envelope, reset=False)
         except SMTPServerDisconnected as exc:
             finished(envelope, lost(envelope, exc))
             return
-        finished(envelope, outcome)
+        finished(envelope, outcome)  # told before the RSET: its reply cannot change it
+        if isinstance(outcome, SMTPException) and not _closed(conn):
+            yield from _reset_quietly(conn)
         if _closed(conn):
             return
         yield PROGRESS

@@ -32,7 +32,6 @@ from ._client_session import (
     Transport,
     validate_local_hostname,
 )
-from ._native import mypyc_attr
 from ._response import SMTPResponse
 
 __all__ = [
@@ -52,7 +51,6 @@ __all__ = [
 T = TypeVar("T")
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class SMTPClientBase(SendingMixin):
     """An SMTP client with aiosmtplib's API. Adapters provide the I/O.
 

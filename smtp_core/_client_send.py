@@ -7,7 +7,7 @@ from __future__ import annotations
 import email.message
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ._client_auth import AuthMixin
 from ._client_session import Timeout, response
@@ -23,7 +23,6 @@ from ._exceptions import (
     SMTPUTF8NotSupported,
 )
 from ._extensions import DSN, priority_parameter
-from ._native import mypyc_attr
 from ._outcome import Outcome
 from ._response import SMTPResponse, _default
 from ._transaction import (
@@ -37,7 +36,6 @@ from ._transaction import (
 __all__ = ["SendingMixin", "prepare_envelope"]
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class SendingMixin(AuthMixin):
     """aiosmtplib's sending methods, plus typed results and batches."""
 
@@ -108,9 +106,9 @@ class SendingMixin(AuthMixin):
     ) -> Any:
         # Validate everything before any byte is sent (and before connecting).
         recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
-        mail = Mail(sender, tuple(mail_options or ()), advertised_only=False)
+        mail = _command(Mail, sender, tuple(mail_options or ()))
         rcpt_opts = tuple(rcpt_options or ())
-        rcpts = [Rcpt(rcpt, rcpt_opts, advertised_only=False) for rcpt in recipients_list]
+        rcpts = [_command(Rcpt, rcpt, rcpt_opts) for rcpt in recipients_list]
         if not recipients_list:
             raise ValueError("No recipients given")
         content: Any = message.encode("ascii") if isinstance(message, str) else message
@@ -302,6 +300,29 @@ class SendingMixin(AuthMixin):
                     await self.connect()
                 await self._ehlo_or_helo_if_needed(timeout)
         return self._require_connection()
+
+
+_C = TypeVar("_C", Mail, Rcpt)
+
+# The commands of recent envelopes: a program sending many messages repeats the same
+# few senders and recipients, and commands are immutable. Plain str arguments only (a
+# str subclass is validated, and sent, as its characters each time).
+_COMMANDS: dict[tuple[type, str, tuple[str, ...]], Any] = {}
+_COMMANDS_MAX = 1024
+
+
+def _command(cls: type[_C], address: str, options: tuple[str, ...]) -> _C:
+    """``cls(address, options)`` sent as given (``advertised_only=False``), validated once."""
+    if type(address) is not str or (options and any(type(o) is not str for o in options)):
+        return cls(address, options, advertised_only=False)
+    key = (cls, address, options)
+    command = _COMMANDS.get(key)
+    if command is None:
+        command = cls(address, options, advertised_only=False)
+        if len(_COMMANDS) >= _COMMANDS_MAX:
+            _COMMANDS.clear()
+        _COMMANDS[key] = command
+    return command
 
 
 def prepare_envelope(

@@ -18,11 +18,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from smtp_core import Outcome
-from smtp_core._pool import _transient
+from smtp_core._pool import _transient as _core_transient
 from smtp_core.flows import TransactionResult
 
 from ._exceptions import (
     SMTPException,
+    SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -34,6 +35,15 @@ from ._smtp import SMTP
 __all__ = ["SMTPPool"]
 
 _PoolT = TypeVar("_PoolT", bound="SMTPPool")
+
+
+def _transient(error: Exception) -> bool:
+    """A refusal worth retrying: 421 or any 4xx (for every recipient, whose refusals are
+    smtplib's dict ``{recipient: (code, message)}`` here)."""
+    if isinstance(error, SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+        return bool(codes) and all(400 <= code < 500 for code in codes)
+    return _core_transient(error)
 
 
 @dataclass(eq=False)
@@ -353,6 +363,7 @@ class SMTPPool:
             self._connecting -= 1
             self._conns.append(pooled)
             self.stats["connections"] += 1
+            self._cond.notify_all()  # threads waiting may share it (max_in_flight)
         return pooled
 
     def _check(self, pooled: _Pooled) -> bool:

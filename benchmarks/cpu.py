@@ -175,10 +175,19 @@ def run(name: str, fn: Any, *args: Any) -> float:
 
 
 def build_of_smtp_core() -> str:
-    """``compiled`` if the hot modules come from extension modules, ``pure`` if from .py files."""
+    """``compiled`` if the modules hatch_build.py compiles are extension modules, ``pure``
+    if they are all .py files (``mixed`` otherwise)."""
+    import ast
+
+    hook = Path(__file__).resolve().parent.parent / "hatch_build.py"
+    hot = next(
+        ast.literal_eval(node.value)
+        for node in ast.parse(hook.read_text()).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "HOT_MODULES"
+    )
     files = [
-        importlib.import_module(f"smtp_core.{name}").__file__ or ""
-        for name in ("_connection", "_flows", "_client_turns", "_client_send", "_client")
+        importlib.import_module(path.removesuffix(".py").replace("/", ".")).__file__ or ""
+        for path in hot
     ]
     if all(f.endswith(".py") for f in files):
         return "pure"

@@ -6,6 +6,7 @@ round (then the median of those ratios is printed).
 
     python benchmarks/run.py               # full run (about 25 minutes; --uvloop adds uvloop)
     python benchmarks/run.py --smoke       # a few messages per scenario, for CI
+    python benchmarks/run.py --scale 0.25  # a quarter of the messages: a busy machine
 
 With ``--rtt MS`` every client connects through benchmarks/delay_proxy.py, which adds
 that round-trip time and counts round trips; the scenarios are then the ones where
@@ -255,7 +256,7 @@ def run_plain(
         if scenario not in SCENARIOS:
             continue
         full, smoke, description = SCENARIOS[scenario]
-        count = smoke if args.smoke else full
+        count = smoke if args.smoke else max(1, round(full * args.scale))
         clients = [c for c in args.client or CLIENTS if c in available or c == FLOOR]
         if COMPILED_PYTHON is not None and not args.client:
             clients[len(OURS) : len(OURS)] = COMPILED
@@ -481,6 +482,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run (CI)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="messages per scenario: F times a full run's (0.25: a quarter; at least 1)",
+    )
     parser.add_argument(
         "--scenario", action="append", choices=list(dict.fromkeys([*SCENARIOS, *RTT_SCENARIOS]))
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import email.message
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ._client_auth import AuthMixin
 from ._client_session import Timeout, response
@@ -106,9 +106,9 @@ class SendingMixin(AuthMixin):
     ) -> Any:
         # Validate everything before any byte is sent (and before connecting).
         recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
-        mail = _command(Mail, sender, tuple(mail_options or ()))
+        mail: Mail = _command(Mail, sender, tuple(mail_options or ()))
         rcpt_opts = tuple(rcpt_options or ())
-        rcpts = [_command(Rcpt, rcpt, rcpt_opts) for rcpt in recipients_list]
+        rcpts: list[Rcpt] = [_command(Rcpt, rcpt, rcpt_opts) for rcpt in recipients_list]
         if not recipients_list:
             raise ValueError("No recipients given")
         content: Any = message.encode("ascii") if isinstance(message, str) else message
@@ -302,8 +302,6 @@ class SendingMixin(AuthMixin):
         return self._require_connection()
 
 
-_C = TypeVar("_C", Mail, Rcpt)
-
 # The commands of recent envelopes: a program sending many messages repeats the same
 # few senders and recipients, and commands are immutable. Plain str arguments only (a
 # str subclass is validated, and sent, as its characters each time).
@@ -311,7 +309,7 @@ _COMMANDS: dict[tuple[type, str, tuple[str, ...]], Any] = {}
 _COMMANDS_MAX = 1024
 
 
-def _command(cls: type[_C], address: str, options: tuple[str, ...]) -> _C:
+def _command(cls: type[Mail | Rcpt], address: str, options: tuple[str, ...]) -> Any:
     """``cls(address, options)`` sent as given (``advertised_only=False``), validated once."""
     if type(address) is not str or (options and any(type(o) is not str for o in options)):
         return cls(address, options, advertised_only=False)

@@ -309,7 +309,7 @@ _COMMANDS: dict[tuple[type, str, tuple[str, ...]], Any] = {}
 _COMMANDS_MAX = 1024
 
 
-def _command(cls: type[Mail | Rcpt], address: str, options: tuple[str, ...]) -> Any:
+def _command(cls: type[Mail | Rcpt], address: Any, options: tuple[Any, ...]) -> Any:
     """``cls(address, options)`` sent as given (``advertised_only=False``), validated once."""
     if type(address) is not str or (options and any(type(o) is not str for o in options)):
         return cls(address, options, advertised_only=False)

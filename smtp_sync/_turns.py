@@ -97,6 +97,9 @@ class Turns:
     _channel: Channel | None
     pipeline_window: int
 
+    def ehlo_or_helo_if_needed(self) -> None:  # pragma: no cover - the session's
+        raise NotImplementedError
+
     def _init_turns(self) -> None:
         self._cv = threading.Condition(threading.Lock())
         self._queue: deque[_Op] = deque()
@@ -194,6 +197,7 @@ class Turns:
         channel = self._channel
         if channel is None or channel.closed:
             return lost(envelope, SMTPServerDisconnected("please run connect() first"))
+        self._hello_if_needed(channel)
         conn = channel.conn
         try:
             channel.check_idle()
@@ -240,6 +244,7 @@ class Turns:
                     head = next((op for op in self._queue if not op.gone), None)
                 if head is None or head.envelope is None:
                     return  # a turn of commands comes first
+                self._hello_if_needed(channel)
                 self._start_pipe(channel.conn)
             pipe = self._pipe
             assert pipe is not None
@@ -252,6 +257,12 @@ class Turns:
                 raise
             if ended:
                 self._pipe = None
+
+    def _hello_if_needed(self, channel: Channel) -> None:
+        """As the baton holder, before a message's MAIL: a turn the message waited
+        behind (STARTTLS) may have left the session needing EHLO again."""
+        if channel.conn.state is State.HELLO:
+            self.ehlo_or_helo_if_needed()
 
     def _start_pipe(self, conn: ClientConnection) -> None:
         pipe = _Pipe()

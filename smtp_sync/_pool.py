@@ -18,11 +18,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from smtp_core import Outcome
-from smtp_core._pool import _transient
+from smtp_core._pool import _transient as _core_transient
 from smtp_core.flows import TransactionResult
 
 from ._exceptions import (
     SMTPException,
+    SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -393,3 +394,13 @@ class SMTPPool:
             with contextlib.suppress(SMTPException, OSError):
                 client.quit()
         client.close()
+
+
+def _transient(error: Exception) -> bool:
+    """A refusal worth retrying: 421 or any 4xx (for every recipient). smtplib's
+    ``SMTPRecipientsRefused.recipients`` maps each recipient to ``(code, message)``."""
+    recipients: Any = getattr(error, "recipients", None)
+    if isinstance(error, SMTPRecipientsRefused) and isinstance(recipients, dict):
+        codes = [code for code, _ in recipients.values()]
+        return bool(codes) and all(400 <= code < 500 for code in codes)
+    return _core_transient(error)

@@ -89,6 +89,7 @@ class _Turn:
 
 
 _NOTHING = contextlib.nullcontext()
+_ENDED = frozenset({State.CLOSED, State.ERROR})
 
 
 class Turns:
@@ -257,6 +258,10 @@ class Turns:
                 raise
             if ended:
                 self._pipe = None
+                if channel.conn.state in _ENDED:
+                    # A 421 ended the session under the pipeline: close it for good.
+                    self._break(SMTPServerDisconnected("Server closed the connection"))
+                    return
 
     def _hello_if_needed(self, channel: Channel) -> None:
         """As the baton holder, before a message's MAIL: a turn the message waited

@@ -20,7 +20,16 @@ from typing import Any
 import pytest
 
 from .conftest import Adapter, Certs
-from .servers import Close, Expect, ExpectData, Hang, Send, StartTLS, session_prefix
+from .servers import (
+    Close,
+    Expect,
+    ExpectData,
+    Hang,
+    ReadUntilClosed,
+    Send,
+    StartTLS,
+    session_prefix,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -216,3 +225,44 @@ def test_a_broken_tls_session_releases_its_socket(adapter: Adapter, scripted: An
 
     [left_open] = adapter.run(main)
     assert not left_open, "the socket of the broken TLS session is still open a second later"
+
+
+# -- found by soak runs of smtp_sync --------------------------------------------------------------
+
+
+def test_sync_session_a_421_ended_under_the_pipeline_is_closed(scripted: Any) -> None:
+    """A 421 to a pipelined MAIL ends the session: the next message is told the server
+    disconnected (it used to reach the machine, which refused MAIL in state CLOSED)."""
+    import smtp_sync
+
+    server = scripted([*session_prefix("PIPELINING"), Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"), Send(b"421 4.3.2 shutting down\r\n"), Close()])
+    smtp = smtp_sync.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=5)
+    try:
+        first, second = smtp.send_messages([("a@example.org", ["b@example.org"], b"Subject: 1\r\n\r\none\r\n"), ("a@example.org", ["b@example.org"], b"Subject: 2\r\n\r\ntwo\r\n")])
+        with pytest.raises(smtp_sync.SMTPServerDisconnected):
+            smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: 3\r\n\r\nthree\r\n")
+    finally:
+        smtp.close()
+    assert isinstance(first, smtp_sync.SMTPSenderRefused) and first.smtp_code == 421
+    assert isinstance(second, smtp_sync.SMTPException) and second.outcome is second.outcome.NEVER_SENT
+    assert smtp.sock is None
+    assert not server.errors
+
+
+def test_sync_pool_retries_recipients_refused_for_now(scripted: Any) -> None:
+    """Every recipient refused with a 4xx is worth a retry, as on the async pools (the
+    sync pool used to fail on smtplib's ``recipients`` dict with AttributeError, and
+    leave the connection counted busy)."""
+    import smtp_sync
+
+    refused = [*session_prefix(), Expect(b"MAIL"), Send(b"250 ok\r\n"), Expect(b"RCPT"), Send(b"450 4.2.1 busy\r\n"), Expect(b"RSET"), Send(b"250 ok\r\n"), ReadUntilClosed()]
+    good = [*session_prefix(), Expect(b"MAIL"), Send(b"250 ok\r\n"), Expect(b"RCPT"), Send(b"250 ok\r\n"), Expect(b"DATA"), Send(b"354 go\r\n"), ExpectData(), Send(b"250 queued\r\n"), Expect(b"QUIT"), Send(b"221 bye\r\n")]
+    server = scripted(refused, more=[good])
+    pool = smtp_sync.SMTPPool("127.0.0.1", server.port, local_hostname="client.test", timeout=5, retry_backoff=0.01)
+    try:
+        assert pool.sendmail("a@example.org", ["b@example.org"], b"Subject: s\r\n\r\nhi\r\n") == {}
+        assert pool.stats["retries"] == 1
+    finally:
+        pool.close()
+    assert pool.connections == 0
+    assert not server.errors

@@ -27,6 +27,7 @@ from .servers import (
     Hang,
     ReadUntilClosed,
     Send,
+    Signal,
     StartTLS,
     session_prefix,
 )
@@ -266,3 +267,50 @@ def test_sync_pool_retries_recipients_refused_for_now(scripted: Any) -> None:
         pool.close()
     assert pool.connections == 0
     assert not server.errors
+
+
+
+
+def test_pool_deadline_bounds_a_message_riding_behind_another(adapter: Adapter, scripted: Any) -> None:
+    """Two pool calls share the only connection; the server never answers the first,
+    whose deadline is later. The second is told at its own deadline (it used to wait
+    for the first caller's, as long as the client had no total deadline of its own)."""
+    import time
+
+    import anyio
+
+    deadline = 0.4
+    mail_read = threading.Event()
+    server = scripted([*session_prefix("PIPELINING"), Expect(b"MAIL"), Signal(mail_read), Hang()])
+    mod = adapter.module
+    errors: dict[str, tuple[BaseException, float]] = {}
+
+    async def main() -> None:
+        pool = mod.SMTPPool(hostname="127.0.0.1", port=server.port, local_hostname="client.test", max_connections=1, max_in_flight=2, timeout=10 * deadline, max_attempts=1)
+        second_done = anyio.Event()
+
+        async def one(tag: str, timeout: float, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+            task_status.started()
+            started = time.monotonic()
+            try:
+                await pool.sendmail("a@example.org", [f"{tag}@example.org"], b"Subject: s\r\n\r\nhi\r\n", timeout=timeout)
+            except mod.SMTPException as exc:
+                errors[tag] = (exc, time.monotonic() - started)
+            if tag == "second":
+                second_done.set()
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(one, "first", 10 * deadline)
+            assert await anyio.to_thread.run_sync(mail_read.wait, 10), "the first message never reached the server"
+            await tg.start(one, "second", deadline)
+            with anyio.move_on_after(5 * deadline):
+                await second_done.wait()
+            tg.cancel_scope.cancel()  # the first caller: its deadline is not the point
+        await pool.close()
+
+    adapter.run(main)
+    assert "second" in errors, "the second call was still waiting well past its deadline"
+    second, took = errors["second"]
+    assert type(second) is mod.SMTPReadTimeoutError, repr(second)
+    assert second.outcome in (mod.Outcome.NEVER_SENT, mod.Outcome.UNKNOWN)
+    assert took < deadline + 0.3, f"the second call, with a {deadline} s deadline, took {took:.2f} s"

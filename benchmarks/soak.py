@@ -364,6 +364,15 @@ class Report:
                 f"(pool connections left {f['connections']})",
             ),
             f"  {name}: pools {f['pool_stats']}",
+            *(
+                [
+                    f"  {name}: RSS once idle {child.samples[-1]['rss_kib'] / 1024:.1f} MiB, "
+                    f"{f['rss_after_trim_kib'] / 1024:.1f} MiB once glibc gave back the free "
+                    "memory it kept (malloc_trim)"
+                ]
+                if f.get("rss_after_trim_kib") and child.samples
+                else []
+            ),
             *(f"  {name}: still open: {line}" for line in f.get("open_transports", [])[:5]),
             f"  {name}: live objects grown most since the warm-up: {f.get('objects_grown')}",
             check("exit", code == 0, f"  {name}: exit code {code}"),

@@ -98,6 +98,15 @@ def heap() -> dict[str, int]:
     return figures
 
 
+def rss_after_trim_kib() -> int | None:
+    """RSS once glibc has given back the free memory it keeps (``malloc_trim(0)``):
+    what of an RSS growth was the allocator's, not live memory. None off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+        return rss_kib()
+    return None
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -290,6 +299,7 @@ class Soak:
                     "tasks_end": live_tasks(),
                     "connections": [pool.connections for pool in pools],
                     "pool_stats": [pool.stats for pool in pools],
+                    "rss_after_trim_kib": rss_after_trim_kib(),
                 }
             )
         )

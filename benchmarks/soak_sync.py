@@ -43,6 +43,7 @@ from soak_client import (
     heap,
     message,
     open_fds,
+    rss_after_trim_kib,
     rss_kib,
 )
 
@@ -180,6 +181,7 @@ class SyncSoak:
                     "tasks_end": threading.active_count(),
                     "connections": [pool.connections for pool in pools],
                     "pool_stats": [pool.stats for pool in pools],
+                    "rss_after_trim_kib": rss_after_trim_kib(),
                 }
             )
         )

@@ -14,7 +14,8 @@ A plain client's deadline is its total (1 s). The pool has no deadline for a who
 are measured against the longest a call can take by construction: per attempt, the
 wait for a connection (``wait_timeout``, 1 s), a NOOP, connecting (five stages of at
 most 0.5 s: connect, greeting, EHLO, STARTTLS with its handshake, EHLO) and the
-message's total (1 s).
+message's total (1 s). A call two seconds past its deadline has every thread's stack
+written to stderr (the first three such calls), to show what it waits for.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class SyncSoak:
         self.warm_types: collections.Counter[str] | None = None
         self.end = 0.0
         self.stop = threading.Event()
+        self.current: dict[str, tuple[float, int]] = {}
+        self.dumped = 0
 
     def emit(self, line: str) -> None:
         with self.lock:
@@ -216,7 +219,24 @@ class SyncSoak:
         now.subtract(self.warm_types)
         return [(name, n) for name, n in now.most_common(6) if n > 0]
 
+    def watchdog(self) -> None:
+        """A call 2 s past its deadline: every thread's stack to stderr (the first three)."""
+        while not self.stop.wait(0.2):
+            now = time.monotonic()
+            for name, (deadline, ident) in list(self.current.items()):
+                if now - deadline < 2.0 or self.dumped >= 3:
+                    continue
+                self.dumped += 1
+                self.current.pop(name, None)
+                lines = [f"=== {name}: {now - deadline:.1f} s past its deadline; every thread:\n"]
+                for tid, frame in sys._current_frames().items():
+                    lines.append(f"--- thread {tid}{' (this caller)' if tid == ident else ''}\n")
+                    lines.extend(traceback.format_stack(frame)[-12:])
+                sys.stderr.write("".join(lines))
+                sys.stderr.flush()
+
     def monitor(self) -> None:
+        threading.Thread(target=self.watchdog, daemon=True).start()
         started = time.monotonic()
         n = 1
         while not self.stop.wait(max(0.0, started + n * self.report_every - time.monotonic())):
@@ -243,6 +263,7 @@ class SyncSoak:
                 if connect is not None:
                     connect()
                 started = time.monotonic()
+                self.current[name] = (started + deadline, threading.get_ident())
                 send("soak@example.org", recipients, message(tag, rng))
             except (SMTPException, OSError) as exc:
                 # smtplib's API: connecting raises OSError (a reset during the handshake).
@@ -257,6 +278,7 @@ class SyncSoak:
                     self.tracebacks.add(exc_name)
                 if first:
                     traceback.print_exc(file=sys.stderr)
+            self.current.pop(name, None)
             late = 0.0
             if started is not None:
                 late = max(0.0, time.monotonic() - started - deadline)

@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import deque
 from typing import Any
 
-from smtp_core import ClientConnection, SMTPException, State
+from smtp_core import ClientConnection, Outcome, SMTPException, State
 from smtp_core.flows import Envelope, lost, mail_pipeline, mail_transaction
 
 from ._driver import Channel, Parked
-from ._exceptions import SMTPServerDisconnected
+from ._exceptions import SMTPServerDisconnected, SMTPTimeoutError
 
 __all__ = ["Turns"]
+
+
+class _PastDeadline(Exception):
+    """A message's total deadline passed while its thread waited for the connection."""
 
 
 class _Op:
@@ -120,8 +125,11 @@ class Turns:
                 return op
         return None
 
-    def _wait_for_baton(self, ops: list[_Op], me: int) -> bool:
-        """Wait until this thread may drive (True) or all ``ops`` are done (False)."""
+    def _wait_for_baton(self, ops: list[_Op], me: int, deadline: float | None = None) -> bool:
+        """Wait until this thread may drive (True) or all ``ops`` are done (False).
+
+        Past ``deadline`` (monotonic) raises :class:`_PastDeadline`.
+        """
         with self._cv:
             while True:
                 if all(op.done for op in ops):
@@ -131,7 +139,13 @@ class Turns:
                     if owner is not None and owner.thread == me:
                         self._holder = me
                         return True
-                self._cv.wait()
+                if deadline is None:
+                    self._cv.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _PastDeadline
+                self._cv.wait(left)
 
     def _release(self) -> None:
         with self._cv:
@@ -183,15 +197,40 @@ class Turns:
             self._queue.extend(ops)
             self._cv.notify_all()
         try:
-            while self._wait_for_baton(ops, me):
+            while self._wait_for_baton(ops, me, deadline):
                 try:
                     self._drive(ops, deadline)
                 finally:
                     self._release()
+        except _PastDeadline:
+            # Another thread's work held the connection past this call's deadline.
+            return self._give_up(ops)
         except BaseException:
             self._abandon(ops)
             raise
         return [op.outcome for op in ops]
+
+    def _give_up(self, ops: list[_Op]) -> list[Any]:
+        """The total deadline passed while waiting: a message still queued was never
+        sent; one the pipeline took (another thread drives it) may still be."""
+        outcomes = []
+        with self._cv:
+            for op in ops:
+                if op.done:
+                    outcomes.append(op.outcome)
+                    continue
+                op.gone = True
+                queued = op in self._queue
+                if queued:
+                    self._queue.remove(op)
+                exc = SMTPTimeoutError(
+                    "Timed out: the message was not sent within its total deadline"
+                )
+                exc.outcome = Outcome.NEVER_SENT if queued else Outcome.UNKNOWN
+                exc.content_started = bool(op.envelope is not None and op.envelope.content_sent)
+                outcomes.append(exc)
+            self._cv.notify_all()
+        return outcomes
 
     def _transaction(self, envelope: Envelope, deadline: float | None) -> Any:
         """As the baton holder: one message with :func:`mail_transaction`; its outcome."""

@@ -27,6 +27,7 @@ from .servers import (
     Hang,
     ReadUntilClosed,
     Send,
+    SendSlowly,
     Signal,
     StartTLS,
     session_prefix,
@@ -314,3 +315,47 @@ def test_pool_deadline_bounds_a_message_riding_behind_another(adapter: Adapter, 
     assert type(second) is mod.SMTPReadTimeoutError, repr(second)
     assert second.outcome in (mod.Outcome.NEVER_SENT, mod.Outcome.UNKNOWN)
     assert took < deadline + 0.3, f"the second call, with a {deadline} s deadline, took {took:.2f} s"
+
+
+def test_sync_total_deadline_bounds_waiting_behind_another_threads_turn(scripted: Any) -> None:
+    """A thread's NOOP holds the shared client while the server trickles its reply (each
+    byte well within the per-read timeout); another thread's message, with a total
+    deadline far shorter, is told at that deadline that it was never sent (it used to
+    wait for the NOOP, then time out with the session broken)."""
+    import time
+
+    import smtp_sync
+
+    noop_read = threading.Event()
+    server = scripted([*session_prefix(), Expect(b"NOOP"), Signal(noop_read), SendSlowly(b"250 slow noop\r\n", 0.1), ReadUntilClosed()])
+    total = 0.3
+    smtp = smtp_sync.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=5, timeouts=smtp_sync.Timeouts(total=total))
+    results: dict[str, Any] = {}
+
+    def noop() -> None:
+        results["noop"] = smtp.noop()
+
+    def send() -> None:
+        started = time.monotonic()
+        try:
+            results["sendmail"] = smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: s\r\n\r\nhi\r\n")
+        except smtp_sync.SMTPException as exc:
+            results["sendmail"] = exc
+        results["took"] = time.monotonic() - started
+
+    try:
+        smtp.ehlo()
+        threads = [threading.Thread(target=noop), threading.Thread(target=send)]
+        threads[0].start()
+        assert noop_read.wait(10)
+        threads[1].start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        smtp.close()
+    assert results["noop"] == (250, b"slow noop")
+    exc = results["sendmail"]
+    assert isinstance(exc, smtp_sync.SMTPTimeoutError), repr(exc)
+    assert exc.outcome is exc.outcome.NEVER_SENT
+    assert results["took"] < total + 0.3, f"told after {results['took']:.2f} s for a {total} s deadline"
+    assert b"MAIL" not in server.received

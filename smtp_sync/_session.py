@@ -55,7 +55,7 @@ from ._exceptions import (
     SMTPServerDisconnected,
     as_bytes,
 )
-from ._turns import Turns
+from ._turns import Turns, call_deadline
 
 __all__ = ["Session", "SMTP_PORT", "SMTP_SSL_PORT", "LMTP_PORT", "Timeouts"]
 
@@ -248,6 +248,8 @@ class Session(Turns):
 
     def _run(self, flow: Any, deadline: float | None = None) -> Any:
         """Drive ``flow`` on the connection; a session left out of step is closed."""
+        if deadline is None:
+            deadline = call_deadline.get()
         channel = self._require()
         conn = channel.conn
         try:

@@ -16,6 +16,7 @@ whether it was never sent or its fate is unknown.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections import deque
@@ -27,7 +28,14 @@ from smtp_core.flows import Envelope, lost, mail_pipeline, mail_transaction
 from ._driver import Channel, Parked
 from ._exceptions import SMTPServerDisconnected, SMTPTimeoutError
 
-__all__ = ["Turns"]
+__all__ = ["Turns", "call_deadline"]
+
+
+#: The deadline (monotonic) of the call this thread is making (a ``sendmail`` with a
+#: total): the commands it runs first (EHLO) and its waits for the connection end by it.
+call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "smtp_sync_call_deadline", default=None
+)
 
 
 class _PastDeadline(Exception):
@@ -74,7 +82,12 @@ class _Turn:
             op = self.op = _Op(None, me)
             client._queue.append(op)
         try:
-            client._wait_for_baton([op], me)
+            client._wait_for_baton([op], me, call_deadline.get())
+        except _PastDeadline:
+            client._abandon([op])
+            exc = SMTPTimeoutError("Timed out: the message was not sent within its total deadline")
+            exc.outcome = Outcome.NEVER_SENT
+            raise exc from None
         except BaseException:
             client._abandon([op])
             raise

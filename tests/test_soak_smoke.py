@@ -359,3 +359,25 @@ def test_sync_total_deadline_bounds_waiting_behind_another_threads_turn(scripted
     assert exc.outcome is exc.outcome.NEVER_SENT
     assert results["took"] < total + 0.3, f"told after {results['took']:.2f} s for a {total} s deadline"
     assert b"MAIL" not in server.received
+
+
+def test_sync_total_deadline_bounds_the_ehlo_before_the_message(scripted: Any) -> None:
+    """The first message on a session says EHLO first; the server trickles its reply,
+    each byte within the per-read timeout. The total deadline ends the call (it used
+    to bound only the message's own commands, after EHLO)."""
+    import time
+
+    import smtp_sync
+
+    server = scripted([Send(b"220 scripted ESMTP\r\n"), Expect(b"EHLO"), SendSlowly(b"250-smtp.test\r\n250 PIPELINING\r\n", 0.05), ReadUntilClosed()])
+    total = 0.3
+    smtp = smtp_sync.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=5, timeouts=smtp_sync.Timeouts(total=total))
+    started = time.monotonic()
+    try:
+        with pytest.raises(smtp_sync.SMTPTimeoutError):
+            smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: s\r\n\r\nhi\r\n")
+        took = time.monotonic() - started
+    finally:
+        smtp.close()
+    assert took < total + 0.3, f"told after {took:.2f} s for a {total} s deadline"
+    assert b"MAIL" not in server.received

@@ -37,6 +37,15 @@ __all__ = ["SMTPPool"]
 _PoolT = TypeVar("_PoolT", bound="SMTPPool")
 
 
+def _transient(error: Exception) -> bool:
+    """A refusal worth retrying: 421 or any 4xx (for every recipient, whose refusals are
+    smtplib's dict ``{recipient: (code, message)}`` here)."""
+    if isinstance(error, SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+        return bool(codes) and all(400 <= code < 500 for code in codes)
+    return _core_transient(error)
+
+
 @dataclass(eq=False)
 class _Pooled:
     client: SMTP
@@ -354,6 +363,7 @@ class SMTPPool:
             self._connecting -= 1
             self._conns.append(pooled)
             self.stats["connections"] += 1
+            self._cond.notify_all()  # threads waiting may share it (max_in_flight)
         return pooled
 
     def _check(self, pooled: _Pooled) -> bool:
@@ -394,13 +404,3 @@ class SMTPPool:
             with contextlib.suppress(SMTPException, OSError):
                 client.quit()
         client.close()
-
-
-def _transient(error: Exception) -> bool:
-    """A refusal worth retrying: 421 or any 4xx (for every recipient). smtplib's
-    ``SMTPRecipientsRefused.recipients`` maps each recipient to ``(code, message)``."""
-    recipients: Any = getattr(error, "recipients", None)
-    if isinstance(error, SMTPRecipientsRefused) and isinstance(recipients, dict):
-        codes = [code for code, _ in recipients.values()]
-        return bool(codes) and all(400 <= code < 500 for code in codes)
-    return _core_transient(error)

@@ -1,7 +1,7 @@
 """Soak: nothing leaks, hangs or is lost while a server misbehaves for minutes on end.
 
     python benchmarks/soak.py                  # 10 minutes (--minutes N, or --seconds N)
-    python benchmarks/soak.py --seconds 20     # a smoke run (.ci/run, with --known-issue)
+    python benchmarks/soak.py --seconds 20     # a smoke run (.ci/run)
 
 A chaos server (``benchmarks/soak_server.py``) runs in this process on 127.0.0.1, with
 a plain listener and one that offers STARTTLS (trustme certificates; the clients trust
@@ -14,6 +14,9 @@ and on trio, and smtp_asyncio on uvloop when it is installed. In each, twelve ca
 send continuously: eight through two ``SMTPPool`` s (plain and STARTTLS; deadline: the
 pool's ``timeout``, 1 s) and four sharing two ``SMTP`` clients (``Timeouts(total=1)``,
 reconnecting when a session ends); 5 % of calls are cancelled at a random point.
+smtp_sync runs the same callers as threads (``benchmarks/soak_sync.py``: its pool has
+no whole-call deadline, so its calls are held to the longest one can take by
+construction; no call is cancelled). ``--adapter`` runs only the adapters named.
 
 Every minute (``--report-every``) it prints the figures; at the end it checks them:
 
@@ -24,7 +27,9 @@ Every minute (``--report-every``) it prints the figures; at the end it checks th
   outcome unknown is counted apart, with how many of those the server accepted;
 * ``exceptions``: no exception other than the library's own;
 * ``rss``: RSS of each client process grows less than 5 MiB from the end of the
-  warm-up (minute 2, or a third of a shorter run) to the end;
+  warm-up (minute 2, or a third of a shorter run) to the end; beside it, where the
+  growth is: Python's live blocks, glibc's heap in use, and glibc's free-but-kept heap
+  (a leak raises the first two; memory the allocator keeps after a peak, the third);
 * ``fds``: each client process's open descriptors are back to the start count once
   every client and pool is closed (what still holds an open transport is printed);
 * ``tasks``: no task alive once the pools and clients are closed;
@@ -35,7 +40,8 @@ Every minute (``--report-every``) it prints the figures; at the end it checks th
 Exits 1 if any check fails, except those named with ``--known-issue`` (printed as
 KNOWN). Every loop stops by itself at the end of the duration. With ``SOAK_STDERR_DIR``
 set, each client process's stderr (the first traceback of each unexpected exception)
-is written there.
+is written there. With ``SOAK_TRACEMALLOC_DIR`` set, each client process traces its
+allocations and writes what grew since the warm-up there (``soak_client.py``).
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ HERE = Path(__file__).resolve().parent
 ADAPTERS = ["smtp_asyncio", "smtp_anyio-asyncio", "smtp_anyio-trio"]
 if importlib.util.find_spec("uvloop") is not None:
     ADAPTERS.append("smtp_asyncio-uvloop")
+ADAPTERS.append("smtp_sync")
 
 RSS_GROWTH_LIMIT_KIB = 5 * 1024
 LATE_LIMIT_MS = 100.0
@@ -115,6 +122,18 @@ def overruns(child: Child, limit_ms: float) -> dict[str, tuple[float, int, int]]
         over = sum(late >= limit_ms for late in lates)
         figures[kind] = (max(lates, default=0.0), over, len(lates))
     return figures
+
+
+def heap_growth(base: dict[str, Any], last: dict[str, Any]) -> str:
+    """Where an RSS growth is: Python's live blocks, glibc's heap in use, its free part."""
+    if "py_blocks" not in base or "py_blocks" not in last:
+        return ""
+    text = f"; Python blocks {last['py_blocks'] - base['py_blocks']:+d}"
+    if "malloc_used_kib" in base and "malloc_used_kib" in last:
+        used = (last["malloc_used_kib"] - base["malloc_used_kib"]) / 1024
+        free = (last["malloc_free_kib"] - base["malloc_free_kib"]) / 1024
+        text += f", malloc in use {used:+.2f} MiB, malloc free {free:+.2f} MiB"
+    return text
 
 
 def load() -> str:
@@ -296,7 +315,8 @@ class Report:
                     "rss",
                     growth < RSS_GROWTH_LIMIT_KIB,
                     f"  {name}: RSS growth since {base['when']} s: "
-                    f"{growth / 1024:+.2f} MiB ({before:.1f} -> {after:.1f} MiB; limit 5 MiB)",
+                    f"{growth / 1024:+.2f} MiB ({before:.1f} -> {after:.1f} MiB; limit 5 MiB)"
+                    + heap_growth(base, last),
                 )
             )
         elif self.final:
@@ -344,6 +364,15 @@ class Report:
                 f"(pool connections left {f['connections']})",
             ),
             f"  {name}: pools {f['pool_stats']}",
+            *(
+                [
+                    f"  {name}: RSS once idle {child.samples[-1]['rss_kib'] / 1024:.1f} MiB, "
+                    f"{f['rss_after_trim_kib'] / 1024:.1f} MiB once glibc gave back the free "
+                    "memory it kept (malloc_trim)"
+                ]
+                if f.get("rss_after_trim_kib") and child.samples
+                else []
+            ),
             *(f"  {name}: still open: {line}" for line in f.get("open_transports", [])[:5]),
             f"  {name}: live objects grown most since the warm-up: {f.get('objects_grown')}",
             check("exit", code == 0, f"  {name}: exit code {code}"),
@@ -365,6 +394,7 @@ async def soak(
     chaos: float,
     late_limit_ms: float,
     known: frozenset[str],
+    adapters: list[str] = ADAPTERS,
 ) -> int:
     logging.getLogger("asyncio").setLevel(logging.ERROR)  # the server's TLS EOF notices
     ca = trustme.CA()
@@ -375,18 +405,21 @@ async def soak(
     with tempfile.TemporaryDirectory() as tmp:
         ca_path = os.path.join(tmp, "ca.pem")
         ca.cert_pem.write_to_path(ca_path)
-        children = [Child(adapter) for adapter in ADAPTERS]
+        children = [Child(adapter) for adapter in adapters]
         print(
-            f"soak: {seconds:g} s, seed {seed}, adapters {', '.join(ADAPTERS)} "
+            f"soak: {seconds:g} s, seed {seed}, adapters {', '.join(adapters)} "
             f"(each in its own process, all at once); {os.cpu_count()} CPUs, load {load()}",
             flush=True,
         )
         readers = []
         for child in children:
+            if child.adapter == "smtp_sync":
+                program = [str(HERE / "soak_sync.py")]
+            else:
+                program = [str(HERE / "soak_client.py"), child.adapter]
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                str(HERE / "soak_client.py"),
-                child.adapter,
+                *program,
                 str(server.port),
                 str(server.tls_port),
                 ca_path,
@@ -463,6 +496,12 @@ def main() -> None:
         choices=sorted(CHECKS),
         help="a check that fails for a known reason: reported, not failing the run",
     )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        choices=ADAPTERS,
+        help="run only this adapter (repeatable; default: every adapter)",
+    )
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
     report_every = args.report_every or (60.0 if seconds >= 300 else max(1.0, seconds / 10))
@@ -470,7 +509,16 @@ def main() -> None:
     known = frozenset(args.known_issue)
     sys.exit(
         asyncio.run(
-            soak(seconds, args.seed, report_every, warmup, args.chaos, args.late_limit_ms, known)
+            soak(
+                seconds,
+                args.seed,
+                report_every,
+                warmup,
+                args.chaos,
+                args.late_limit_ms,
+                known,
+                args.adapter or ADAPTERS,
+            )
         )
     )
 

@@ -13,6 +13,13 @@ on stdout::
 then, every REPORT_EVERY seconds, ``S <json>`` (RSS, open descriptors, tasks, the
 longest overrun), and at the end ``F <json>`` with the descriptors and tasks left once
 every client and pool is closed.
+
+With ``SOAK_TRACEMALLOC_DIR`` set, Python's allocations are traced (``tracemalloc``,
+``SOAK_TRACEMALLOC_FRAMES`` frames, default 8): at the end of the warm-up a snapshot
+is taken, and at every later report ``<dir>/<ADAPTER>.tracemalloc.txt`` gets the
+traced total and the allocation sites that grew most since (and the live objects by
+type that grew most), so a memory creep can be told apart from allocator
+fragmentation and pinned to the line that allocates it.
 """
 
 from __future__ import annotations
@@ -20,14 +27,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import gc
 import json
+import linecache
 import os
 import random
 import ssl
 import sys
 import time
 import traceback
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,6 +61,50 @@ def rss_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+# glibc's struct mallinfo2, every field a size_t.
+_MALLINFO2_FIELDS = (
+    *("arena", "ordblks", "smblks", "hblks", "hblkhd"),
+    *("usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"),
+)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS]
+
+
+def _libc_mallinfo2() -> Any:
+    with contextlib.suppress(OSError, AttributeError):
+        function = ctypes.CDLL(None).mallinfo2
+        function.restype = _Mallinfo2
+        return function
+    return None
+
+
+_mallinfo2 = _libc_mallinfo2()
+
+
+def heap() -> dict[str, int]:
+    """What the allocators hold, apart from RSS: Python's live small blocks, and glibc's
+    heap in use and free-but-kept (KiB; glibc only). Python objects that leak raise the
+    blocks; C allocations that leak (OpenSSL's, say) raise ``malloc_used_kib``; memory
+    kept by the allocator after a peak shows as ``malloc_free_kib``."""
+    figures = {"py_blocks": sys.getallocatedblocks()}
+    if _mallinfo2 is not None:
+        info = _mallinfo2()
+        figures["malloc_used_kib"] = (info.uordblks + info.hblkhd) // 1024
+        figures["malloc_free_kib"] = info.fordblks // 1024
+    return figures
+
+
+def rss_after_trim_kib() -> int | None:
+    """RSS once glibc has given back the free memory it keeps (``malloc_trim(0)``):
+    what of an RSS growth was the allocator's, not live memory. None off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+        return rss_kib()
+    return None
 
 
 def open_fds() -> int:
@@ -151,6 +205,10 @@ class Soak:
         self.counts: dict[str, int] = {}
         self.end = 0.0
         self.tls_context = ssl.create_default_context(cafile=ca_path)
+        self.trace_dir = os.environ.get("SOAK_TRACEMALLOC_DIR")
+        self.trace_base: tracemalloc.Snapshot | None = None
+        if self.trace_dir is not None:
+            tracemalloc.start(int(os.environ.get("SOAK_TRACEMALLOC_FRAMES", "8")))
 
     def emit(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -241,14 +299,18 @@ class Soak:
                     "tasks_end": live_tasks(),
                     "connections": [pool.connections for pool in pools],
                     "pool_stats": [pool.stats for pool in pools],
+                    "rss_after_trim_kib": rss_after_trim_kib(),
                 }
             )
         )
         self.out.flush()
 
     def stats(self, when: str) -> None:
+        warm = when == "final" or float(when) >= self.warmup
+        if self.trace_dir is not None and warm:
+            self.trace(when)  # first: its snapshots are not counted among the objects
         objects = gc.get_objects()
-        if self.warm_types is None and (when == "final" or float(when) >= self.warmup):
+        if self.warm_types is None and warm:
             self.warm_types = collections.Counter(type(o).__name__ for o in objects)
         self.emit(
             "S "
@@ -263,18 +325,48 @@ class Soak:
                     "max_loop_lag_ms": round(self.max_lag * 1000, 1),
                     "counts": self.counts,
                     "objects": len(objects),
+                    **heap(),
                 }
             )
         )
         self.out.flush()
 
-    def objects_grown(self) -> list[tuple[str, int]]:
+    def trace(self, when: str) -> None:
+        """The warm-up snapshot, or what grew since it (``SOAK_TRACEMALLOC_DIR``)."""
+        assert self.trace_dir is not None
+        traced, peak = tracemalloc.get_traced_memory()
+        lines = [
+            f"=== at {when} s: traced {traced / 1024:.0f} KiB (peak {peak / 1024:.0f} KiB), "
+            f"rss {rss_kib()} KiB, {heap()}"
+        ]
+        if self.trace_base is not None:
+            lines.append(f"objects grown most since the warm-up: {self.objects_grown(12)}")
+        # The report's own allocations (linecache's copies of source files) left out.
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [
+                tracemalloc.Filter(False, tracemalloc.__file__),
+                tracemalloc.Filter(False, linecache.__file__),
+            ]
+        )
+        if self.trace_base is None:
+            self.trace_base = snapshot
+            mode = "w"
+        else:
+            mode = "a"
+            for stat in snapshot.compare_to(self.trace_base, "traceback")[:12]:
+                lines.append(f"{stat.size_diff / 1024:+.1f} KiB, {stat.count_diff:+d} blocks")
+                lines.extend("    " + line for line in stat.traceback.format(limit=8))
+        path = os.path.join(self.trace_dir, f"{self.adapter}.tracemalloc.txt")
+        with open(path, mode) as out:
+            out.write("\n".join(lines) + "\n")
+
+    def objects_grown(self, most: int = 6) -> list[tuple[str, int]]:
         """The types whose live objects grew most since the warm-up (a leak's suspects)."""
         if self.warm_types is None:
             return []
         now = collections.Counter(type(o).__name__ for o in gc.get_objects())
         now.subtract(self.warm_types)
-        return [(name, n) for name, n in now.most_common(6) if n > 0]
+        return [(name, n) for name, n in now.most_common(most) if n > 0]
 
     async def lag(self) -> None:
         """How late the event loop wakes a 10 ms sleep: the machine's share of any overrun."""

@@ -4,6 +4,7 @@ connection's mail pipeline, where concurrent calls share round trips."""
 
 from __future__ import annotations
 
+import contextvars
 import email.message
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,13 @@ from ._transaction import (
     content_total,
 )
 
-__all__ = ["SendingMixin", "prepare_envelope"]
+__all__ = ["SendingMixin", "prepare_envelope", "call_deadline"]
+
+#: Seconds left of the deadline of a whole call this message is part of (a pool's
+#: ``timeout``, set around each attempt): its total deadline is at most that.
+call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "smtp_sansio_call_deadline", default=None
+)
 
 
 class SendingMixin(AuthMixin):
@@ -123,6 +130,9 @@ class SendingMixin(AuthMixin):
             return outcome
 
         total = self.timeouts.total
+        left = call_deadline.get()
+        if left is not None and (total is None or left < total):
+            total = left
         if total is None:
             return await now()
         try:

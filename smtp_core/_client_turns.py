@@ -264,6 +264,10 @@ class TurnsBase(abc.ABC):
     async def _abort(self) -> None:
         """Close at once and release the transport (see the session)."""
 
+    @abc.abstractmethod
+    async def _ehlo_or_helo_if_needed(self, timeout: Timeout = _default) -> None:
+        """EHLO (or HELO) unless one succeeded on this connection (see the session)."""
+
     # -- state ----------
 
     @property
@@ -348,6 +352,10 @@ class TurnsBase(abc.ABC):
                 head = next((op for op in self._queue if not op.gone), None)
                 if head is None or head.envelope is None:
                     return  # a turn of commands comes first (maybe ``mine``)
+                if self._conn is not None and self._conn.state is State.HELLO:
+                    # A turn the messages waited behind (STARTTLS) left the session
+                    # needing EHLO again: say it before their MAIL.
+                    await self._ehlo_or_helo_if_needed(timeout)
                 self._start_pipe()
             await self._run_pipe(mine, timeout)
             if self._pipe is None and not self._open():

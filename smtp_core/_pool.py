@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._client import SMTPClientBase
+from ._client_send import call_deadline
 from ._exceptions import (
     SMTPConnectTimeoutError,
     SMTPException,
@@ -303,7 +304,14 @@ class SMTPPoolBase(abc.ABC):
             pooled = await self._acquire(deadline)
             try:
                 await self._respect_rate_limit(deadline)
-                result = await operation(pooled.client, self._left(deadline))
+                left = self._left(deadline)
+                # The message's total deadline is what is left of the call's, so that
+                # waiting behind other messages on a shared connection counts too.
+                token = call_deadline.set(left)
+                try:
+                    result = await operation(pooled.client, left)
+                finally:
+                    call_deadline.reset(token)
             except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException) as exc:
                 # The connection broke (or a -1 protocol error closed it). A message is
                 # sent again only if none of its content was written; an exception that

@@ -29,6 +29,7 @@ from ._exceptions import (
     convert,
 )
 from ._session import Message, Refused, _reply
+from ._turns import call_deadline
 
 __all__ = ["SendingMixin"]
 
@@ -76,15 +77,20 @@ class SendingMixin(AuthMixin):
         content: Any = msg.encode("ascii") if isinstance(msg, str) else msg
         total = self.timeouts.total
         deadline = None if total is None else time.monotonic() + total
-        self.ehlo_or_helo_if_needed()
-        channel = self._require()
-        if not self.does_esmtp:
-            mail_options, rcpt_options = (), ()  # as smtplib: HELO takes none
-        envelope = self._envelope(
-            channel.conn, from_addr, recipients, content, mail_options, rcpt_options
-        )
-        envelope.progress = progress
-        [outcome] = self._submit([envelope], deadline)
+        # The total bounds the whole call: EHLO first, and waiting for other threads.
+        token = call_deadline.set(deadline)
+        try:
+            self.ehlo_or_helo_if_needed()
+            channel = self._require()
+            if not self.does_esmtp:
+                mail_options, rcpt_options = (), ()  # as smtplib: HELO takes none
+            envelope = self._envelope(
+                channel.conn, from_addr, recipients, content, mail_options, rcpt_options
+            )
+            envelope.progress = progress
+            [outcome] = self._submit([envelope], deadline)
+        finally:
+            call_deadline.reset(token)
         if isinstance(outcome, TransactionResult):
             return outcome
         exc = convert(outcome)

@@ -56,7 +56,7 @@ from ._exceptions import (
     SMTPTimeoutError,
     as_bytes,
 )
-from ._turns import Turns
+from ._turns import Turns, call_deadline
 
 __all__ = ["Session", "SMTP_PORT", "SMTP_SSL_PORT", "LMTP_PORT", "Timeouts"]
 
@@ -249,6 +249,8 @@ class Session(Turns):
 
     def _run(self, flow: Any, deadline: float | None = None) -> Any:
         """Drive ``flow`` on the connection; a session left out of step is closed."""
+        if deadline is None:
+            deadline = call_deadline.get()
         channel = self._require()
         conn = channel.conn
         try:

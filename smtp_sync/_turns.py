@@ -16,17 +16,30 @@ whether it was never sent or its fate is unknown.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
+import time
 from collections import deque
 from typing import Any
 
-from smtp_core import ClientConnection, SMTPException, State
+from smtp_core import ClientConnection, Outcome, SMTPException, State
 from smtp_core.flows import Envelope, lost, mail_pipeline
 
 from ._driver import Channel, Parked
-from ._exceptions import SMTPServerDisconnected
+from ._exceptions import SMTPServerDisconnected, SMTPTimeoutError
 
-__all__ = ["Turns"]
+__all__ = ["Turns", "call_deadline"]
+
+
+#: The deadline (monotonic) of the call this thread is making (a ``sendmail`` with a
+#: total): the commands it runs first (EHLO) and its waits for the connection end by it.
+call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "smtp_sync_call_deadline", default=None
+)
+
+
+class _PastDeadline(Exception):
+    """A message's total deadline passed while its thread waited for the connection."""
 
 
 class _Op:
@@ -69,7 +82,12 @@ class _Turn:
             op = self.op = _Op(None, me)
             client._queue.append(op)
         try:
-            client._wait_for_baton([op], me)
+            client._wait_for_baton([op], me, call_deadline.get())
+        except _PastDeadline:
+            client._abandon([op])
+            exc = SMTPTimeoutError("Timed out: the message was not sent within its total deadline")
+            exc.outcome = Outcome.NEVER_SENT
+            raise exc from None
         except BaseException:
             client._abandon([op])
             raise
@@ -97,6 +115,9 @@ class Turns:
     _channel: Channel | None
     pipeline_window: int
 
+    def ehlo_or_helo_if_needed(self) -> None:  # pragma: no cover - the session's
+        raise NotImplementedError
+
     def _init_turns(self) -> None:
         self._cv = threading.Condition(threading.Lock())
         self._queue: deque[_Op] = deque()
@@ -116,8 +137,11 @@ class Turns:
                 return op
         return None
 
-    def _wait_for_baton(self, ops: list[_Op], me: int) -> bool:
-        """Wait until this thread may drive (True) or all ``ops`` are done (False)."""
+    def _wait_for_baton(self, ops: list[_Op], me: int, deadline: float | None = None) -> bool:
+        """Wait until this thread may drive (True) or all ``ops`` are done (False).
+
+        Past ``deadline`` (monotonic) raises :class:`_PastDeadline`.
+        """
         with self._cv:
             while True:
                 if all(op.done for op in ops):
@@ -127,7 +151,13 @@ class Turns:
                     if owner is not None and owner.thread == me:
                         self._holder = me
                         return True
-                self._cv.wait()
+                if deadline is None:
+                    self._cv.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _PastDeadline
+                self._cv.wait(left)
 
     def _release(self) -> None:
         with self._cv:
@@ -172,15 +202,40 @@ class Turns:
             # The pipeline may be waiting for a reply with room for these: wake it.
             channel.wake()
         try:
-            while self._wait_for_baton(ops, me):
+            while self._wait_for_baton(ops, me, deadline):
                 try:
                     self._drive(ops, deadline)
                 finally:
                     self._release()
+        except _PastDeadline:
+            # Another thread's work held the connection past this call's deadline.
+            return self._give_up(ops)
         except BaseException:
             self._abandon(ops)
             raise
         return [op.outcome for op in ops]
+
+    def _give_up(self, ops: list[_Op]) -> list[Any]:
+        """The total deadline passed while waiting: a message still queued was never
+        sent; one the pipeline took (another thread drives it) may still be."""
+        outcomes = []
+        with self._cv:
+            for op in ops:
+                if op.done:
+                    outcomes.append(op.outcome)
+                    continue
+                op.gone = True
+                queued = op in self._queue
+                if queued:
+                    self._queue.remove(op)
+                exc = SMTPTimeoutError(
+                    "Timed out: the message was not sent within its total deadline"
+                )
+                exc.outcome = Outcome.NEVER_SENT if queued else Outcome.UNKNOWN
+                exc.content_started = bool(op.envelope is not None and op.envelope.content_sent)
+                outcomes.append(exc)
+            self._cv.notify_all()
+        return outcomes
 
     def _drive(self, ops: list[_Op], deadline: float | None) -> None:
         """As the baton holder: drive the pipeline until ``ops`` are done (or a turn of
@@ -213,6 +268,7 @@ class Turns:
                     head = next((op for op in self._queue if not op.gone), None)
                 if head is None or head.envelope is None:
                     return  # a turn of commands comes first
+                self._hello_if_needed(channel)
                 self._start_pipe(channel.conn)
             pipe = self._pipe
             assert pipe is not None
@@ -227,6 +283,12 @@ class Turns:
                 self._pipe = None
                 if channel.conn.state in (State.CLOSED, State.ERROR):  # a 421 ended it
                     self._break(SMTPServerDisconnected("Server closed the connection"))
+
+    def _hello_if_needed(self, channel: Channel) -> None:
+        """As the baton holder, before a message's MAIL: a turn the message waited
+        behind (STARTTLS) may have left the session needing EHLO again."""
+        if channel.conn.state is State.HELLO:
+            self.ehlo_or_helo_if_needed()
 
     def _start_pipe(self, conn: ClientConnection) -> None:
         pipe = _Pipe()

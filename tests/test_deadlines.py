@@ -299,17 +299,20 @@ def test_pool_deadline_with_the_stalled_connection_shared(adapter: Adapter, scri
         await pool.close()
 
     adapter.run(main)
-    # One of them drives the connection and times out; the other, behind it, is told the
-    # connection was lost under it, before any of it was sent (or, if the connection took
-    # that long to open, gave up waiting for it).
+    # One of them drives the connection; each is told at its deadline (the pool's
+    # deadline is its message's total). The one on the wire is UNKNOWN if the other still
+    # waits (the pipeline goes on with it), NEVER_SENT if its timeout broke the session;
+    # the one behind was never sent (timed out, told the connection was lost under it, or,
+    # if the connection took that long to open, gave up waiting for it).
     assert len(errors) == 2
-    driver, behind = sorted(errors.values(), key=lambda item: not isinstance(item[0], mod.SMTPReadTimeoutError))
-    assert type(driver[0]) is mod.SMTPReadTimeoutError and driver[0].outcome is mod.Outcome.NEVER_SENT
-    exc = behind[0]
-    assert (type(exc) is mod.SMTPServerDisconnected and exc.outcome is mod.Outcome.NEVER_SENT) or (
-        type(exc) is mod.SMTPTimeoutError and "free connection" in exc.message
-    ), repr(exc)
-    assert driver[1] < DEADLINE + HANG and behind[1] < DEADLINE + HANG
+    outcomes = set()
+    for exc, took in errors.values():
+        assert took < DEADLINE + HANG
+        if type(exc) is mod.SMTPTimeoutError and "free connection" in exc.message:
+            continue
+        assert type(exc) in (mod.SMTPReadTimeoutError, mod.SMTPServerDisconnected), repr(exc)
+        outcomes.add(exc.outcome)
+    assert mod.Outcome.NEVER_SENT in outcomes and outcomes <= {mod.Outcome.NEVER_SENT, mod.Outcome.UNKNOWN}
 
 
 async def gather(*calls: Awaitable[Any]) -> None:

@@ -273,6 +273,12 @@ class PoolPolicy(Generic[H]):
         if self.closed:
             self.withdraw(ticket, now)
             return Failure.CLOSED
+        grant = ticket.grant
+        if isinstance(grant, Use) and grant.connection.broken:
+            # It broke under its other callers since it was handed over: another one.
+            ticket.grant = None
+            self._requeue(ticket)
+            self._hand_back(grant.connection, now)
         self._sweep(now)
         self._assign(now)
         grant = ticket.grant

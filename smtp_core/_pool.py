@@ -416,10 +416,12 @@ class SMTPPoolBase(abc.ABC):
             client = close.connection.client
             left = None if deadline is None else max(0.0, deadline - self._now())
             quit_timeout = housekeeping_timeout(left)
-            if close.quit and client.is_connected and quit_timeout > 0:
-                with contextlib.suppress(SMTPException, OSError):
-                    await client.quit(timeout=quit_timeout)
-            await client.aclose_quietly()
+            try:
+                if close.quit and client.is_connected and quit_timeout > 0:
+                    with contextlib.suppress(SMTPException, OSError):
+                        await client.quit(timeout=quit_timeout)
+            finally:
+                await client.aclose_quietly()
 
 
 def _failure(failure: Failure) -> SMTPException:

@@ -279,8 +279,9 @@ class PoolPolicy(Generic[H]):
             ticket.grant = None
             self._requeue(ticket)
             self._hand_back(grant.connection, now)
-        self._sweep(now)
-        self._assign(now)
+        if ticket.grant is None:
+            self._sweep(now)
+            self._assign(now)
         grant = ticket.grant
         if grant is not None:
             ticket.done = True
@@ -472,12 +473,27 @@ class PoolPolicy(Generic[H]):
     def _stale(self, connection: PooledConnection[H], now: float) -> bool:
         """Idle, and to be retired."""
         return connection.in_flight == 0 and (
-            self._expired(connection, now)
-            or now - connection.last_used > self.limits.idle_timeout
+            now - connection.last_used > self.limits.idle_timeout
+            or self._expired(connection, now)
         )
 
     def _sweep(self, now: float) -> None:
-        for connection in [c for c in self.connections if self._stale(c, now)]:
+        """Retire the stale connections (see _stale; written out: it runs per request)."""
+        limits = self.limits
+        max_messages, max_age = limits.max_messages_per_connection, limits.max_connection_age
+        idle_timeout = limits.idle_timeout
+        stale = [
+            c
+            for c in self.connections
+            if c.in_flight == 0
+            and (
+                now - c.last_used > idle_timeout
+                or c.broken
+                or c.messages >= max_messages
+                or now - c.created >= max_age
+            )
+        ]
+        for connection in stale:
             self._retire(connection)
 
     def _retire(self, connection: PooledConnection[H]) -> None:
@@ -498,27 +514,37 @@ class PoolPolicy(Generic[H]):
 
     def _choose(self, now: float) -> Use[H] | Open | None:
         limits = self.limits
-        usable = [
-            c
-            for c in self.connections
-            if c.in_flight < limits.max_in_flight
-            and not self._expired(c, now)
-            and not self._stale(c, now)
-        ]
-        idle = [c for c in usable if c.in_flight == 0]
-        if idle:
-            connection = max(idle, key=lambda c: c.last_used)  # the most recently used
-            connection.in_flight += 1
-            return Use(connection, check=now - connection.last_used >= limits.check_after_idle)
+        max_in_flight, max_messages = limits.max_in_flight, limits.max_messages_per_connection
+        max_age, idle_timeout = limits.max_connection_age, limits.idle_timeout
+        idle: PooledConnection[H] | None = None  # the most recently used
+        shared: PooledConnection[H] | None = None  # the least loaded busy one
+        for c in self.connections:  # those not expired (see _expired), with room
+            in_flight = c.in_flight
+            if (
+                in_flight >= max_in_flight
+                or c.broken
+                or c.messages + in_flight >= max_messages
+                or now - c.created >= max_age
+            ):
+                continue
+            if in_flight == 0:
+                if now - c.last_used <= idle_timeout and (
+                    idle is None or c.last_used > idle.last_used
+                ):
+                    idle = c
+            elif shared is None or in_flight < shared.in_flight:
+                shared = c
+        if idle is not None:
+            idle.in_flight += 1
+            return Use(idle, check=now - idle.last_used >= limits.check_after_idle)
         if self.open_count < limits.max_connections:
             self.connecting += 1
             return OPEN
-        if usable:
+        if shared is not None:
             # Every connection is open and busy: share the least loaded one (its client
             # pipelines the messages of the callers using it).
-            connection = min(usable, key=lambda c: c.in_flight)
-            connection.in_flight += 1
-            return Use(connection)
+            shared.in_flight += 1
+            return Use(shared)
         return None
 
     def _assign(self, now: float) -> None:

@@ -15,16 +15,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from smtp_core._pool_policy import (
+    Close,
     Failure,
     Open,
     PooledConnection,
     PoolLimits,
     PoolPolicy,
+    Ticket,
     Wait,
     limit,
 )
@@ -140,9 +142,8 @@ class SMTPPool:
 
     def close(self) -> None:
         """QUIT every idle connection; busy ones are closed when their message is done."""
-        with self._cond:
-            self._policy.close(time.monotonic())
-        self._carry_out()
+        with self._deciding() as policy:
+            policy.close(time.monotonic())
 
     # -- sending ----------
 
@@ -206,8 +207,7 @@ class SMTPPool:
     # -- carrying out the policy's decisions ----------
 
     def _deliver(self, operation: Callable[[SMTP], TransactionResult]) -> TransactionResult:
-        policy, cond = self._policy, self._cond
-        delivery = policy.delivery(time.monotonic(), None)
+        delivery = self._policy.delivery(time.monotonic(), None)
         while True:
             pooled = self._acquire()
             try:
@@ -224,7 +224,7 @@ class SMTPPool:
                     raise
                 # Exceptions that concern no message (connecting, EHLO) came before any
                 # byte of it; the others tell whether its content may have been written.
-                with cond:
+                with self._deciding() as policy:
                     then = policy.failed(
                         delivery,
                         pooled,
@@ -232,25 +232,19 @@ class SMTPPool:
                         outcome=exc.outcome,
                         timed_out=isinstance(exc, SMTPTimeoutError),
                     )
-                self._carry_out()
                 if then is None:
                     raise
             except BaseException:
                 connected = pooled.client.sock is not None
-                with cond:
+                with self._deciding() as policy:
                     policy.abandon(pooled, time.monotonic(), connected=connected)
-                self._carry_out()
                 raise
             else:
-                with cond:
+                connected = pooled.client.sock is not None
+                with self._deciding() as policy:
                     then = policy.finished(
-                        delivery,
-                        pooled,
-                        time.monotonic(),
-                        result,
-                        connected=pooled.client.sock is not None,
+                        delivery, pooled, time.monotonic(), result, connected=connected
                     )
-                self._carry_out()
                 if then is None:
                     return result
             if isinstance(then, Failure):
@@ -258,23 +252,23 @@ class SMTPPool:
             time.sleep(then.delay)
 
     def _acquire(self) -> PooledConnection[SMTP]:
-        policy, cond = self._policy, self._cond
         wait_timeout = self.wait_timeout
+        ticket: Ticket[SMTP] | None = None
         held: PooledConnection[SMTP] | None = None
-        with cond:
-            now = time.monotonic()
-            ticket = policy.request(now, None if wait_timeout is None else now + wait_timeout)
         try:
             while True:
-                with cond:
-                    action = policy.poll(ticket, time.monotonic())
+                with self._deciding() as policy:  # retires the expired ones first
+                    now = time.monotonic()
+                    if ticket is None:
+                        deadline = None if wait_timeout is None else now + wait_timeout
+                        ticket = policy.request(now, deadline)
+                    action = policy.poll(ticket, now)
                     while isinstance(action, Wait):
                         left = None if action.until is None else action.until - time.monotonic()
-                        if not cond.wait(left):
+                        if not self._cond.wait(left):
                             action = policy.give_up(ticket, time.monotonic())
                         else:
                             action = policy.poll(ticket, time.monotonic())
-                self._carry_out()  # retire the expired ones first
                 if isinstance(action, Failure):
                     if action.is_timeout:
                         raise SMTPTimeoutError(action.value)
@@ -283,21 +277,20 @@ class SMTPPool:
                     return self._connect()
                 held = action.connection
                 if held.client.sock is None:
-                    with cond:
+                    with self._deciding() as policy:
                         policy.found_closed(ticket, held, time.monotonic())
                 elif action.check and not self._check(held):
-                    with cond:
+                    with self._deciding() as policy:
                         policy.check_failed(ticket, held, time.monotonic())
                 else:
                     return held
                 held = None
         except BaseException:
-            with cond:
-                if held is None:
-                    policy.withdraw(ticket, time.monotonic())
-                else:
+            with self._deciding() as policy:
+                if held is not None:
                     policy.abandon(held, time.monotonic(), connected=held.client.sock is not None)
-            self._carry_out()
+                elif ticket is not None:
+                    policy.withdraw(ticket, time.monotonic())
             raise
 
     def _connect(self) -> PooledConnection[SMTP]:
@@ -312,16 +305,13 @@ class SMTPPool:
             if self.setup is not None:
                 self.setup(client)
         except BaseException:
-            with self._cond:
-                self._policy.open_failed(time.monotonic())
-            self._carry_out()
+            with self._deciding() as policy:
+                policy.open_failed(time.monotonic())
             if client is not None:
                 client.close()
             raise
-        with self._cond:
-            pooled = self._policy.opened(client, time.monotonic())
-        self._carry_out()
-        return pooled
+        with self._deciding() as policy:
+            return policy.opened(client, time.monotonic())
 
     def _check(self, pooled: PooledConnection[SMTP]) -> bool:
         try:
@@ -331,19 +321,29 @@ class SMTPPool:
         return code == 250
 
     def _release(self, pooled: PooledConnection[SMTP]) -> None:
-        with self._cond:
-            self._policy.release(pooled, time.monotonic())
-        self._carry_out()
+        with self._deciding() as policy:
+            policy.release(pooled, time.monotonic())
 
-    def _carry_out(self) -> None:
-        """Wake the threads the policy served; close the connections it is done with."""
-        with self._cond:
-            if self._policy.take_wakes():
-                self._cond.notify_all()
-            closing = self._policy.take_closing()
-        for close in closing:
-            client = close.connection.client
-            if close.quit and client.sock is not None:
-                with contextlib.suppress(SMTPException, OSError):
-                    client.quit()
-            client.close()
+    @contextlib.contextmanager
+    def _deciding(self) -> Iterator[PoolPolicy[SMTP]]:
+        """Tell the policy under the lock; then wake the threads it served, and close
+        (outside the lock) the connections it is done with."""
+        policy = self._policy
+        closing: list[Close[SMTP]] = []
+        try:
+            with self._cond:
+                try:
+                    yield policy
+                finally:
+                    if policy.take_wakes():
+                        self._cond.notify_all()
+                    closing = policy.take_closing()
+        finally:
+            for close in closing:
+                client = close.connection.client
+                try:
+                    if close.quit and client.sock is not None:
+                        with contextlib.suppress(SMTPException, OSError):
+                            client.quit()
+                finally:
+                    client.close()

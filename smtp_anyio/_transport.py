@@ -198,6 +198,11 @@ class AnyioTransport:
 
     async def aclose(self) -> None:
         self.closed = True
+        # The session is over or broken: close the socket now, without TLS's
+        # close_notify exchange (a peer that does not answer it would hold the close).
+        stream: Any = self._stream
+        while isinstance(stream, TLSStream):
+            stream = stream.transport_stream
         # Closing must not mask the error that made the client close.
         with contextlib.suppress(BaseException):
-            await anyio.aclose_forcefully(self._stream)
+            await stream.aclose()

@@ -13,16 +13,13 @@ from smtp_core import SMTPConnectError, SMTPConnectTimeoutError, SMTPReadTimeout
 from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
 from smtp_core._pool import SMTPPoolBase
 
+from ._deadline import with_deadline
 from ._tls import build_tls_context
 from ._transport import StreamProtocol
 
 __all__ = ["SMTP", "LMTP", "SMTPPool"]
 
 T = TypeVar("T")
-
-
-def _no_restart(seconds: float | None) -> None:
-    pass
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -94,56 +91,7 @@ class SMTP(SMTPClientBase):
         timeout: float | None,
         operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
     ) -> T:
-        loop = asyncio.get_running_loop()
-        if sys.version_info >= (3, 11):
-            # The deadline moves at every stage of a flow (several times per message).
-            # Moving it later only records the new time; one timer checks the record
-            # when it fires and, if the deadline has moved on, waits again.
-            deadline = asyncio.timeout(None)
-            target = None if timeout is None else loop.time() + timeout
-            timer: asyncio.Handle | None = None
-            armed_for = 0.0  # when the timer fires (uvloop's handles do not say)
-
-            def arm(when: float) -> None:
-                nonlocal timer, armed_for
-                if timer is not None:
-                    timer.cancel()
-                timer = loop.call_at(when, fire)
-                armed_for = when
-
-            def fire() -> None:
-                nonlocal timer
-                timer = None
-                if target is None:
-                    return
-                if target > loop.time():
-                    arm(target)
-                else:
-                    deadline.reschedule(loop.time())  # expires now: cancels the operation
-
-            def restart(seconds: float | None) -> None:
-                nonlocal target
-                limit = timeout if seconds is None else seconds
-                target = None if limit is None else loop.time() + limit
-                if target is not None and (timer is None or target < armed_for):
-                    arm(target)
-
-            if target is not None:
-                arm(target)
-            try:
-                async with deadline:
-                    return await operation(restart)
-            except TimeoutError as exc:
-                if deadline.expired():
-                    raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-        try:  # pragma: no cover - Python 3.10: one deadline for the whole operation
-            return await asyncio.wait_for(operation(_no_restart), timeout)
-        except asyncio.TimeoutError as exc:  # pragma: no cover
-            raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+        return await with_deadline(timeout, operation)
 
     def _build_tls_context(self) -> Any:
         return build_tls_context(

@@ -106,9 +106,9 @@ class SendingMixin(AuthMixin):
     ) -> Any:
         # Validate everything before any byte is sent (and before connecting).
         recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
-        mail = Mail(sender, tuple(mail_options or ()), advertised_only=False)
+        mail: Mail = _command(Mail, sender, tuple(mail_options or ()))
         rcpt_opts = tuple(rcpt_options or ())
-        rcpts = [Rcpt(rcpt, rcpt_opts, advertised_only=False) for rcpt in recipients_list]
+        rcpts: list[Rcpt] = [_command(Rcpt, rcpt, rcpt_opts) for rcpt in recipients_list]
         if not recipients_list:
             raise ValueError("No recipients given")
         content: Any = message.encode("ascii") if isinstance(message, str) else message
@@ -300,6 +300,27 @@ class SendingMixin(AuthMixin):
                     await self.connect()
                 await self._ehlo_or_helo_if_needed(timeout)
         return self._require_connection()
+
+
+# The commands of recent envelopes: a program sending many messages repeats the same
+# few senders and recipients, and commands are immutable. Plain str arguments only (a
+# str subclass is validated, and sent, as its characters each time).
+_COMMANDS: dict[tuple[type, str, tuple[str, ...]], Any] = {}
+_COMMANDS_MAX = 1024
+
+
+def _command(cls: type[Mail | Rcpt], address: str, options: tuple[str, ...]) -> Any:
+    """``cls(address, options)`` sent as given (``advertised_only=False``), validated once."""
+    if type(address) is not str or (options and any(type(o) is not str for o in options)):
+        return cls(address, options, advertised_only=False)
+    key = (cls, address, options)
+    command = _COMMANDS.get(key)
+    if command is None:
+        command = cls(address, options, advertised_only=False)
+        if len(_COMMANDS) >= _COMMANDS_MAX:
+            _COMMANDS.clear()
+        _COMMANDS[key] = command
+    return command
 
 
 def prepare_envelope(

@@ -20,10 +20,9 @@ here, written once for every adapter:
 from __future__ import annotations
 
 import abc
-import contextlib
 import contextvars
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -174,6 +173,48 @@ class _Pipe:
         self.request: Any = None  # the next request to perform (None: start the flow)
 
 
+class _Turn:
+    """``async with client._turn():`` (see :meth:`TurnsBase._turn`)."""
+
+    __slots__ = ("client", "op", "token")
+
+    def __init__(self, client: TurnsBase) -> None:
+        self.client = client
+        self.op: _Op | None = None
+        self.token: contextvars.Token[frozenset[int]] | None = None
+
+    async def __aenter__(self) -> None:
+        client = self.client
+        if client._holds_turn():
+            return  # re-entered: the outer turn goes on
+        op = self.op = _Op()
+        client._queue.append(op)
+        try:
+            await client._wait_for_baton(op)
+            if client._pipe is not None:
+                await client._drive([op], _default)
+            client._queue.remove(op)
+            self.token = _holding.set(_holding.get() | {id(client)})
+        except BaseException:
+            self._end()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.op is not None:
+            if self.token is not None:
+                _holding.reset(self.token)
+            self._end()
+
+    def _end(self) -> None:
+        op = self.op
+        assert op is not None
+        client = self.client
+        op.done = True
+        if op in client._queue:
+            client._queue.remove(op)
+        client._release(op)
+
+
 class TurnsBase(abc.ABC):
     """Turns on the connection and the trampoline; the session builds on it."""
 
@@ -252,33 +293,13 @@ class TurnsBase(abc.ABC):
     def _holds_turn(self) -> bool:
         return id(self) in _holding.get()
 
-    @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
+    def _turn(self) -> _Turn:
         """Hold the connection for a run of plain commands, in call order.
 
         Re-entrant: a public method called by another inside one turn goes straight on.
         A parked mail pipeline is finished first (its messages keep their order).
         """
-        if self._holds_turn():
-            yield
-            return
-        op = _Op()
-        self._queue.append(op)
-        try:
-            await self._wait_for_baton(op)
-            if self._pipe is not None:
-                await self._drive([op], _default)
-            self._queue.remove(op)
-            token = _holding.set(_holding.get() | {id(self)})
-            try:
-                yield
-            finally:
-                _holding.reset(token)
-        finally:
-            op.done = True
-            if op in self._queue:
-                self._queue.remove(op)
-            self._release(op)
+        return _Turn(self)
 
     async def _wait_for_baton(self, op: _Op) -> None:
         """Wait until ``op``'s caller may drive the connection (or ``op`` is done)."""
@@ -322,7 +343,7 @@ class TurnsBase(abc.ABC):
         Messages at the head of the queue go into the mail pipeline; a turn of plain
         commands at the head waits until the pipeline has drained.
         """
-        while not all(op.done for op in mine):
+        while not _all_done(mine):
             if self._pipe is None:
                 head = next((op for op in self._queue if not op.gone), None)
                 if head is None or head.envelope is None:
@@ -396,7 +417,7 @@ class TurnsBase(abc.ABC):
         only = mine[0] if len(mine) == 1 else None
 
         async def trampoline(restart: Callable[[float | None], None]) -> None:
-            request = pipe.request
+            request: Any = pipe.request
             while True:
                 # The requests of every message first, without a call each.
                 kind = type(request)
@@ -429,7 +450,7 @@ class TurnsBase(abc.ABC):
                 if only is not None:
                     if only.done:
                         return
-                elif all(op.done for op in mine):
+                elif _all_done(mine):
                     return
 
         await self._within(self._timeout(timeout), trampoline)
@@ -530,7 +551,7 @@ class TurnsBase(abc.ABC):
             # The pipeline may be waiting for a reply with room for these: wake it.
             self._transport.wake()
         try:
-            while not all(op.done for op in ops):
+            while not _all_done(ops):
                 waiting = next(op for op in ops if not op.done)
                 await self._wait_for_baton(waiting)
                 if waiting.done:
@@ -540,11 +561,11 @@ class TurnsBase(abc.ABC):
                     await self._abort()
                     continue
                 await self._drive(ops, timeout)
-                if not all(op.done for op in ops):
+                if not _all_done(ops):
                     # A turn of commands was queued before the rest of these messages.
                     self._release(waiting)
         except Exception as exc:
-            if isinstance(exc, SMTPException) and all(op.done for op in ops):
+            if isinstance(exc, SMTPException) and _all_done(ops):
                 return [op.outcome for op in ops]  # each told its own fate
             for op in ops:
                 op.gone = True
@@ -635,6 +656,13 @@ class TurnsBase(abc.ABC):
 
 
 _NO_WAIT = frozenset({Stage, Progress})
+
+
+def _all_done(ops: list[_Op]) -> bool:
+    for op in ops:  # noqa: SIM110 - without a generator object (a few per message)
+        if not op.done:
+            return False
+    return True
 
 
 def _mapped(exc: BaseException) -> BaseException:

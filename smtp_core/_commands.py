@@ -287,15 +287,22 @@ class Command:
     verb: ClassVar[str] = ""
     group_last: ClassVar[bool] = True
     """True when RFC 2920 says the command must end a PIPELINING group."""
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         """The command line as sent, ending with CRLF."""
-        line = self._line().encode("utf-8")
-        if b"\r" in line or b"\n" in line or b"\0" in line:
-            # Arguments are checked when the command is built; this catches anything
-            # that changed on the way to the wire (a str subclass formatting itself).
-            raise LocalProtocolError(f"{self.verb} command line holds CR, LF or NUL")
-        return line + b"\r\n"
+        wire = self._wire
+        if wire is None:
+            line = self._line().encode("utf-8")
+            if b"\r" in line or b"\n" in line or b"\0" in line:
+                # Arguments are checked when the command is built; this catches anything
+                # that changed on the way to the wire (a str subclass formatting itself).
+                raise LocalProtocolError(f"{self.verb} command line holds CR, LF or NUL")
+            # A command is immutable: a program sending many messages sends the same
+            # MAIL and RCPT commands again (the client keeps recent ones).
+            wire = line + b"\r\n"
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
     def _line(self) -> str:
         return self.verb
@@ -306,7 +313,7 @@ class Command:
 
     def required_extensions(self) -> frozenset[str]:
         """Upper-case EHLO keywords the server must advertise for this command."""
-        return frozenset()
+        return _NOTHING
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +378,7 @@ class Mail(Command):
         """The same sender with other parameters (only the parameters are validated again)."""
         mail = object.__new__(Mail)
         parameters = tuple(parameters)
+        object.__setattr__(mail, "_wire", None)
         object.__setattr__(mail, "sender", self.sender)
         object.__setattr__(mail, "advertised_only", self.advertised_only)
         object.__setattr__(mail, "path", self.path)

@@ -363,9 +363,13 @@ class ClientConnection:
                 self._normalizer = None
                 self._accepted_rcpts = 0
                 self._content_started = False
-                self._binary = isinstance(item, Mail) and any(
-                    key == "BODY" and (value or "").upper() == "BINARYMIME"
-                    for key, value in item.params
+                self._binary = (
+                    isinstance(item, Mail)
+                    and bool(item.params)
+                    and any(
+                        key == "BODY" and (value or "").upper() == "BINARYMIME"
+                        for key, value in item.params
+                    )
                 )
             elif isinstance(item, Auth):
                 self._auth_rounds = 0

@@ -76,6 +76,9 @@ __all__ = [
 CONTENT_WRITE_SIZE = 256 * 1024
 """Message content is written in pieces of about this many bytes."""
 
+_DATA = Data()  # commands are immutable: one DATA serves every message
+_END = EndOfData()
+
 DEFAULT_WINDOW = 16
 """Most whole transactions :func:`mail_pipeline` has on the wire at once (CHUNKING)."""
 
@@ -337,8 +340,8 @@ def _send_content(
             pending, size = [], 0
             if progress is not None:
                 progress(sent, total)
-    pending.append(conn.send(EndOfData()))
-    _trace_sent(EndOfData())
+    pending.append(conn.send(_END))
+    _trace_sent(_END)
     for cmd in then:
         pending.append(conn.send(cmd))
         _trace_sent(cmd)
@@ -440,14 +443,14 @@ def mail_transaction(
 
 
 def _transaction(
-    conn: ClientConnection, envelope: Envelope
+    conn: ClientConnection, envelope: Envelope, *, reset: bool = True
 ) -> Flow[TransactionResult | SMTPException]:
-    """One transaction; refusals are returned (with an RSET sent), not raised."""
+    """One transaction; refusals are returned (after an RSET, unless not ``reset``)."""
     if conn.capabilities.chunking and not conn.lmtp:
         outcome = yield from _bdat_transaction(conn, envelope)
     else:
         outcome = yield from _data_transaction(conn, envelope)
-    if isinstance(outcome, SMTPException) and not _closed(conn):
+    if reset and isinstance(outcome, SMTPException) and not _closed(conn):
         yield from _reset_quietly(conn)
     return outcome
 
@@ -473,14 +476,14 @@ def _data_transaction(
     conn: ClientConnection, envelope: Envelope
 ) -> Flow[TransactionResult | SMTPException]:
     if conn.capabilities.pipelining:
-        yield from send(conn, *envelope.commands, Data())  # type: ignore[misc]
+        yield from send(conn, *envelope.commands, _DATA)  # type: ignore[misc]
         result = yield from _read_envelope(conn, envelope)
         if _closed(conn):
             return _envelope_error(result)
         data_reply = yield from read_reply(conn)
         if data_reply.code == 354 and not _envelope_ok(result):
             # The server accepted DATA although the envelope failed: end it empty.
-            yield from send(conn, EndOfData())
+            yield from send(conn, _END)
             yield from read_reply(conn)
     else:
         mail_reply = yield from command(conn, envelope.mail)
@@ -490,7 +493,7 @@ def _data_transaction(
                 result.recipient_replies[rcpt.recipient] = yield from command(conn, rcpt)
         data_reply = None
         if _envelope_ok(result):
-            data_reply = yield from command(conn, Data())
+            data_reply = yield from command(conn, _DATA)
     if not _envelope_ok(result):
         return _envelope_error(result)
     assert data_reply is not None
@@ -686,7 +689,7 @@ def data_flow(conn: ClientConnection, content: bytes | Iterable[bytes]) -> Flow[
 
     Raises ``SMTPDataError`` when DATA is not answered 354 or the content not 250.
     """
-    reply = yield from command(conn, Data())
+    reply = yield from command(conn, _DATA)
     if reply.code != 354:
         raise SMTPDataError(reply.code, reply.message)
     yield from _send_content(conn, None, content)
@@ -740,11 +743,13 @@ def mail_pipeline(
 def _one_by_one(conn: ClientConnection, take: Take, finished: Finished) -> Flow[None]:
     while (envelope := take()) is not None:
         try:
-            outcome = yield from _transaction(conn, envelope)
+            outcome = yield from _transaction(conn, envelope, reset=False)
         except SMTPServerDisconnected as exc:
             finished(envelope, lost(envelope, exc))
             return
-        finished(envelope, outcome)
+        finished(envelope, outcome)  # told before the RSET: its reply cannot change it
+        if isinstance(outcome, SMTPException) and not _closed(conn):
+            yield from _reset_quietly(conn)
         if _closed(conn):
             return
         yield PROGRESS
@@ -759,7 +764,7 @@ def _data_pipeline(
     if envelope is None:
         return
     inflight = [envelope]  # written, fate not yet told
-    yield from send(conn, *envelope.commands, Data())  # type: ignore[misc]
+    yield from send(conn, *envelope.commands, _DATA)  # type: ignore[misc]
     try:
         while envelope is not None:
             result = yield from _read_envelope(conn, envelope)
@@ -780,7 +785,7 @@ def _data_pipeline(
                 finished(envelope, outcome)
                 break
             following = take()
-            then: list[Command] = [*following.commands, Data()] if following is not None else []  # type: ignore[misc]
+            then: list[Command] = [*following.commands, _DATA] if following is not None else []  # type: ignore[misc]
             quitting = following is None and quit_after
             if quitting:
                 then = [Quit()]  # the last message: QUIT rides with its end (RFC 2920)
@@ -809,7 +814,7 @@ def _data_pipeline(
                     if room and not late and (joining := take()) is not None:
                         late.append(joining)
                         inflight.append(joining)
-                        yield from send(conn, *joining.commands, Data())  # type: ignore[misc]
+                        yield from send(conn, *joining.commands, _DATA)  # type: ignore[misc]
 
                 final = yield from _reply_or_wait(conn, join_late)
                 if following is None and late:
@@ -826,7 +831,7 @@ def _data_pipeline(
             envelope = following
             if envelope is None and (envelope := take()) is not None:
                 inflight.append(envelope)
-                yield from send(conn, *envelope.commands, Data())  # type: ignore[misc]
+                yield from send(conn, *envelope.commands, _DATA)  # type: ignore[misc]
     except SMTPServerDisconnected as exc:
         for left in inflight:
             finished(left, lost(left, exc))

@@ -8,6 +8,7 @@ and how to read replies comes from the flows.
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import ssl
@@ -90,6 +91,11 @@ class Channel:
         self.tls_context: ssl.SSLContext | None = None
         self._armed = False  # the socket's timeout is not ``timeout`` just now
         sock.settimeout(timeout)
+        # Another thread ends a wakeable read early by writing a byte here (wake()).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller: Any = None
 
     # -- the trampoline ----------
 
@@ -124,7 +130,9 @@ class Channel:
                 elif kind is Read:
                     if limit is not None:
                         self._arm(limit)
-                    value = self.sock.recv(READ_SIZE)
+                    value = (
+                        self._read_or_wake() if request.wakeable else self.sock.recv(READ_SIZE)
+                    )
                 elif kind is Stage:
                     seconds = (
                         self.command_limit
@@ -180,6 +188,42 @@ class Channel:
             raise TimeoutError("deadline passed")
         self.sock.settimeout(left if self.timeout is None else min(left, self.timeout))
         self._armed = True
+
+    def wake(self) -> None:
+        """End a wakeable read under way (or the next one) early: a message came that
+        the pipeline may send at once. Safe from any thread."""
+        with contextlib.suppress(OSError):  # BlockingIOError: a wake is pending already
+            self._wake_w.send(b"\0")
+
+    def _read_or_wake(self) -> bytes | None:
+        """Bytes from the server, or None when :meth:`wake` was called first.
+
+        Waits for the socket or the wake-up within the socket's timeout, then reads.
+        """
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return sock.recv(READ_SIZE)
+        timeout = sock.gettimeout()
+        if hasattr(select, "poll"):
+            if self._poller is None:
+                self._poller = select.poll()
+                self._poller.register(sock.fileno(), select.POLLIN)
+                self._poller.register(self._wake_r.fileno(), select.POLLIN)
+            events = self._poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+            ready = {fd for fd, _ in events}
+            sock_ready, woken = sock.fileno() in ready, self._wake_r.fileno() in ready
+        else:  # pragma: no cover - Windows
+            readable = select.select([sock, self._wake_r], [], [], timeout)[0]
+            sock_ready, woken = sock in readable, self._wake_r in readable
+        if woken:
+            with contextlib.suppress(OSError):
+                while self._wake_r.recv(64):
+                    pass
+            if not sock_ready:
+                return None
+        elif not sock_ready:
+            raise TimeoutError("timed out")
+        return sock.recv(READ_SIZE)
 
     def _disarm(self) -> None:
         self._armed = False
@@ -261,3 +305,6 @@ class Channel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+        self._poller = None
+        self._wake_r.close()
+        self._wake_w.close()

@@ -94,10 +94,12 @@ class SMTPSenderRefused(
         self.message = _text(msg)
 
 
-class SMTPRecipientsRefused(  # type: ignore[misc]  # smtplib's ``recipients`` (a dict)
+class SMTPRecipientsRefused(
     smtp_core.SMTPRecipientsRefused, SMTPException, smtplib.SMTPRecipientsRefused
 ):
     """Every recipient was refused: ``recipients`` maps each to ``(code, bytes)``."""
+
+    recipients: dict[str, tuple[int, bytes]]  # type: ignore[assignment]  # smtplib's
 
     def __init__(self, recipients: dict[str, tuple[int, bytes]]) -> None:
         smtplib.SMTPRecipientsRefused.__init__(self, recipients)

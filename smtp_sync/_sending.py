@@ -24,6 +24,8 @@ from ._auth import AuthMixin
 from ._exceptions import (
     SMTPException,
     SMTPRecipientsRefused,
+    SMTPTimeoutError,
+    _carry,
     convert,
 )
 from ._session import Message, Refused, _reply
@@ -52,12 +54,11 @@ class SendingMixin(AuthMixin):
         ``SMTPRecipientsRefused`` (every recipient refused, or on LMTP not delivered) or
         ``SMTPDataError``, each after RSET; the connection stays usable.
         """
-        result = self.sendmail_detailed(
-            from_addr, to_addrs, msg, mail_options, rcpt_options, progress=progress
+        return _refused_or_raise(
+            self.sendmail_detailed(
+                from_addr, to_addrs, msg, mail_options, rcpt_options, progress=progress
+            )
         )
-        if result.error is not None:
-            raise result.error
-        return {rcpt: _reply(reply) for rcpt, reply in result.refused.items()}
 
     def sendmail_detailed(
         self,
@@ -87,6 +88,15 @@ class SendingMixin(AuthMixin):
         if isinstance(outcome, TransactionResult):
             return outcome
         exc = convert(outcome)
+        late = deadline is not None and time.monotonic() >= deadline
+        if isinstance(exc, SMTPTimeoutError) and late:
+            # Say which limit it was: the whole call's, not one reply's.
+            exc = _carry(
+                SMTPTimeoutError(
+                    f"Timed out: the message was not sent within its total deadline ({total} s)"
+                ),
+                exc,
+            )
         result = getattr(exc, "result", None)
         if isinstance(result, TransactionResult) and isinstance(exc, Exception):
             result.error = exc  # a refusal: the typed result tells it
@@ -127,9 +137,23 @@ class SendingMixin(AuthMixin):
         (``SMTPNotSupportedError`` if the server lacks it) and BODY=8BITMIME for 8-bit
         content when offered.
         """
+        return _refused_or_raise(
+            self.send_message_detailed(msg, from_addr, to_addrs, mail_options, rcpt_options)
+        )
+
+    def send_message_detailed(
+        self,
+        msg: Message,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> TransactionResult:
+        """Like :meth:`send_message`, returning the typed
+        :class:`smtp_core.flows.TransactionResult` (refusals in ``result.error``)."""
         self.ehlo_or_helo_if_needed()
         prepared = self._prepare(msg, from_addr, to_addrs, mail_options)
-        return self.sendmail(
+        return self.sendmail_detailed(
             prepared.sender, prepared.recipients, prepared.content,
             prepared.mail_options, rcpt_options,
         )
@@ -164,6 +188,19 @@ class SendingMixin(AuthMixin):
         broken connection each unanswered message's ``outcome`` says whether it was
         never sent or its fate is unknown).
         """
+        return [
+            outcome
+            if isinstance(outcome, SMTPException)
+            else {r: _reply(reply) for r, reply in outcome.refused.items()}
+            for outcome in self.send_messages_detailed(messages)
+        ]
+
+    def send_messages_detailed(
+        self, messages: Iterable[Message | tuple[str, str | Sequence[str], Any]]
+    ) -> list[TransactionResult | SMTPException]:
+        """Like :meth:`send_messages`, with each accepted message's typed
+        :class:`smtp_core.flows.TransactionResult` (its final reply, the queue id a
+        server gives, in ``data_reply``) instead of the refused dict."""
         self.ehlo_or_helo_if_needed()
         channel = self._require()
         envelopes = []
@@ -181,12 +218,19 @@ class SendingMixin(AuthMixin):
             envelopes.append(
                 self._envelope(channel.conn, sender, recipients, content, options, ())
             )
-        results: list[Refused | SMTPException] = []
+        results: list[TransactionResult | SMTPException] = []
         for outcome in self._submit(envelopes, None):
             if isinstance(outcome, TransactionResult):
-                results.append({r: _reply(reply) for r, reply in outcome.refused.items()})
+                results.append(outcome)
             else:
                 converted = convert(outcome)
                 assert isinstance(converted, SMTPException)
                 results.append(converted)
         return results
+
+
+def _refused_or_raise(result: TransactionResult) -> Refused:
+    """smtplib's return value for one message: its refusal raised, else the refused dict."""
+    if result.error is not None:
+        raise result.error
+    return {rcpt: _reply(reply) for rcpt, reply in result.refused.items()}

@@ -53,6 +53,7 @@ from ._exceptions import (
     SMTPNotSupportedError,
     SMTPResponseException,
     SMTPServerDisconnected,
+    SMTPTimeoutError,
     as_bytes,
 )
 from ._turns import Turns
@@ -312,9 +313,7 @@ class Session(Turns):
             try:
                 sock = self._get_socket(host, port, connect_timeout)
             except TimeoutError as exc:
-                raise smtp_core.SMTPConnectTimeoutError(
-                    f"Timed out connecting to {host} on port {port}"
-                ) from exc
+                raise SMTPTimeoutError(f"Timed out connecting to {host} on port {port}") from exc
             conn = ClientConnection(local_hostname=self.local_hostname, lmtp=self._lmtp)
             if isinstance(sock, ssl.SSLSocket):
                 conn.mark_tls()
@@ -326,7 +325,10 @@ class Session(Turns):
             greeting_deadline = None
             if limits.greeting is not None:
                 greeting_deadline = time.monotonic() + limits.greeting
-            reply = self._run(read_reply(conn), greeting_deadline)
+            try:
+                reply = self._run(read_reply(conn), greeting_deadline)
+            except SMTPTimeoutError as exc:
+                raise SMTPTimeoutError("Timed out waiting for server ready message") from exc
             trace_logger.debug("connect: %s:%s", host, port)
             return _reply(reply)
 
@@ -436,7 +438,7 @@ class Session(Turns):
                 code, resp = self.ehlo()
                 if 200 <= code <= 299:
                     return
-                if self._lmtp:
+                if self._lmtp or self._channel is None:  # LMTP has no HELO; a 421 closed
                     raise SMTPHeloError(code, resp)
                 code, resp = self.helo()
                 if not 200 <= code <= 299:
@@ -463,7 +465,8 @@ class Session(Turns):
         """MAIL FROM; returns the reply. The address is validated, never rewritten."""
         with self._turn():
             if options and self.does_esmtp:
-                if any(x.lower() == "smtputf8" for x in options) and not self.has_extn("smtputf8"):
+                smtputf8 = any(str(x).lower() == "smtputf8" for x in options)
+                if smtputf8 and not self.has_extn("smtputf8"):
                     raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
             else:
                 options = ()

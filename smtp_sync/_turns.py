@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from smtp_core import ClientConnection, SMTPException, State
-from smtp_core.flows import Envelope, lost, mail_pipeline, mail_transaction
+from smtp_core.flows import Envelope, lost, mail_pipeline
 
 from ._driver import Channel, Parked
 from ._exceptions import SMTPServerDisconnected
@@ -162,22 +162,15 @@ class Turns:
         me = threading.get_ident()
         if self._holder == me:  # pragma: no cover - the client never does this
             raise RuntimeError("cannot send a message inside a turn of commands")
-        if len(envelopes) == 1:
-            with self._cv:
-                alone = self._holder is None and not self._queue and self._pipe is None
-                if alone:
-                    self._holder = me
-            if alone:
-                # Nobody else is sending: one transaction, without the pipeline's
-                # bookkeeping (threads that come meanwhile queue up behind it).
-                try:
-                    return [self._transaction(envelopes[0], deadline)]
-                finally:
-                    self._release()
         ops = [_Op(envelope, me) for envelope in envelopes]
         with self._cv:
             self._queue.extend(ops)
+            driving = self._holder is not None and self._pipe is not None
             self._cv.notify_all()
+        channel = self._channel
+        if driving and channel is not None:
+            # The pipeline may be waiting for a reply with room for these: wake it.
+            channel.wake()
         try:
             while self._wait_for_baton(ops, me):
                 try:
@@ -188,26 +181,6 @@ class Turns:
             self._abandon(ops)
             raise
         return [op.outcome for op in ops]
-
-    def _transaction(self, envelope: Envelope, deadline: float | None) -> Any:
-        """As the baton holder: one message with :func:`mail_transaction`; its outcome."""
-        channel = self._channel
-        if channel is None or channel.closed:
-            return lost(envelope, SMTPServerDisconnected("please run connect() first"))
-        conn = channel.conn
-        try:
-            channel.check_idle()
-            return channel.run(mail_transaction(conn, envelope), deadline)
-        except SMTPException as exc:
-            if getattr(exc, "result", None) is not None:
-                if conn.state in (State.CLOSED, State.ERROR):  # a 421 ended the session
-                    self._break(SMTPServerDisconnected("Server closed the connection"))
-                return exc  # a refusal, after RSET: the session goes on
-            self._break(exc)
-            return lost(envelope, exc)
-        except BaseException as exc:
-            self._break(exc)
-            raise
 
     def _drive(self, ops: list[_Op], deadline: float | None) -> None:
         """As the baton holder: drive the pipeline until ``ops`` are done (or a turn of
@@ -252,6 +225,8 @@ class Turns:
                 raise
             if ended:
                 self._pipe = None
+                if channel.conn.state in (State.CLOSED, State.ERROR):  # a 421 ended it
+                    self._break(SMTPServerDisconnected("Server closed the connection"))
 
     def _start_pipe(self, conn: ClientConnection) -> None:
         pipe = _Pipe()
@@ -297,12 +272,20 @@ class Turns:
             self._break(exc)
             raise
         self._pipe = None
+        if channel.conn.state in (State.CLOSED, State.ERROR):  # a 421 ended it
+            self._break(SMTPServerDisconnected("Server closed the connection"))
 
     def _break(self, exc: BaseException) -> None:
-        """The session is out of step: close it; tell every waiting message its fate."""
+        """The session is out of step: close it; tell every waiting message its fate.
+
+        The driving thread's messages are told ``exc``; other threads' messages, which
+        were waiting behind them, that the connection was lost under them.
+        """
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
+        me = threading.get_ident()
+        under = SMTPServerDisconnected(f"Connection lost while another call was running: {exc}")
         with self._cv:
             pipe, self._pipe = self._pipe, None
             victims = list(pipe.inflight) if pipe is not None else []
@@ -311,7 +294,7 @@ class Turns:
                 if op in self._queue:
                     self._queue.remove(op)
                 assert op.envelope is not None
-                op.outcome = lost(op.envelope, exc)
+                op.outcome = lost(op.envelope, exc if op.thread == me else under)
                 op.done = True
             self._cv.notify_all()
         if pipe is not None:

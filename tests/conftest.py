@@ -15,11 +15,18 @@ import anyio
 import pytest
 import trio
 import trustme
+from hypothesis import settings
 
 import smtp_anyio
 import smtp_asyncio
 
+from . import sync_facade
 from .servers import ScriptedServer, ServerInfo, Step, start_smtpd
+
+# Property tests check behaviour, not speed: on a shared machine a slow example is no
+# failure (Hypothesis's per-example deadline would make them fail under load).
+settings.register_profile("smtp-sansio", deadline=None)
+settings.load_profile("smtp-sansio")
 
 uvloop: Any
 try:
@@ -112,7 +119,12 @@ def scripted() -> Iterator[Callable[..., ScriptedServer]]:
 
 @dataclass
 class Adapter:
-    """One way to run the client: a module with aiosmtplib's API and an event loop."""
+    """One way to run the client: a module with aiosmtplib's API and an event loop.
+
+    ``sync`` is smtp_sync, each call made in a worker thread behind
+    :mod:`tests.sync_facade` (aiosmtplib's names and results, smtp_sync's behaviour
+    and exceptions), on asyncio.
+    """
 
     name: str
     module: ModuleType
@@ -143,9 +155,59 @@ ADAPTERS = [
 ]
 if uvloop is not None:  # another event loop: its transports are not asyncio's classes
     ADAPTERS.append(Adapter("asyncio-uvloop", smtp_asyncio, "uvloop"))
+ADAPTERS.append(Adapter("sync", sync_facade, "asyncio"))
+
+
+#: The behavioural modules that also run on the ``sync`` entry (in the others its runs
+#: are deselected: their subject is aiosmtplib's API itself, or typed extensions and
+#: mechanisms that smtplib's API has no place for).
+SYNC_MODULES = frozenset(
+    {
+        "test_aiosmtplib_behaviour",
+        "test_client",
+        "test_deadlines",
+        "test_header_injection",
+        "test_hostile",
+        "test_lmtp_and_results",
+        "test_pipeline_outcomes",
+        "test_pool",
+        "test_postfix",
+        "test_throughput_behaviour",
+        "test_timeouts",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def on_sync(item: pytest.Item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        chosen = callspec.params.get("adapter") if callspec is not None else None
+        return isinstance(chosen, Adapter) and chosen.name == "sync"
+
+    deselected = [
+        item
+        for item in items
+        if on_sync(item) and item.module.__name__.rpartition(".")[2] not in SYNC_MODULES  # type: ignore[attr-defined]
+    ]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "not_on_sync(reason): the test is about aiosmtplib API that smtp_sync does not have "
+        "(skipped for the sync adapter, with the reason)",
+    )
 
 
 @pytest.fixture(params=ADAPTERS, ids=[a.name for a in ADAPTERS])
 def adapter(request: pytest.FixtureRequest) -> Adapter:
     """Each behavioural test runs once per adapter and backend."""
-    return request.param  # type: ignore[no-any-return]
+    chosen: Adapter = request.param
+    if chosen.name == "sync":
+        marker = request.node.get_closest_marker("not_on_sync")
+        if marker is not None:
+            pytest.skip(f"not on smtp_sync: {marker.args[0]}")
+    return chosen

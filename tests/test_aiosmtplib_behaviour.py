@@ -134,6 +134,9 @@ class DistinctReplies(Handler):
         return f"250 mail-reply {address}"
 
 
+@pytest.mark.not_on_sync(
+    "smtplib's commands return an error reply as (code, message) instead of raising it (EXPN's 502 here)"
+)
 def test_gather_plain_commands_on_aiosmtpd(adapter: Adapter, smtpd: Any) -> None:
     """No PIPELINING: every command waits for its own reply; each caller gets its own."""
     server = smtpd(handler=DistinctReplies())
@@ -247,6 +250,9 @@ def assert_one_session(handler: SessionRecorder, messages: int) -> None:
 
 
 @pytest.mark.parametrize("tasks", [3, 10])
+@pytest.mark.not_on_sync(
+    "aiosmtplib's re-entrant async with (shared, the last one out quits) and its transport attribute; smtplib's with block quits at its end"
+)
 def test_concurrent_async_with_blocks_share_one_session(adapter: Adapter, smtpd: Any, tasks: int) -> None:
     handler = SessionRecorder()
     server = smtpd(handler=handler)
@@ -268,6 +274,9 @@ def test_concurrent_async_with_blocks_share_one_session(adapter: Adapter, smtpd:
     assert_one_session(handler, tasks)
 
 
+@pytest.mark.not_on_sync(
+    "aiosmtplib's re-entrant async with (shared, the last one out quits); smtplib's with block quits at its end"
+)
 def test_nested_async_with_blocks_share_one_session(adapter: Adapter, smtpd: Any) -> None:
     handler = SessionRecorder()
     server = smtpd(handler=handler)
@@ -403,6 +412,9 @@ def test_size_equals_the_bdat_octets(adapter: Adapter, scripted: Any) -> None:
 # -- 4. timeouts ----------------------------------------------------------------------------
 
 
+@pytest.mark.not_on_sync(
+    "per-call timeout= on connect() is aiosmtplib's"
+)
 def test_connect_timeout_applies_to_that_connect_only(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd()
 
@@ -416,6 +428,9 @@ def test_connect_timeout_applies_to_that_connect_only(adapter: Adapter, smtpd: A
     adapter.run(main)
 
 
+@pytest.mark.not_on_sync(
+    "timeout=0 is refused with ValueError (a non-blocking socket), as smtplib does; per-call timeout= is aiosmtplib's"
+)
 def test_zero_timeout_expires_at_once(adapter: Adapter, smtpd: Any) -> None:
     """aiosmtpd answers at once, yet a zero timeout always expires: never a race."""
     server = smtpd()
@@ -449,6 +464,9 @@ def test_zero_timeout_expires_at_once(adapter: Adapter, smtpd: Any) -> None:
 # -- 5. non-ASCII addresses ---------------------------------------------------------------
 
 
+@pytest.mark.not_on_sync(
+    "aiosmtplib's encoding= argument and its EHLO before mail(); smtplib's mail() sends no EHLO first"
+)
 def test_mail_with_a_non_ascii_sender(adapter: Adapter, scripted: Any) -> None:
     """``encoding="ascii"`` (the default) refuses it as aiosmtplib does; with UTF-8 the
     server must offer SMTPUTF8 (aiosmtplib would send it anyway). Nothing is sent."""
@@ -473,6 +491,9 @@ def test_mail_with_a_non_ascii_sender(adapter: Adapter, scripted: Any) -> None:
 
 
 @pytest.mark.parametrize("who", ["sender", "recipient"])
+@pytest.mark.not_on_sync(
+    "UnicodeEncodeError is aiosmtplib's exception here; smtp_sync raises smtplib's SMTPNotSupportedError (also smtp_core.SMTPNotSupported)"
+)
 def test_sendmail_non_ascii_address_without_smtputf8(adapter: Adapter, scripted: Any, who: str) -> None:
     server = scripted([*session_prefix("8BITMIME", "PIPELINING"), Expect(b"NOOP"), Send(b"250 noop-reply\r\n")])
     mod = adapter.module
@@ -524,6 +545,9 @@ def test_sendmail_non_ascii_address_with_smtputf8(adapter: Adapter, scripted: An
 # -- 6. options the caller wrote, and typed extension options -------------------------------
 
 
+@pytest.mark.not_on_sync(
+    "smtplib's commands return an error reply as (code, message) instead of raising it (MAIL's and RCPT's 555 here)"
+)
 def test_raw_options_go_to_a_server_that_did_not_advertise_them(adapter: Adapter, scripted: Any) -> None:
     """As in aiosmtplib, options written by the caller are sent as they are; the server
     (which offers neither DSN nor 8BITMIME) answers them."""
@@ -607,6 +631,9 @@ def test_bad_raw_options_are_refused_before_anything_is_sent(adapter: Adapter, s
     assert server.lines[1:] == [b"NOOP\r\n"]
 
 
+@pytest.mark.not_on_sync(
+    "typed extensions (dsn=, require_tls=) are aiosmtplib-side; smtplib's API takes option strings"
+)
 def test_typed_options_need_the_extension(adapter: Adapter, scripted: Any) -> None:
     """``dsn`` and ``require_tls`` are checked against what the server offers."""
     server = scripted([*session_prefix("PIPELINING", "8BITMIME"), Expect(b"NOOP"), Send(b"250 noop-reply\r\n")])
@@ -640,6 +667,9 @@ INJECTED_QUERIES = {
 }
 
 
+@pytest.mark.not_on_sync(
+    "aiosmtplib's vrfy()/expn() send EHLO first; smtplib's do not (the scripted server expects EHLO)"
+)
 def test_vrfy_expn_refuse_injection_before_sending(adapter: Adapter, scripted: Any) -> None:
     """``ValueError`` before any byte (even EHLO). A deliberate difference: aiosmtplib
     "repairs" some of these with ``email.utils.parseaddr`` (``a@b.comSIZE=1``,
@@ -770,6 +800,9 @@ def assert_transport(smtp: Any, port: int, *, tls: bool) -> None:
         assert transport.get_protocol() is not None
 
 
+@pytest.mark.not_on_sync(
+    "aiosmtplib's transport and protocol attributes; smtplib's is sock"
+)
 def test_transport_on_plaintext(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd()
 
@@ -793,6 +826,9 @@ def test_transport_on_plaintext(adapter: Adapter, smtpd: Any) -> None:
     adapter.run(main)
 
 
+@pytest.mark.not_on_sync(
+    "aiosmtplib's transport and protocol attributes; smtplib's is sock"
+)
 def test_transport_with_implicit_tls(adapter: Adapter, smtpd: Any, certs: Certs) -> None:
     server = smtpd(tls="implicit")
 
@@ -811,6 +847,9 @@ def test_transport_with_implicit_tls(adapter: Adapter, smtpd: Any, certs: Certs)
     assert len(server.messages) == 1
 
 
+@pytest.mark.not_on_sync(
+    "aiosmtplib's transport and protocol attributes; smtplib's is sock"
+)
 def test_transport_after_starttls(adapter: Adapter, smtpd: Any, certs: Certs) -> None:
     server = smtpd(tls="starttls")
 
@@ -833,6 +872,9 @@ def test_transport_after_starttls(adapter: Adapter, smtpd: Any, certs: Certs) ->
     adapter.run(main)
 
 
+@pytest.mark.not_on_sync(
+    "aiosmtplib's transport and protocol attributes; smtplib's is sock"
+)
 def test_transport_after_a_failure(adapter: Adapter, scripted: Any) -> None:
     server = scripted([*session_prefix(), Expect(b"NOOP"), Close()])
     mod = adapter.module
@@ -849,6 +891,9 @@ def test_transport_after_a_failure(adapter: Adapter, scripted: Any) -> None:
     adapter.run(main)
 
 
+@pytest.mark.not_on_sync(
+    "a refused connection raises ConnectionRefusedError (OSError), as smtplib does; and aiosmtplib's transport attribute"
+)
 def test_transport_after_a_refused_connection(adapter: Adapter) -> None:
     from .servers import free_port
 
@@ -898,6 +943,9 @@ def cancel_in_flight_script(chunking: bool, queued: threading.Event, read_both: 
 
 
 @pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "BDAT"])
+@pytest.mark.not_on_sync(
+    "a blocking call cannot be cancelled; smtp_sync bounds calls with its time limits"
+)
 def test_cancelling_a_caller_waiting_for_its_reply(adapter: Adapter, scripted: Any, chunking: bool) -> None:
     """Both messages are on the wire; the first caller is cancelled before any final
     reply comes. The second still gets its own reply, and the next command its own."""
@@ -936,6 +984,9 @@ def test_cancelling_a_caller_waiting_for_its_reply(adapter: Adapter, scripted: A
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["one-at-a-time", "PIPELINING"])
+@pytest.mark.not_on_sync(
+    "a blocking call cannot be cancelled; smtp_sync bounds calls with its time limits"
+)
 def test_cancelling_a_queued_caller_never_sends_its_message(adapter: Adapter, scripted: Any, pipelining: bool) -> None:
     """The first message is on the wire (its MAIL unanswered), the second and third are
     queued; the second caller is cancelled: its message never leaves the client."""

@@ -11,11 +11,14 @@ hang would cross; how close to the deadline calls return is a figure of
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+
+import smtp_core
 
 from .conftest import Adapter, Certs
 from .servers import (
@@ -99,6 +102,9 @@ STALLS: dict[str, tuple[list[Any], str, Any]] = {
 
 
 @pytest.mark.parametrize("stall", sorted(STALLS))
+@pytest.mark.not_on_sync(
+    "per-call timeout= is aiosmtplib's; smtp_sync's limits are the client's timeout (per socket operation, as smtplib's) and Timeouts (tests/test_timeouts.py); and sendmail() does not connect by itself (smtplib's raises SMTPServerDisconnected)"
+)
 def test_stalled_server(adapter: Adapter, scripted: Any, stall: str) -> None:
     """Against two servers that stall the same way, at once: ``timeout=`` bounds each wait
     for the server (connect's stages, a message's), and ``Timeouts(total=)`` a whole
@@ -134,6 +140,56 @@ def test_stalled_server(adapter: Adapter, scripted: Any, stall: str) -> None:
     adapter.run(main)
 
 
+@pytest.mark.parametrize("stall", sorted(STALLS))
+def test_stalled_server_against_smtp_sync_limits(scripted: Any, stall: str) -> None:
+    """The same stalls against smtp_sync, whose limits are constructor arguments
+    (smtplib's API has no per-call timeout): ``Timeouts(greeting=, command=, data=)``
+    bound each wait for the server, ``Timeouts(total=)`` a whole sendmail, each
+    against its own server, from two threads at once."""
+    import smtp_sync
+
+    script, where, fate = STALLS[stall]
+    limits = {
+        "stage": smtp_sync.Timeouts(greeting=DEADLINE, command=DEADLINE, data=DEADLINE),
+        "total": smtp_sync.Timeouts(total=DEADLINE),
+    }
+    kinds = ["stage"] if where == "connect" else ["stage", "total"]  # total bounds a sendmail
+    servers = {kind: scripted(script) for kind in kinds}
+    caught: dict[str, tuple[BaseException, float, bool]] = {}
+
+    def one(kind: str) -> None:
+        client = smtp_sync.SMTP(timeout=SLOW, timeouts=limits[kind], local_hostname="client.test")
+        started = time.monotonic()
+        try:
+            client.connect("127.0.0.1", servers[kind].port)
+            client.ehlo_or_helo_if_needed()
+            if kind == "total":
+                started = time.monotonic()  # the deadline is the sendmail's
+            client.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+        except BaseException as exc:
+            caught[kind] = (exc, time.monotonic() - started, client.sock is not None)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=one, args=(kind,)) for kind in kinds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE + HANG + 5)
+    assert sorted(caught) == sorted(kinds), caught
+    for kind, (exc, took, still_open) in caught.items():
+        assert type(exc) is smtp_sync.SMTPTimeoutError, (kind, repr(exc))
+        assert took < DEADLINE + HANG, f"{kind}: returned {took:.2f} s after a {DEADLINE} s limit"
+        assert not still_open
+        if kind == "total":
+            assert "total deadline" in str(exc)
+        if "greeting" in stall:
+            assert "ready message" in str(exc)
+        if where == "send":
+            assert exc.outcome is getattr(smtp_core.Outcome, fate), (kind, exc.outcome)
+            assert exc.content_started is (fate == "UNKNOWN")
+
+
 # -- TLS that never completes ------------------------------------------------------------------
 
 TLS_STALLS = {
@@ -151,6 +207,9 @@ TLS_STALLS = {
 
 
 @pytest.mark.parametrize("stall", sorted(TLS_STALLS))
+@pytest.mark.not_on_sync(
+    "per-call timeout= is aiosmtplib's; smtp_sync's limits are the client's timeout (per socket operation, as smtplib's) and Timeouts (tests/test_timeouts.py); and sendmail() does not connect by itself (smtplib's raises SMTPServerDisconnected)"
+)
 def test_tls_stall(adapter: Adapter, scripted: Any, certs: Certs, stall: str) -> None:
     """``connect(timeout=)`` and ``Timeouts(total=)`` on a sendmail that connects, at once."""
     script, options, connect_error = TLS_STALLS[stall]
@@ -179,6 +238,9 @@ def test_tls_stall(adapter: Adapter, scripted: Any, certs: Certs, stall: str) ->
 # -- the pool ------------------------------------------------------------------------------------
 
 
+@pytest.mark.not_on_sync(
+    "per-call timeout= is aiosmtplib's; smtp_sync's limits are the client's timeout (per socket operation, as smtplib's) and Timeouts (tests/test_timeouts.py)"
+)
 def test_pool_waiting_for_the_only_connection(adapter: Adapter, scripted: Any) -> None:
     """max_connections=1 and that connection hangs: the caller using it and the one waiting
     for it both give up at the pool's deadline."""
@@ -345,6 +407,9 @@ def test_pool_deadline_bounds_retiring_a_connection(scripted: Any) -> None:
     assert took < deadline + HANG, f"a pool call with a {deadline} s deadline took {took:.2f} s"
 
 
+@pytest.mark.not_on_sync(
+    "smtp_sync's total deadline ends the session (a timeout closes the connection), so a message whose deadline passes before its content is never sent, and is told NEVER_SENT; the async pipeline carries it on"
+)
 def test_a_message_left_in_the_pipeline_at_the_total_deadline_is_unknown(adapter: Adapter, scripted: Any) -> None:
     deadline = 0.6
     tagged = [b"Subject: first\r\n\r\nfirst\r\n", b"Subject: second\r\n\r\nsecond\r\n"]

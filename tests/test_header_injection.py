@@ -438,8 +438,6 @@ def test_end_to_end_injection_refused_and_folded_header_arrives(adapter: Adapter
                 await smtp.send_messages([good, injected[0]])
             assert handler.seen == []  # not even MAIL FROM
             await smtp.send_message(good)  # the session is still usable
-        with pytest.raises(ValueError, match="'Subject'"):
-            await adapter.module.send(injected[0], hostname=server.host, port=server.port)
 
     adapter.run(main)
     assert len(errors) == len(injected)
@@ -448,3 +446,16 @@ def test_end_to_end_injection_refused_and_folded_header_arrives(adapter: Adapter
     assert received.mail_from == "good@example.org"
     assert b"\r\nSubject: first line\r\n\tfolded line\r\n" in received.content
     assert b"Injected" not in received.content
+
+
+@pytest.mark.not_on_sync("aiosmtplib's module-level send(); smtplib has none")
+def test_module_level_send_refuses_injection(adapter: Adapter, smtpd: Any) -> None:
+    handler = RecordingHandler()
+    server = smtpd(handler=handler)
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="'Subject'"):
+            await adapter.module.send(compat32_message(INJECTIONS[0]), hostname=server.host, port=server.port)
+
+    adapter.run(main)
+    assert handler.seen == []

@@ -22,6 +22,7 @@ from .servers import (
     StartTLS,
     session_prefix,
 )
+from .sync_facade import refusals
 
 MESSAGE = "Subject: hi\r\n\r\nhello\r\n"
 
@@ -103,8 +104,24 @@ STEP_FAILURES = {
 }
 
 
-@pytest.mark.parametrize("how", ["close", "reset"])
-@pytest.mark.parametrize("step", sorted(STEP_FAILURES))
+STEP_CASES = [
+    pytest.param(
+        step,
+        how,
+        marks=pytest.mark.not_on_sync(
+            "a reset right after the greeting may come while connect() is still completing: "
+            "smtp_sync then raises the socket's ConnectionResetError (OSError), as smtplib does "
+            "for a failed connect"
+        ),
+    )
+    if (step, how) == ("after greeting", "reset")
+    else (step, how)
+    for step in sorted(STEP_FAILURES)
+    for how in ("close", "reset")
+]
+
+
+@pytest.mark.parametrize("step,how", STEP_CASES)
 def test_disconnect_at_every_step(adapter: Adapter, scripted: Any, step: str, how: str) -> None:
     server = scripted([*STEP_FAILURES[step], Close() if how == "close" else Reset()])
     mod = adapter.module
@@ -149,7 +166,7 @@ def test_421_at_any_point(adapter: Adapter, scripted: Any, script: list[Any], du
             with pytest.raises((mod.SMTPResponseException, mod.SMTPRecipientsRefused)) as info:
                 await smtp.sendmail("a@example.org", ["b@example.org", "c@example.org"], MESSAGE)
         exc = info.value
-        codes = [exc.code] if hasattr(exc, "code") else [e.code for e in exc.recipients]
+        codes = [exc.code] if hasattr(exc, "code") else [code for code, _ in refusals(exc)]
         assert 421 in codes
         assert not smtp.is_connected
 

@@ -296,3 +296,40 @@ def test_a_message_arriving_mid_wait_goes_out_at_once(
             smtp.close()
 
     assert adapter.run(main) == [({}, "queued 1"), ({}, "queued 2")]
+
+
+@pytest.mark.parametrize("capabilities", [(), ("PIPELINING",)], ids=["one-by-one", "data"])
+def test_a_refusal_is_told_before_the_reset_is_answered(
+    adapter: Adapter, scripted: Any, capabilities: tuple[str, ...]
+) -> None:
+    """A message refused at its content is reported as refused (the server's 554, done)
+    even when the RSET that follows is never answered: its reply cannot change it."""
+    if capabilities:
+        envelope: list[Step] = [
+            Expect(b"MAIL"), Expect(b"RCPT"), Expect(b"DATA"),
+            Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        ]
+    else:
+        envelope = [
+            Expect(b"MAIL"), Send(b"250 ok\r\n"), Expect(b"RCPT"), Send(b"250 ok\r\n"),
+            Expect(b"DATA"), Send(b"354 go\r\n"),
+        ]
+    server = scripted(
+        [*session_prefix(*capabilities), *envelope, ExpectData(), Send(b"554 5.7.1 no\r\n"), Hang()]
+    )
+    mod = adapter.module
+
+    async def main() -> Any:
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=0.5)
+        await smtp.connect()
+        try:
+            return await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+        except Exception as exc:
+            return exc
+        finally:
+            smtp.close()
+
+    outcome = adapter.run(main)
+    assert isinstance(outcome, mod.SMTPDataError), outcome
+    assert outcome.code == 554
+    assert outcome.outcome is Outcome.DONE

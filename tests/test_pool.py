@@ -184,6 +184,9 @@ def test_retired_after_message_count(adapter: Adapter, smtpd: Any) -> None:
     assert [verb for _, verb in server.handler.commands].count("QUIT") == 3
 
 
+@pytest.mark.not_on_sync(
+    "smtp_sync's SMTPPool has no clock=/sleep= or expire_idle()"
+)
 def test_connection_age_idle_check_and_idle_expiry(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd()
     mod = adapter.module
@@ -217,6 +220,9 @@ def test_connection_age_idle_check_and_idle_expiry(adapter: Adapter, smtpd: Any)
     assert (first, "QUIT") in commands and (aged, "QUIT") in commands
 
 
+@pytest.mark.not_on_sync(
+    "smtp_sync's SMTPPool has no rate_limit=, clock= or sleep="
+)
 def test_rate_limit_enforced_before_sending(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd()
     mod = adapter.module
@@ -290,6 +296,9 @@ def test_waiting_for_a_connection_times_out(adapter: Adapter, scripted: Any) -> 
     adapter.run(main)
 
 
+@pytest.mark.not_on_sync(
+    "use_tls/start_tls are aiosmtplib's options; smtp_sync's pool takes client_class and starttls"
+)
 def test_pool_options_are_checked_at_once(adapter: Adapter) -> None:
     with pytest.raises(ValueError, match="not compatible"):
         adapter.module.SMTPPool(hostname="127.0.0.1", port=1, use_tls=True, start_tls=True)

@@ -1,0 +1,102 @@
+"""Deadlines on asyncio: one timer per operation that cancels the task when it passes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from smtp_core import SMTPReadTimeoutError
+
+__all__ = ["with_deadline"]
+
+T = TypeVar("T")
+
+
+class _Deadline:
+    """One operation's deadline: a timer that cancels the task when it passes.
+
+    The deadline moves at every stage of a flow (several times per message). Moving it
+    later only records the new time; the timer checks the record when it fires and, if
+    the deadline has moved on, waits again. Only a cancellation this timer made becomes
+    a timeout (``Task.uncancel`` tells it from one that came from elsewhere).
+    """
+
+    __slots__ = ("armed_for", "fired", "loop", "target", "task", "timeout", "timer")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], timeout: float | None
+    ) -> None:
+        self.loop = loop
+        self.task = task
+        self.timeout = timeout
+        self.fired = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.armed_for = 0.0  # when the timer fires (uvloop's handles do not say)
+        self.target = None if timeout is None else loop.time() + timeout
+        if self.target is not None:
+            self._arm(self.target)
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._fire)
+        self.armed_for = when
+
+    def _fire(self) -> None:
+        self.timer = None
+        target = self.target
+        if target is None or self.fired:
+            return
+        if target > self.loop.time():
+            self._arm(target)
+        else:
+            self.fired = True
+            self.task.cancel()
+
+    def restart(self, seconds: float | None) -> None:
+        limit = self.timeout if seconds is None else seconds
+        target = self.target = None if limit is None else self.loop.time() + limit
+        if target is not None and (self.timer is None or target < self.armed_for):
+            self._arm(target)
+
+    def disarm(self) -> None:
+        self.target = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+async def with_deadline(
+    timeout: float | None,
+    operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
+) -> T:
+    """Await ``operation(restart)``; past the deadline raise ``SMTPReadTimeoutError``.
+
+    The deadline is ``timeout`` seconds from now, or ``seconds`` from the last call of
+    ``restart(seconds)`` (``timeout`` when None).
+    """
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = _Deadline(asyncio.get_running_loop(), task, timeout)
+        try:
+            result = await operation(deadline.restart)
+        except asyncio.CancelledError as exc:
+            if deadline.fired and task.uncancel() == 0:
+                raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+            raise
+        finally:
+            deadline.disarm()
+        if deadline.fired:
+            task.uncancel()  # it finished as the deadline passed: not a timeout
+        return result
+    try:  # pragma: no cover - Python 3.10: one deadline for the whole operation
+        return await asyncio.wait_for(operation(_no_restart), timeout)
+    except asyncio.TimeoutError as exc:  # pragma: no cover
+        raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+
+
+def _no_restart(seconds: float | None) -> None:
+    pass

@@ -509,8 +509,11 @@ class PoolPolicy(Generic[H]):
             self._retire(connection)
 
     def _requeue(self, ticket: Ticket[H]) -> None:
+        """Back in line, in the place its serial gives it (before those who asked later)."""
         ticket.done = False
-        self._queue.appendleft(ticket)
+        queue = self._queue
+        index = next((i for i, t in enumerate(queue) if t.serial > ticket.serial), len(queue))
+        queue.insert(index, ticket)
 
     def _choose(self, now: float) -> Use[H] | Open | None:
         limits = self.limits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -146,9 +147,15 @@ class SMTPPool(SMTPPoolBase):
         return asyncio.Event()
 
     async def _wait_event(self, event: Any, timeout: float | None) -> bool:
+        if event.is_set():
+            return True
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
+            if sys.version_info >= (3, 11):  # no task of its own, unlike wait_for
+                async with asyncio.timeout(timeout):
+                    await event.wait()
+            else:  # pragma: no cover
+                await asyncio.wait_for(event.wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
             return False
         return True
 

@@ -12,11 +12,9 @@ server is never sent again.
 from __future__ import annotations
 
 import abc
-import collections
 import contextlib
 import email.message
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,28 +24,27 @@ from ._exceptions import (
     SMTPConnectTimeoutError,
     SMTPException,
     SMTPReadTimeoutError,
-    SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
-from ._outcome import Outcome
+from ._pool_policy import (
+    Delivery,
+    Failure,
+    Open,
+    PooledConnection,
+    PoolLimits,
+    PoolPolicy,
+    Wait,
+    housekeeping_timeout,
+    limit,
+)
 from ._response import SMTPResponse
 from ._transaction import TransactionResult
 
 __all__ = ["SMTPPoolBase"]
 
 _PoolT = TypeVar("_PoolT", bound="SMTPPoolBase")
-
-
-@dataclass(eq=False)
-class _Pooled:
-    client: SMTPClientBase
-    created: float
-    last_used: float
-    messages: int = 0
-    in_flight: int = 0
-    dead: bool = False
 
 
 class SMTPPoolBase(abc.ABC):
@@ -72,6 +69,16 @@ class SMTPPoolBase(abc.ABC):
       connections are opened, up to ``max_connections``, before connections are shared.
     """
 
+    max_connections = limit[int]()
+    max_messages_per_connection = limit[int]()
+    max_connection_age = limit[float]()
+    idle_timeout = limit[float]()
+    check_after_idle = limit[float]()
+    rate_limit = limit["tuple[int, float] | None"]()
+    max_attempts = limit[int]()
+    retry_backoff = limit[float]()
+    max_in_flight = limit[int]()
+
     def __init__(
         self,
         hostname: str | None = None,
@@ -91,39 +98,27 @@ class SMTPPoolBase(abc.ABC):
         sleep: Callable[[float], Awaitable[None]] | None = None,
         **smtp_options: Any,
     ) -> None:
-        for name, value in (
-            ("max_connections", max_connections),
-            ("max_messages_per_connection", max_messages_per_connection),
-            ("max_attempts", max_attempts),
-            ("max_in_flight", max_in_flight),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if rate_limit is not None and (rate_limit[0] < 1 or rate_limit[1] <= 0):
-            raise ValueError("rate_limit must be (messages >= 1, seconds > 0)")
+        limits = PoolLimits(
+            max_connections=max_connections,
+            max_messages_per_connection=max_messages_per_connection,
+            max_connection_age=max_connection_age,
+            idle_timeout=idle_timeout,
+            check_after_idle=check_after_idle,
+            rate_limit=rate_limit,
+            max_attempts=max_attempts,
+            retry_backoff=retry_backoff,
+            max_in_flight=max_in_flight,
+        )
         smtp_options.setdefault("pipeline_window", max_in_flight)
         self._options = {"hostname": hostname, "port": port, "timeout": timeout, **smtp_options}
         self._client_class()(**self._options)  # check the options now, not at first use
-        self.max_connections = max_connections
-        self.max_messages_per_connection = max_messages_per_connection
-        self.max_connection_age = max_connection_age
-        self.idle_timeout = idle_timeout
-        self.check_after_idle = check_after_idle
-        self.rate_limit = rate_limit
-        self.max_attempts = max_attempts
-        self.retry_backoff = retry_backoff
-        self.max_in_flight = max_in_flight
+        self._policy: PoolPolicy[SMTPClientBase] = PoolPolicy(limits)
         self.timeout = timeout
         self._now = clock or self._monotonic
         self._sleep = sleep or self._real_sleep
-        self._conns: list[_Pooled] = []
-        self._connecting = 0
-        self._waiters: collections.deque[Any] = collections.deque()
-        self._sent_times: collections.deque[float] = collections.deque()
         self._rate_lock: Any = None
-        self._closed = False
         #: Counters, for monitoring: connections opened, retired, messages sent, retries.
-        self.stats = {"connections": 0, "retired": 0, "messages": 0, "retries": 0}
+        self.stats = self._policy.stats
 
     # -- what an adapter provides --------------------------------------------------
 
@@ -167,24 +162,21 @@ class SMTPPoolBase(abc.ABC):
     @property
     def connections(self) -> int:
         """Connections open now (idle, busy or being opened)."""
-        return len(self._conns) + self._connecting
+        return self._policy.open_count
 
     async def close(self) -> None:
         """Close every idle connection with QUIT; busy ones close when their work ends."""
-        self._closed = True
-        for pooled in [p for p in self._conns if p.in_flight == 0]:
-            await self._retire(pooled)
-        while self._waiters:
-            self._waiters.popleft().set()
+        self._policy.close(self._now())
+        await self._carry_out(None)
 
     async def expire_idle(self, deadline: float | None = None) -> None:
         """Close (QUIT) connections idle longer than ``idle_timeout`` or past their age.
 
         ``deadline`` (the event loop's clock) bounds the QUITs of a caller's call."""
-        now = self._now()
-        for pooled in [p for p in self._conns if p.in_flight == 0]:
-            if now - pooled.last_used > self.idle_timeout or self._expired(pooled, now):
-                await self._retire(pooled, deadline)
+        policy = self._policy
+        closed = [c for c in policy.connections if not c.in_flight and not c.client.is_connected]
+        policy.expire_idle(self._now(), closed)
+        await self._carry_out(deadline)
 
     async def sendmail(
         self,
@@ -287,7 +279,7 @@ class SMTPPoolBase(abc.ABC):
 
         return await self._deliver(operation, self._timeout(timeout))
 
-    # -- delivery with retries ------------------------------------------------------------
+    # -- carrying out the policy's decisions --------------------------------------------
 
     def _timeout(self, timeout: Any) -> float | None:
         return self.timeout if timeout is ... else timeout
@@ -297,14 +289,13 @@ class SMTPPoolBase(abc.ABC):
         operation: Callable[[SMTPClientBase, float | None], Awaitable[TransactionResult]],
         timeout: float | None,
     ) -> TransactionResult:
-        deadline = None if timeout is None else self._now() + timeout
-        attempt = 0
+        policy = self._policy
+        delivery = policy.delivery(self._now(), timeout)
         while True:
-            attempt += 1
-            pooled = await self._acquire(deadline)
+            pooled = await self._acquire(delivery)
             try:
-                await self._respect_rate_limit(deadline)
-                left = self._left(deadline)
+                await self._respect_rate_limit(delivery)
+                left = delivery.left(self._now())
                 # The message's total deadline is what is left of the call's, so that
                 # waiting behind other messages on a shared connection counts too.
                 token = call_deadline.set(left)
@@ -313,120 +304,83 @@ class SMTPPoolBase(abc.ABC):
                 finally:
                     call_deadline.reset(token)
             except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException) as exc:
-                # The connection broke (or a -1 protocol error closed it). A message is
-                # sent again only if none of its content was written; an exception that
-                # concerns no message (connecting, EHLO) came before it was sent at all.
-                outcome = getattr(exc, "outcome", None)
-                await self._discard(pooled)
-                if outcome is Outcome.UNKNOWN or attempt >= self.max_attempts:
+                # The connection broke (or a -1 protocol error closed it). An exception
+                # that concerns no message (connecting, EHLO) came before it was sent.
+                then = policy.failed(
+                    delivery,
+                    pooled,
+                    self._now(),
+                    outcome=getattr(exc, "outcome", None),
+                    timed_out=isinstance(exc, SMTPTimeoutError),
+                )
+                await self._carry_out(delivery.deadline)
+                if then is None:
                     raise
-                if isinstance(exc, SMTPTimeoutError) and self._left(deadline) == 0:
-                    raise
-                await self._backoff(attempt, deadline)
-                continue
             except BaseException:
-                if pooled.client.is_connected:
-                    await self._release(pooled, deadline)
-                else:
-                    await self._discard(pooled)
+                policy.abandon(pooled, self._now(), connected=pooled.client.is_connected)
+                await self._carry_out(delivery.deadline)
                 raise
-            pooled.messages += 1
-            self.stats["messages"] += 1
-            retry = (
-                result.error is not None
-                and _transient(result.error)
-                and result.data_reply is None  # refused before its content was sent
-                and attempt < self.max_attempts
-            )
-            if pooled.client.is_connected and not retry:
-                await self._release(pooled, deadline)
             else:
-                # Retry on a fresh connection (the server may be in trouble on this one).
-                await self._discard(pooled)
-            if not retry:
-                return result
-            await self._backoff(attempt, deadline)
+                then = policy.finished(
+                    delivery, pooled, self._now(), result, connected=pooled.client.is_connected
+                )
+                await self._carry_out(delivery.deadline)
+                if then is None:
+                    return result
+            if isinstance(then, Failure):
+                raise _failure(then)
+            await self._sleep(then.delay)
 
-    async def _backoff(self, attempt: int, deadline: float | None) -> None:
-        self.stats["retries"] += 1
-        delay = self.retry_backoff * 2 ** (attempt - 1)
-        left = self._left(deadline)
-        if left is not None and delay >= left:
-            raise SMTPTimeoutError("Timed out before the message could be retried")
-        await self._sleep(delay)
-
-    def _left(self, deadline: float | None) -> float | None:
-        return None if deadline is None else max(0.0, deadline - self._now())
-
-    async def _respect_rate_limit(self, deadline: float | None) -> None:
-        if self.rate_limit is None:
+    async def _respect_rate_limit(self, delivery: Delivery) -> None:
+        if self._policy.limits.rate_limit is None:
             return
-        limit, window = self.rate_limit
         if self._rate_lock is None:
             self._rate_lock = self._new_lock()
-        async with self._rate_lock:
-            while True:
-                now = self._now()
-                while self._sent_times and now - self._sent_times[0] >= window:
-                    self._sent_times.popleft()
-                if len(self._sent_times) < limit:
-                    self._sent_times.append(now)
-                    return
-                wait = self._sent_times[0] + window - now
-                left = self._left(deadline)
-                if left is not None and wait > left:
-                    raise SMTPTimeoutError("Timed out waiting for the rate limit")
+        async with self._rate_lock:  # one caller at a time, in their order
+            while (wait := self._policy.pace(delivery, self._now())) is not None:
+                if isinstance(wait, Failure):
+                    raise _failure(wait)
                 await self._sleep(wait)
 
-    # -- connections ------------------------------------------------------------------------
-
-    def _expired(self, pooled: _Pooled, now: float) -> bool:
-        return (
-            pooled.dead
-            or pooled.messages + pooled.in_flight >= self.max_messages_per_connection
-            or now - pooled.created >= self.max_connection_age
-            or not pooled.client.is_connected
-        )
-
-    async def _acquire(self, deadline: float | None) -> _Pooled:
-        while True:
-            if self._closed:
-                raise SMTPException("The connection pool is closed")
-            await self.expire_idle(deadline)
-            now = self._now()
-            usable = [
-                p
-                for p in self._conns
-                if not self._expired(p, now) and p.in_flight < self.max_in_flight
-            ]
-            idle = [p for p in usable if p.in_flight == 0]
-            if idle:
-                pooled = max(idle, key=lambda p: p.last_used)  # the most recently used
-                pooled.in_flight += 1
-                if now - pooled.last_used >= self.check_after_idle and not await self._check(
-                    pooled, deadline
-                ):
-                    await self._discard(pooled)
+    async def _acquire(self, delivery: Delivery) -> PooledConnection[SMTPClientBase]:
+        policy = self._policy
+        ticket = policy.request(self._now(), delivery.deadline)
+        held: PooledConnection[SMTPClientBase] | None = None
+        try:
+            while True:
+                action = policy.poll(ticket, self._now())
+                if isinstance(action, Wait):  # ready before anything can wake it
+                    ticket.waker = event = self._new_event()
+                await self._carry_out(delivery.deadline)  # retire the expired ones first
+                if isinstance(action, Failure):
+                    raise _failure(action)
+                if isinstance(action, Wait):
+                    left = None if action.until is None else max(0.0, action.until - self._now())
+                    if not await self._wait_event(event, left):
+                        raise _failure(policy.give_up(ticket, self._now()))
                     continue
-                return pooled
-            if self.connections < self.max_connections:
-                return await self._open(deadline)
-            if usable:
-                pooled = min(usable, key=lambda p: p.in_flight)  # share the least loaded
-                pooled.in_flight += 1
-                return pooled
-            event = self._new_event()
-            self._waiters.append(event)
-            if not await self._wait_event(event, self._left(deadline)):
-                if event in self._waiters:
-                    self._waiters.remove(event)
-                raise SMTPTimeoutError("Timed out waiting for a free connection in the pool")
+                if isinstance(action, Open):
+                    return await self._open(delivery)
+                held = action.connection
+                if not held.client.is_connected:
+                    policy.found_closed(ticket, held, self._now())
+                elif action.check and not await self._check(held, delivery):
+                    policy.check_failed(ticket, held, self._now())
+                else:
+                    return held
+                held = None
+        except BaseException:
+            if held is None:
+                policy.withdraw(ticket, self._now())
+            else:
+                policy.abandon(held, self._now(), connected=held.client.is_connected)
+            self._wake()
+            raise
 
-    async def _open(self, deadline: float | None) -> _Pooled:
-        self._connecting += 1
+    async def _open(self, delivery: Delivery) -> PooledConnection[SMTPClientBase]:
         try:
             options = dict(self._options)
-            left = self._left(deadline)
+            left = delivery.left(self._now())
             if left is not None:
                 options["timeout"] = min(left, options["timeout"] or left)
             client = self._client_class()(**options)
@@ -442,66 +396,44 @@ class SMTPPoolBase(abc.ABC):
                 raise SMTPConnectTimeoutError(
                     "Timed out connecting within the call's deadline"
                 ) from exc
-        finally:
-            self._connecting -= 1
+        except BaseException:
+            self._policy.open_failed(self._now())
             self._wake()
-        now = self._now()
-        pooled = _Pooled(client, now, now, in_flight=1)
-        self._conns.append(pooled)
-        self.stats["connections"] += 1
+            raise
+        pooled = self._policy.opened(client, self._now())
+        self._wake()
         return pooled
 
-    async def _check(self, pooled: _Pooled, deadline: float | None) -> bool:
+    async def _check(self, pooled: PooledConnection[SMTPClientBase], delivery: Delivery) -> bool:
+        left = delivery.left(self._now())
         try:
-            await pooled.client.noop(timeout=self._housekeeping_timeout(deadline))
+            await pooled.client.noop(timeout=housekeeping_timeout(left))
         except (SMTPException, OSError):
             return False
         return True
 
-    async def _release(self, pooled: _Pooled, deadline: float | None = None) -> None:
-        pooled.in_flight -= 1
-        pooled.last_used = self._now()
-        if pooled.in_flight == 0 and (self._closed or self._expired(pooled, pooled.last_used)):
-            await self._retire(pooled, deadline)
-        self._wake()
-
-    async def _discard(self, pooled: _Pooled) -> None:
-        """The connection broke: no new work for it; closed once its other work ends."""
-        pooled.dead = True
-        pooled.in_flight -= 1
-        if pooled.in_flight == 0 and pooled in self._conns:
-            self._conns.remove(pooled)
-            await pooled.client.aclose_quietly()
-        self._wake()
-
-    async def _retire(self, pooled: _Pooled, deadline: float | None = None) -> None:
-        if pooled not in self._conns:
-            return
-        self._conns.remove(pooled)
-        self.stats["retired"] += 1
-        client = pooled.client
-        quit_timeout = self._housekeeping_timeout(deadline)
-        if client.is_connected and not pooled.dead and quit_timeout > 0:
-            with contextlib.suppress(SMTPException, OSError):
-                await client.quit(timeout=quit_timeout)
-        await client.aclose_quietly()
-
-    def _housekeeping_timeout(self, deadline: float | None) -> float:
-        """A NOOP or QUIT made inside a caller's call: 5 s, or what is left of its deadline."""
-        left = self._left(deadline)
-        return 5.0 if left is None else min(5.0, left)
-
     def _wake(self) -> None:
-        if self._waiters:
-            self._waiters.popleft().set()
+        for ticket in self._policy.take_wakes():
+            if ticket.waker is not None:
+                ticket.waker.set()
+
+    async def _carry_out(self, deadline: float | None) -> None:
+        """Wake the callers the policy served; close the connections it is done with."""
+        self._wake()
+        for close in self._policy.take_closing():
+            client = close.connection.client
+            left = None if deadline is None else max(0.0, deadline - self._now())
+            quit_timeout = housekeeping_timeout(left)
+            try:
+                if close.quit and client.is_connected and quit_timeout > 0:
+                    with contextlib.suppress(SMTPException, OSError):
+                        await client.quit(timeout=quit_timeout)
+            finally:
+                await client.aclose_quietly()
 
 
-def _transient(error: Exception) -> bool:
-    """A refusal worth retrying: 421 or any 4xx (for all recipients)."""
-    if isinstance(error, SMTPRecipientsRefused):
-        return bool(error.recipients) and all(400 <= r.code < 500 for r in error.recipients)
-    code = getattr(error, "code", 0)
-    return isinstance(code, int) and 400 <= code < 500
+def _failure(failure: Failure) -> SMTPException:
+    return SMTPTimeoutError(failure.value) if failure.is_timeout else SMTPException(failure.value)
 
 
 def _compatible(result: TransactionResult) -> tuple[dict[str, SMTPResponse], str]:

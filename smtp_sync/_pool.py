@@ -1,10 +1,13 @@
 """A thread-safe pool of smtp_sync connections for threaded programs (web applications).
 
-The policy is :class:`smtp_core._pool.SMTPPoolBase`'s, for threads: connections capped
-and reused (the most recently used first), checked with NOOP after they idled,
-retired after a number of messages or an age, and retries only of what is safe: a
-message never sent (``Outcome.NEVER_SENT``: a dropped connection before its content,
-a 421 or a 4xx before DATA), on a fresh connection, with backoff.
+Its decisions are :class:`smtp_core._pool_policy.PoolPolicy`'s, the same as the event
+loops' pools: connections capped and reused (the most recently used first), checked
+with NOOP after they idled, retired after a number of messages or an age, and retries
+only of what is safe: a message never sent (``Outcome.NEVER_SENT``: a dropped
+connection before its content, a 421 or a 4xx before DATA), on a fresh connection,
+with backoff. This module carries them out with blocking sockets: the policy is
+asked under one lock, threads wait on its condition, and connections are opened,
+checked and closed outside it.
 """
 
 from __future__ import annotations
@@ -12,18 +15,25 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from smtp_core import Outcome
-from smtp_core._pool import _transient as _core_transient
+from smtp_core._pool_policy import (
+    Close,
+    Failure,
+    Open,
+    PooledConnection,
+    PoolLimits,
+    PoolPolicy,
+    Ticket,
+    Wait,
+    limit,
+)
 from smtp_core.flows import TransactionResult
 
 from ._exceptions import (
     SMTPException,
-    SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -35,25 +45,6 @@ from ._smtp import SMTP
 __all__ = ["SMTPPool"]
 
 _PoolT = TypeVar("_PoolT", bound="SMTPPool")
-
-
-def _transient(error: Exception) -> bool:
-    """A refusal worth retrying: 421 or any 4xx (for every recipient, whose refusals are
-    smtplib's dict ``{recipient: (code, message)}`` here)."""
-    if isinstance(error, SMTPRecipientsRefused):
-        codes = [code for code, _ in error.recipients.values()]
-        return bool(codes) and all(400 <= code < 500 for code in codes)
-    return _core_transient(error)
-
-
-@dataclass(eq=False)
-class _Pooled:
-    client: SMTP
-    created: float
-    last_used: float
-    in_flight: int = 0
-    messages: int = 0
-    dead: bool = False
 
 
 class SMTPPool:
@@ -76,6 +67,15 @@ class SMTPPool:
       connection is open and busy; its client pipelines their messages back to back.
     """
 
+    max_connections = limit[int]()
+    max_messages_per_connection = limit[int]()
+    max_connection_age = limit[float]()
+    idle_timeout = limit[float]()
+    check_after_idle = limit[float]()
+    max_attempts = limit[int]()
+    retry_backoff = limit[float]()
+    max_in_flight = limit[int]()
+
     def __init__(
         self,
         host: str,
@@ -97,14 +97,17 @@ class SMTPPool:
         max_in_flight: int = 8,
         **smtp_options: Any,
     ) -> None:
-        for name, value in (
-            ("max_connections", max_connections),
-            ("max_messages_per_connection", max_messages_per_connection),
-            ("max_attempts", max_attempts),
-            ("max_in_flight", max_in_flight),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1")
+        limits = PoolLimits(
+            max_connections=max_connections,
+            max_messages_per_connection=max_messages_per_connection,
+            max_connection_age=max_connection_age,
+            idle_timeout=idle_timeout,
+            check_after_idle=check_after_idle,
+            max_attempts=max_attempts,
+            retry_backoff=retry_backoff,
+            max_in_flight=max_in_flight,
+        )
+        self._policy: PoolPolicy[SMTP] = PoolPolicy(limits)
         self.host = host
         self.port = port
         self.client_class = client_class
@@ -113,21 +116,10 @@ class SMTPPool:
         self._password = password
         self.setup = setup
         self.smtp_options = smtp_options
-        self.max_connections = max_connections
-        self.max_messages_per_connection = max_messages_per_connection
-        self.max_connection_age = max_connection_age
-        self.idle_timeout = idle_timeout
-        self.check_after_idle = check_after_idle
-        self.max_attempts = max_attempts
-        self.retry_backoff = retry_backoff
         self.wait_timeout = wait_timeout
-        self.max_in_flight = max_in_flight
         self._cond = threading.Condition()
-        self._conns: list[_Pooled] = []  # open, idle or busy
-        self._connecting = 0
-        self._closed = False
         #: Counters, for monitoring: connections opened, retired, messages sent, retries.
-        self.stats = {"connections": 0, "retired": 0, "messages": 0, "retries": 0}
+        self.stats = self._policy.stats
 
     def __repr__(self) -> str:
         return f"SMTPPool({self.host!r}, {self.port!r}, username={self.username!r})"
@@ -146,18 +138,12 @@ class SMTPPool:
     @property
     def connections(self) -> int:
         """Connections open now (idle, busy or being opened)."""
-        return len(self._conns) + self._connecting
+        return self._policy.open_count
 
     def close(self) -> None:
         """QUIT every idle connection; busy ones are closed when their message is done."""
-        with self._cond:
-            self._closed = True
-            idle = [p for p in self._conns if p.in_flight == 0]
-            for pooled in idle:
-                self._conns.remove(pooled)
-            self._cond.notify_all()
-        for pooled in idle:
-            self._retire(pooled)
+        with self._deciding() as policy:
+            policy.close(time.monotonic())
 
     # -- sending ----------
 
@@ -218,10 +204,11 @@ class SMTPPool:
             raise result.error
         return {r: (reply.code, as_bytes(reply.message)) for r, reply in result.refused.items()}
 
+    # -- carrying out the policy's decisions ----------
+
     def _deliver(self, operation: Callable[[SMTP], TransactionResult]) -> TransactionResult:
-        attempt = 0
+        delivery = self._policy.delivery(time.monotonic(), None)
         while True:
-            attempt += 1
             pooled = self._acquire()
             try:
                 result = operation(pooled.client)
@@ -237,109 +224,76 @@ class SMTPPool:
                     raise
                 # Exceptions that concern no message (connecting, EHLO) came before any
                 # byte of it; the others tell whether its content may have been written.
-                self._discard(pooled)
-                if exc.outcome is Outcome.UNKNOWN or attempt >= self.max_attempts:
+                with self._deciding() as policy:
+                    then = policy.failed(
+                        delivery,
+                        pooled,
+                        time.monotonic(),
+                        outcome=exc.outcome,
+                        timed_out=isinstance(exc, SMTPTimeoutError),
+                    )
+                if then is None:
                     raise
-                self._backoff(attempt)
-                continue
             except BaseException:
-                if pooled.client.sock is not None:
-                    self._release(pooled)
-                else:
-                    self._discard(pooled)
+                connected = pooled.client.sock is not None
+                with self._deciding() as policy:
+                    policy.abandon(pooled, time.monotonic(), connected=connected)
                 raise
-            pooled.messages += 1
-            with self._cond:
-                self.stats["messages"] += 1
-            retry = (
-                result.error is not None
-                and _transient(result.error)
-                and result.data_reply is None  # refused before its content was sent
-                and attempt < self.max_attempts
-            )
-            if retry or pooled.client.sock is None:
-                self._discard(pooled)  # the server may be in trouble on this one
             else:
-                self._release(pooled)
-            if not retry:
-                return result
-            self._backoff(attempt)
+                connected = pooled.client.sock is not None
+                with self._deciding() as policy:
+                    then = policy.finished(
+                        delivery, pooled, time.monotonic(), result, connected=connected
+                    )
+                if then is None:
+                    return result
+            if isinstance(then, Failure):
+                raise SMTPTimeoutError(then.value)
+            time.sleep(then.delay)
 
-    def _backoff(self, attempt: int) -> None:
-        with self._cond:
-            self.stats["retries"] += 1
-        time.sleep(self.retry_backoff * 2 ** (attempt - 1))
-
-    # -- connections ----------
-
-    def _expired(self, pooled: _Pooled, now: float) -> bool:
-        """No new work for it: broken, retired by count or age, or closed."""
-        return (
-            pooled.dead
-            or pooled.messages + pooled.in_flight >= self.max_messages_per_connection
-            or now - pooled.created >= self.max_connection_age
-            or pooled.client.sock is None
-        )
-
-    def _acquire(self) -> _Pooled:
-        deadline = None if self.wait_timeout is None else time.monotonic() + self.wait_timeout
-        while True:
-            stale: list[_Pooled] = []
-            chosen: _Pooled | None = None
-            with self._cond:
-                while True:
-                    if self._closed:
-                        raise SMTPException("The connection pool is closed")
+    def _acquire(self) -> PooledConnection[SMTP]:
+        wait_timeout = self.wait_timeout
+        ticket: Ticket[SMTP] | None = None
+        held: PooledConnection[SMTP] | None = None
+        try:
+            while True:
+                with self._deciding() as policy:  # retires the expired ones first
                     now = time.monotonic()
-                    for pooled in list(self._conns):
-                        if pooled.in_flight == 0 and (
-                            self._expired(pooled, now)
-                            or now - pooled.last_used >= self.idle_timeout
-                        ):
-                            self._conns.remove(pooled)
-                            stale.append(pooled)
-                    if stale:
-                        break
-                    usable = [
-                        p
-                        for p in self._conns
-                        if not self._expired(p, now) and p.in_flight < self.max_in_flight
-                    ]
-                    idle = [p for p in usable if p.in_flight == 0]
-                    if idle:
-                        chosen = max(idle, key=lambda p: p.last_used)  # the most recently used
-                    elif self.connections < self.max_connections:
-                        self._connecting += 1  # a new one, opened outside the lock
-                        break
-                    elif usable:
-                        # Every connection is busy: share the least loaded one (its
-                        # client pipelines the messages of the threads using it).
-                        chosen = min(usable, key=lambda p: p.in_flight)
-                    if chosen is not None:
-                        chosen.in_flight += 1
-                        break
-                    left = None if deadline is None else deadline - now
-                    if left is not None and left <= 0:
-                        raise SMTPTimeoutError(
-                            "Timed out waiting for a free connection in the pool"
-                        )
-                    self._cond.wait(left)
-            for pooled in stale:
-                self._retire(pooled)
-            if stale:
-                continue
-            if chosen is None:
-                return self._connect()
-            if (
-                chosen.in_flight == 1
-                and time.monotonic() - chosen.last_used >= self.check_after_idle
-                and not self._check(chosen)
-            ):
-                self._discard(chosen)
-                continue
-            return chosen
+                    if ticket is None:
+                        deadline = None if wait_timeout is None else now + wait_timeout
+                        ticket = policy.request(now, deadline)
+                    action = policy.poll(ticket, now)
+                    while isinstance(action, Wait):
+                        left = None if action.until is None else action.until - time.monotonic()
+                        if not self._cond.wait(left):
+                            action = policy.give_up(ticket, time.monotonic())
+                        else:
+                            action = policy.poll(ticket, time.monotonic())
+                if isinstance(action, Failure):
+                    if action.is_timeout:
+                        raise SMTPTimeoutError(action.value)
+                    raise SMTPException(action.value)
+                if isinstance(action, Open):
+                    return self._connect()
+                held = action.connection
+                if held.client.sock is None:
+                    with self._deciding() as policy:
+                        policy.found_closed(ticket, held, time.monotonic())
+                elif action.check and not self._check(held):
+                    with self._deciding() as policy:
+                        policy.check_failed(ticket, held, time.monotonic())
+                else:
+                    return held
+                held = None
+        except BaseException:
+            with self._deciding() as policy:
+                if held is not None:
+                    policy.abandon(held, time.monotonic(), connected=held.client.sock is not None)
+                elif ticket is not None:
+                    policy.withdraw(ticket, time.monotonic())
+            raise
 
-    def _connect(self) -> _Pooled:
+    def _connect(self) -> PooledConnection[SMTP]:
         client: SMTP | None = None
         try:
             client = self.client_class(**self.smtp_options)
@@ -351,56 +305,45 @@ class SMTPPool:
             if self.setup is not None:
                 self.setup(client)
         except BaseException:
-            with self._cond:
-                self._connecting -= 1
-                self._cond.notify_all()
+            with self._deciding() as policy:
+                policy.open_failed(time.monotonic())
             if client is not None:
                 client.close()
             raise
-        now = time.monotonic()
-        pooled = _Pooled(client, now, now, in_flight=1)
-        with self._cond:
-            self._connecting -= 1
-            self._conns.append(pooled)
-            self.stats["connections"] += 1
-            self._cond.notify_all()  # threads waiting may share it (max_in_flight)
-        return pooled
+        with self._deciding() as policy:
+            return policy.opened(client, time.monotonic())
 
-    def _check(self, pooled: _Pooled) -> bool:
+    def _check(self, pooled: PooledConnection[SMTP]) -> bool:
         try:
             code, _ = pooled.client.noop()
         except (SMTPException, OSError):
             return False
         return code == 250
 
-    def _release(self, pooled: _Pooled) -> None:
-        with self._cond:
-            pooled.in_flight -= 1
-            pooled.last_used = now = time.monotonic()
-            retire = pooled.in_flight == 0 and (self._closed or self._expired(pooled, now))
-            if retire and pooled in self._conns:
-                self._conns.remove(pooled)
-            self._cond.notify_all()
-        if retire:
-            self._retire(pooled)
+    def _release(self, pooled: PooledConnection[SMTP]) -> None:
+        with self._deciding() as policy:
+            policy.release(pooled, time.monotonic())
 
-    def _discard(self, pooled: _Pooled) -> None:
-        """Broken or suspect: no new work for it; closed (no QUIT) once its work ends."""
-        with self._cond:
-            pooled.dead = True
-            pooled.in_flight -= 1
-            last = pooled.in_flight == 0
-            if last and pooled in self._conns:
-                self._conns.remove(pooled)
-            self._cond.notify_all()
-        if last:
-            pooled.client.close()
-
-    def _retire(self, pooled: _Pooled) -> None:
-        with self._cond:
-            self.stats["retired"] += 1
-        client = pooled.client
-        if client.sock is not None:
-            with contextlib.suppress(SMTPException, OSError):
-                client.quit()
-        client.close()
+    @contextlib.contextmanager
+    def _deciding(self) -> Iterator[PoolPolicy[SMTP]]:
+        """Tell the policy under the lock; then wake the threads it served, and close
+        (outside the lock) the connections it is done with."""
+        policy = self._policy
+        closing: list[Close[SMTP]] = []
+        try:
+            with self._cond:
+                try:
+                    yield policy
+                finally:
+                    if policy.take_wakes():
+                        self._cond.notify_all()
+                    closing = policy.take_closing()
+        finally:
+            for close in closing:
+                client = close.connection.client
+                try:
+                    if close.quit and client.sock is not None:
+                        with contextlib.suppress(SMTPException, OSError):
+                            client.quit()
+                finally:
+                    client.close()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from ._client import SMTPClientBase
 from ._client_send import call_deadline
 from ._exceptions import (
+    SMTPConnectResponseError,
     SMTPConnectTimeoutError,
     SMTPException,
     SMTPReadTimeoutError,
@@ -292,7 +293,16 @@ class SMTPPoolBase(abc.ABC):
         policy = self._policy
         delivery = policy.delivery(self._now(), timeout)
         while True:
-            pooled = await self._acquire(delivery)
+            try:
+                pooled = await self._acquire(delivery)
+            except (SMTPConnectResponseError, SMTPServerDisconnected) as exc:
+                then = policy.connect_failed(delivery, self._now(), transient=_transient(exc))
+                if then is None:
+                    raise
+                if isinstance(then, Failure):
+                    raise _failure(then) from exc
+                await self._sleep(then.delay)
+                continue
             try:
                 await self._respect_rate_limit(delivery)
                 left = delivery.left(self._now())
@@ -442,3 +452,10 @@ def _compatible(result: TransactionResult) -> tuple[dict[str, SMTPResponse], str
     assert result.data_reply is not None
     refused = {r: SMTPResponse(reply.code, reply.message) for r, reply in result.refused.items()}
     return refused, result.data_reply.message
+
+
+def _transient(exc: SMTPException) -> bool:
+    """A failure to open a connection that a fresh one may not meet."""
+    if isinstance(exc, SMTPResponseException):
+        return 400 <= exc.code < 500
+    return isinstance(exc, SMTPServerDisconnected)

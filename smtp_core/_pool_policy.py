@@ -450,6 +450,17 @@ class PoolPolicy(Generic[H]):
             return None
         return self._retry(delivery, now)
 
+    def connect_failed(
+        self, delivery: Delivery, now: float, *, transient: bool
+    ) -> Retry | Failure | None:
+        """Opening a connection for the message failed, so nothing of it was sent: when
+        to try a fresh connection (``transient``: a 4xx greeting or EHLO reply, as an
+        MTA over its connection limit sends, or a connection dropped while opening), or
+        None: the exception is the caller's answer."""
+        if not transient or delivery.attempt >= self.limits.max_attempts:
+            return None
+        return self._retry(delivery, now)
+
     # -- inside ---------------------------------------------------------------------------
 
     def _retry(self, delivery: Delivery, now: float) -> Retry | Failure:

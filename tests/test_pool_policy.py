@@ -617,3 +617,17 @@ class PoolMachine(RuleBasedStateMachine):
 
 TestPoolMachine = PoolMachine.TestCase
 TestPoolMachine.settings = settings(max_examples=int(os.environ.get("POOL_EXAMPLES", "300")), stateful_step_count=40, deadline=None)
+
+
+def test_a_transient_failure_to_connect_is_retried_on_a_fresh_connection() -> None:
+    """A 4xx greeting (an MTA over its connection limit) or a connection dropped while
+    opening: nothing was sent, so the caller tries again after the backoff, doubling,
+    ``max_attempts`` in all; anything else is the caller's answer at once."""
+    pool = policy(max_attempts=3, retry_backoff=0.5)
+    delivery = pool.delivery(T0, None)
+    assert pool.connect_failed(delivery, T0, transient=True) == Retry(0.5)
+    assert pool.connect_failed(delivery, T0, transient=True) == Retry(1.0)
+    assert pool.connect_failed(delivery, T0, transient=True) is None  # third attempt failed
+    assert pool.connect_failed(pool.delivery(T0, None), T0, transient=False) is None
+    # Never past the caller's deadline.
+    assert pool.connect_failed(pool.delivery(T0, 0.4), T0, transient=True) is Failure.RETRY_TIMEOUT

@@ -501,12 +501,6 @@ def test_trio_batch_leaves_nothing_open(relay: Any) -> None:
 # -- what the recipes rely on from the pool ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SMTPPool does not retry a failure while connecting (its _acquire is outside "
-    "the retry loop): a 421 greeting, as Postfix's smtpd_client_connection_count_limit "
-    "sends, reaches the caller on the first attempt",
-)
 def test_pool_retries_a_421_greeting_on_a_fresh_connection(adapter: Adapter, scripted: Any) -> None:
     # Postfix over its per-client connection limit: 421 at once, then closes.
     too_many = [Send(b"421 4.7.0 smtp.test Error: too many connections from 127.0.0.1\r\n"), Close()]

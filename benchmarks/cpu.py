@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import statistics
 import subprocess
@@ -34,6 +33,8 @@ from typing import Any
 
 if "--installed" not in sys.argv:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from client import build_of_smtp_core  # benchmarks/client.py, beside this file
 
 import smtp_anyio
 import smtp_asyncio
@@ -172,28 +173,6 @@ def run(name: str, fn: Any, *args: Any) -> float:
     import anyio
 
     return float(anyio.run(fn, module, *args, backend=backend))
-
-
-def build_of_smtp_core() -> str:
-    """``compiled`` if the modules hatch_build.py compiles are extension modules, ``pure``
-    if they are all .py files (``mixed`` otherwise)."""
-    import ast
-
-    hook = Path(__file__).resolve().parent.parent / "hatch_build.py"
-    hot = next(
-        ast.literal_eval(node.value)
-        for node in ast.parse(hook.read_text()).body
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "HOT_MODULES"
-    )
-    files = [
-        importlib.import_module(path.removesuffix(".py").replace("/", ".")).__file__ or ""
-        for path in hot
-    ]
-    if all(f.endswith(".py") for f in files):
-        return "pure"
-    if not any(f.endswith(".py") for f in files):
-        return "compiled"
-    return "mixed"
 
 
 def one_round(python: str, name: str, args: argparse.Namespace, installed: bool) -> dict[str, Any]:

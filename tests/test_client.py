@@ -782,3 +782,43 @@ def test_trio_run_directly(smtpd: Any) -> None:
 
     trio.run(main)
     assert len(server.messages) == 1
+
+
+class _Tagged(str):
+    """A str subclass that would format itself otherwise on the wire."""
+
+    def __format__(self, spec: str) -> str:
+        return "x@example.org>\r\nRCPT TO:<evil@example.org"
+
+
+def test_repeated_envelopes_are_sent_and_checked_as_given(adapter: Adapter, smtpd: Any) -> None:
+    """The client keeps the commands of recent envelopes: the same sender and recipients
+    sent again go out the same, a str subclass is sent as its characters (never served
+    as, or from, a kept command), and a malformed address is refused every time."""
+    server = smtpd()
+    mod = adapter.module
+
+    async def main() -> None:
+        async with mod.SMTP(hostname=server.host, port=server.port, start_tls=False) as smtp:
+            for _ in range(3):
+                await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+            await smtp.sendmail(_Tagged("a@example.org"), [_Tagged("b@example.org")], MESSAGE)
+            for _ in range(2):
+                with pytest.raises(ValueError):
+                    await smtp.sendmail("a@example.org", ["not an address"], MESSAGE)
+
+    adapter.run(main)
+    assert [(m.mail_from, m.rcpt_tos) for m in server.messages] == [
+        ("a@example.org", ["b@example.org"])
+    ] * 4
+
+
+def test_kept_envelope_commands_stay_bounded() -> None:
+    from smtp_core import Mail, Rcpt, _client_send
+
+    for index in range(3000):
+        rcpt = _client_send._command(Rcpt, f"user{index}@example.org", ())
+        assert rcpt.to_bytes() == f"RCPT TO:<user{index}@example.org>\r\n".encode()
+    assert len(_client_send._COMMANDS) <= _client_send._COMMANDS_MAX
+    mail = _client_send._command(Mail, "a@example.org", ("BODY=8BITMIME",))
+    assert _client_send._command(Mail, "a@example.org", ("BODY=8BITMIME",)) is mail

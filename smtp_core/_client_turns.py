@@ -191,7 +191,7 @@ class _Turn:
         client._queue.append(op)
         try:
             await client._wait_for_baton(op)
-            if client._pipe is not None:
+            if client._pipe is not None and not await client._settle_pipe():
                 await client._drive([op], _default)
             client._queue.remove(op)
             self.token = _holding.set(_holding.get() | {id(client)})
@@ -340,6 +340,32 @@ class TurnsBase(abc.ABC):
         self._holder = self._next_owner()
         if self._holder is not None:
             self._holder.wake()
+
+    async def _settle_pipe(self) -> bool:
+        """End a parked pipeline at once when ending it needs no I/O: nothing in flight,
+        no message queued for it, parked between two messages. True when it ended."""
+        pipe = self._pipe
+        if pipe is None:
+            return True
+        if pipe.inflight or type(pipe.request) is not Progress:
+            return False
+        for op in self._queue:
+            if op.envelope is None:
+                break  # a turn of commands comes first: the pipeline takes nothing more
+            if not op.gone:
+                return False
+        try:
+            pipe.request = pipe.flow.send(None)
+        except StopIteration:
+            self._pipe = None
+            return True
+        except BaseException as exc:
+            mapped = _mapped(exc)
+            await self._break(mapped)
+            if mapped is not exc:
+                raise mapped from exc
+            raise
+        return False
 
     async def _drive(self, mine: list[_Op], timeout: Timeout) -> None:
         """Drive the connection for the baton holder until its operations are done.
@@ -599,15 +625,29 @@ class TurnsBase(abc.ABC):
 
         async def trampoline(restart: Callable[[float | None], None]) -> T:
             value: Any = None
-            request: Any = None
+            self._feed_unsolicited(None)
             while True:
-                self._feed_unsolicited(request)
                 try:
-                    request = flow.send(value)
+                    request: Any = flow.send(value)
                 except StopIteration as stop:
                     result: T = stop.value
                     return result
-                value = await self._perform(request, restart)
+                # Reads, writes and stages without a call each: a command is all three.
+                kind = type(request)
+                if kind is Read:
+                    value = await transport.read()
+                elif kind is Write:
+                    await transport.write(request.data)
+                    value = None
+                    self._feed_unsolicited(request)
+                elif kind is Stage:
+                    limit = self._stage_limit(request.name)
+                    if limit is not None:
+                        restart(limit)
+                    value = None
+                else:
+                    value = await self._perform(request, restart)
+                    self._feed_unsolicited(request)
 
         try:
             result = await self._within(self._timeout(timeout), trampoline)

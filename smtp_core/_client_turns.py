@@ -420,37 +420,16 @@ class TurnsBase(abc.ABC):
         self._pipe = pipe
 
     async def _run_pipe(self, mine: list[_Op], timeout: Timeout) -> None:
+        """The trampoline: perform the pipeline's requests until ``mine`` are done."""
         pipe = self._pipe
         assert pipe is not None
-        try:
-            await self._drive_flow(pipe, mine, timeout)
-        except BaseException as exc:
-            others = [op for op in pipe.inflight if not op.gone and op not in mine]
-            mapped = _mapped(exc)
-            if (
-                not isinstance(exc, Exception)
-                and type(pipe.request) is Read
-                and (others or any(not op.gone for op in self._queue))
-            ):
-                # Cancelled while waiting for a reply: nothing is out of step; the
-                # pipeline is handed on as it stands.
-                for op in mine:
-                    op.gone = True
-                raise
-            await self._break(mapped)
-            if mapped is not exc:
-                raise mapped from exc
-            raise
-
-    async def _drive_flow(self, pipe: _Pipe, mine: list[_Op], timeout: Timeout) -> None:
-        """The trampoline: perform the pipeline's requests until ``mine`` are done."""
         flow = pipe.flow
         transport = self._transport
-        if transport is None:
-            raise SMTPServerDisconnected("Connection lost")
         only = mine[0] if len(mine) == 1 else None
 
         async def trampoline(restart: Callable[[float | None], None]) -> None:
+            if transport is None:
+                raise SMTPServerDisconnected("Connection lost")
             request: Any = pipe.request
             while True:
                 # The requests of every message first, without a call each.
@@ -487,7 +466,25 @@ class TurnsBase(abc.ABC):
                 elif _all_done(mine):
                     return
 
-        await self._within(self._timeout(timeout), trampoline)
+        try:
+            await self._within(self._timeout(timeout), trampoline)
+        except BaseException as exc:
+            others = [op for op in pipe.inflight if not op.gone and op not in mine]
+            mapped = _mapped(exc)
+            if (
+                not isinstance(exc, Exception)
+                and type(pipe.request) is Read
+                and (others or any(not op.gone for op in self._queue))
+            ):
+                # Cancelled while waiting for a reply: nothing is out of step; the
+                # pipeline is handed on as it stands.
+                for op in mine:
+                    op.gone = True
+                raise
+            await self._break(mapped)
+            if mapped is not exc:
+                raise mapped from exc
+            raise
 
     def _feed_unsolicited(self, request: Any) -> None:
         """Bytes that arrived unasked go to the machine before the flow sends its next
@@ -587,7 +584,10 @@ class TurnsBase(abc.ABC):
         try:
             while not _all_done(ops):
                 waiting = next(op for op in ops if not op.done)
-                await self._wait_for_baton(waiting)
+                if self._holder is None and self._next_owner() is waiting:
+                    self._holder = waiting  # nobody drives: no wait
+                else:
+                    await self._wait_for_baton(waiting)
                 if waiting.done:
                     continue
                 if not self._open() and self._pipe is None:
@@ -668,15 +668,18 @@ class TurnsBase(abc.ABC):
             await self._abort()
         return result
 
-    async def _within(
+    def _within(
         self,
         timeout: float | None,
         operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
-    ) -> T:
-        """The adapter's deadline; a timeout of zero (or less) expires at once."""
+    ) -> Awaitable[T]:
+        """The adapter's deadline; a timeout of zero (or less) expires at once.
+
+        (A plain function returning the deadline's awaitable: one frame fewer.)
+        """
         if timeout is not None and timeout <= 0:
             raise SMTPReadTimeoutError("Timed out waiting for server response")
-        return await self._with_deadline(timeout, operation)
+        return self._with_deadline(timeout, operation)
 
     def _is_clean(self, conn: ClientConnection) -> bool:
         if conn is not self._conn:

@@ -71,32 +71,36 @@ def test_a_stalled_greeting_ends_at_the_deadline(scripted: Any, limit: str) -> N
     assert pool.stats["retries"] == 0  # nothing is left of the deadline to retry in
 
 
-def test_the_wait_for_the_only_connection_ends_at_the_deadline(scripted: Any) -> None:
-    """max_connections=1 and its server stops answering after MAIL: the caller using it
-    and the one waiting for it each return by their own deadline."""
+def test_the_wait_for_a_free_connection_ends_at_the_deadline(smtpd: Any) -> None:
+    """The only connection is busy: the call's timeout ends the wait (wait_timeout is
+    longer), and the connection serves the next call once it is free."""
+    server = smtpd()
+    with smtp_sync.SMTPPool(
+        server.host, server.port, local_hostname="client.test", max_connections=1, max_in_flight=1,
+        timeout=DEADLINE, wait_timeout=60,
+    ) as pool:
+        held = pool._acquire(pool._policy.delivery(time.monotonic(), None))
+        error, took = timed(lambda: send(pool))
+        assert isinstance(error, smtp_sync.SMTPTimeoutError) and "free connection" in str(error)
+        assert DEADLINE - 0.05 <= took < DEADLINE + SLACK
+        pool._release(held)
+        assert send(pool) == {}
+    assert len(server.messages) == 1
+
+
+def test_a_stalled_message_ends_at_the_deadline(scripted: Any) -> None:
+    """The server stops answering after MAIL: the message was never sent (its content
+    was not), and there is no time left to retry it."""
     server = scripted(HANG_AFTER_MAIL)
-    opened = threading.Event()
-    pool = smtp_sync.SMTPPool(
-        "127.0.0.1", server.port, local_hostname="client.test", max_connections=1, max_in_flight=1,
-        timeout=DEADLINE, max_attempts=1, setup=lambda client: opened.set(),
-    )
-    results: dict[str, tuple[Any, float]] = {}
-
-    def one(name: str) -> None:
-        results[name] = timed(lambda: send(pool))
-
-    first = threading.Thread(target=one, args=("first",))
-    first.start()
-    assert opened.wait(5)  # the first caller holds the only connection
-    one("second")
-    first.join(5)
-    pool.close()
-    (first_error, first_took), (second_error, second_took) = results["first"], results["second"]
-    assert isinstance(first_error, smtp_sync.SMTPTimeoutError)
-    assert first_error.outcome is smtp_core.Outcome.NEVER_SENT
-    assert isinstance(second_error, smtp_sync.SMTPTimeoutError)
-    assert "free connection" in str(second_error)
-    assert first_took < DEADLINE + SLACK and second_took < DEADLINE + SLACK
+    with smtp_sync.SMTPPool(
+        "127.0.0.1", server.port, local_hostname="client.test", timeout=30, max_attempts=3,
+        timeouts=smtp_sync.Timeouts(total=DEADLINE),
+    ) as pool:
+        error, took = timed(lambda: send(pool))
+    assert isinstance(error, smtp_sync.SMTPTimeoutError)
+    assert error.outcome is smtp_core.Outcome.NEVER_SENT
+    assert DEADLINE - 0.05 <= took < DEADLINE + SLACK
+    assert pool.stats["retries"] == 0
 
 
 def test_retries_and_their_backoff_share_the_deadline(scripted: Any) -> None:

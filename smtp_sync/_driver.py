@@ -55,14 +55,20 @@ def open_socket(
 
 
 class Parked:
-    """A flow between two requests: the next request to perform (None: not started)."""
+    """A flow between two requests: the next request to perform (None: not started),
+    and when the stage it is in must end (``Timeouts.command``/``data``; monotonic)."""
 
-    __slots__ = ("flow", "request", "result")
+    __slots__ = ("flow", "request", "result", "stage_ends")
 
     def __init__(self, flow: Flow[Any]) -> None:
         self.flow = flow
         self.request: Any = None
         self.result: Any = None
+        self.stage_ends: float | None = None
+
+
+def _earlier(limit: float, deadline: float | None) -> float:
+    return limit if deadline is None or limit < deadline else deadline
 
 
 class Channel:
@@ -115,10 +121,12 @@ class Channel:
     ) -> bool:
         """Drive a parked flow until ``until()`` holds (between two requests) or the flow
         returns (True; its value in ``parked.result``). ``deadline`` (monotonic) bounds
-        this run; the flow stays parked, its next request not yet performed."""
+        this run; the flow stays parked, its next request not yet performed, and the
+        limit of the stage it is in goes on with it (another thread may drive it on)."""
         flow = parked.flow
         request = parked.request
-        limit = deadline
+        stage_ends = parked.stage_ends
+        limit = deadline if stage_ends is None else _earlier(stage_ends, deadline)
         try:
             while True:
                 kind = type(request)
@@ -139,12 +147,15 @@ class Channel:
                         if request.name == "command"
                         else self.data_limit
                     )
-                    if seconds is not None:
-                        limit = time.monotonic() + seconds
-                        if deadline is not None:
-                            limit = min(limit, deadline)
+                    if seconds is None:
+                        stage_ends, limit = None, deadline
+                    else:
+                        stage_ends = time.monotonic() + seconds
+                        limit = _earlier(stage_ends, deadline)
                     value = None
                 elif kind is UpgradeTLS:
+                    if limit is not None:
+                        self._arm(limit)  # the handshake too
                     self._upgrade(request.server_hostname)
                     value = None
                 elif request is None or kind is Progress:
@@ -161,6 +172,7 @@ class Channel:
                     return True
                 if until is not None and until():
                     parked.request = request
+                    parked.stage_ends = stage_ends
                     return False
         except smtp_core.SMTPException as exc:
             if isinstance(exc, smtp_core.SMTPServerDisconnected):

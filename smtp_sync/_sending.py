@@ -226,7 +226,7 @@ class SendingMixin(AuthMixin):
                 self._envelope(channel.conn, sender, recipients, content, options, ())
             )
         results: list[TransactionResult | SMTPException] = []
-        for outcome in self._submit(envelopes, None):
+        for outcome in self._submit(envelopes, call_deadline.get()):
             if isinstance(outcome, TransactionResult):
                 results.append(outcome)
             else:

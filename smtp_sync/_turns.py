@@ -321,7 +321,8 @@ class Turns:
         self._pipe = pipe
 
     def _drain(self) -> None:
-        """As the baton holder: let the pipeline finish (nothing more will be taken)."""
+        """As the baton holder: let the pipeline finish (nothing more will be taken),
+        within this call's deadline and the limits of the stage the pipeline is in."""
         pipe = self._pipe
         assert pipe is not None
         channel = self._channel
@@ -329,7 +330,7 @@ class Turns:
             self._break(SMTPServerDisconnected("Connection lost"))
             return
         try:
-            channel.pump(pipe.parked, None, None)
+            channel.pump(pipe.parked, None, call_deadline.get())
         except BaseException as exc:
             self._break(exc)
             raise

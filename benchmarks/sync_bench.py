@@ -10,6 +10,13 @@ figures are medians, and smtp_sync's ratio to smtplib is computed within each ro
     python benchmarks/sync_bench.py --rtt 2 --count 2000   # over a 2 ms round trip
     python benchmarks/sync_bench.py --baseline /tmp/before  # also another checkout's smtp_sync
 
+``--calls`` counts instead, with cProfile (which does not depend on the machine's load),
+the Python function calls per ``sendmail`` on one connection: smtp_sync's (and the
+baseline's), and those of a bare trampoline that drives the same smtp_core flow with
+no threads, locks, deadlines or wake-ups (the protocol core's own share)::
+
+    python benchmarks/sync_bench.py --calls --baseline /tmp/before
+
 ``--baseline DIR`` adds a third client, the smtp_sync (and smtp_core) of the checkout
 in DIR (``git worktree add DIR <commit>``, or ``git archive <commit> | tar -x -C DIR``),
 run in the same rounds: before and after a change, on the same machine state.
@@ -170,6 +177,76 @@ def child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
     }
 
 
+# -- function calls per sendmail -------------------------------------------------------
+
+
+def count_calls(client: str, port: int, count: int) -> dict[str, Any]:
+    """cProfile of ``count`` sendmails on one connection: function calls per message."""
+    import cProfile
+    import pstats
+
+    if client == "bare":
+        send, done = _bare_sender(port)
+    else:
+        import smtp_sync
+
+        smtp = smtp_sync.SMTP(HOST, port, local_hostname=NAME)
+
+        def send() -> None:
+            smtp.sendmail(SENDER, RECIPIENTS, MESSAGE)
+
+        done = smtp.quit
+    for _ in range(200):
+        send()
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(count):
+        send()
+    profile.disable()
+    done()
+    stats: Any = pstats.Stats(profile)
+    calls = sum(entry[1] for entry in stats.stats.values())
+    return {"client": client, "calls_per_message": calls / count}
+
+
+def _bare_sender(port: int) -> tuple[Any, Any]:
+    """The least a blocking driver of smtp_core's mail pipeline does per message."""
+    from smtp_core import ClientConnection, Ehlo, Mail, Rcpt
+    from smtp_core._client_send import prepare_envelope
+    from smtp_core.flows import Read, Write, command, mail_pipeline, read_reply
+
+    sock = socket.create_connection((HOST, port), 60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = ClientConnection(local_hostname=NAME)
+
+    def drive(flow: Any) -> Any:
+        value = None
+        while True:
+            try:
+                request = flow.send(value)
+            except StopIteration as stop:
+                return stop.value
+            kind = type(request)
+            if kind is Write:
+                sock.sendall(request.data)
+                value = None
+            elif kind is Read:
+                value = sock.recv(65536)
+            else:
+                value = None
+
+    drive(read_reply(conn))
+    drive(command(conn, Ehlo(NAME)))
+
+    def send() -> None:
+        mail = Mail(SENDER, (), advertised_only=False)
+        rcpts = [Rcpt(r, (), advertised_only=False) for r in RECIPIENTS]
+        box = [prepare_envelope(conn, mail, rcpts, MESSAGE, None)]
+        drive(mail_pipeline(conn, lambda: box.pop() if box else None, lambda e, o: None))
+
+    return send, sock.close
+
+
 # -- a delaying proxy: a network with a round-trip time ----------------------------------
 
 
@@ -275,6 +352,10 @@ def main() -> int:
         "--baseline", metavar="DIR",
         help="also run the smtp_sync of the checkout in DIR (before a change), as 'baseline'",
     )
+    parser.add_argument(
+        "--calls", action="store_true",
+        help="count Python function calls per sendmail with cProfile instead of timing",
+    )
     parser.add_argument("--child", nargs=4, metavar=("CLIENT", "SCENARIO", "PORT", "COUNT"))
     parser.add_argument("--proxy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -283,7 +364,10 @@ def main() -> int:
         return 0
     if args.child:
         client, scenario, port, count = args.child
-        result = child(client, scenario, int(port), int(count))
+        if scenario == "calls":
+            result = count_calls(client, int(port), int(count))
+        else:
+            result = child(client, scenario, int(port), int(count))
         import smtp_sync
 
         result["imported"] = str(Path(smtp_sync.__file__).resolve().parent.parent)
@@ -302,6 +386,19 @@ def main() -> int:
     rounds = 1 if args.smoke else args.rounds
     clients = CLIENTS + (["baseline"] if args.baseline else [])
     baseline = str(Path(args.baseline).resolve()) if args.baseline else None
+    if args.calls:
+        try:
+            print(f"\nPython function calls per sendmail on one connection ({args.count or 2000})")
+            for name in ["smtp_sync", *(["baseline"] if baseline else []), "bare"]:
+                result = _run_child(name, "calls", port, args.count or 2000, baseline)
+                label = {"bare": "bare core driver"}.get(name, name)
+                print(f"  {label:<18} {result['calls_per_message']:7.1f}")
+        finally:
+            for process in (relay, sink):
+                if process is not None:
+                    process.terminate()
+                    process.wait(5)
+        return 0
     try:
         for scenario in args.scenario or list(SCENARIOS):
             full, smoke = SCENARIOS[scenario]

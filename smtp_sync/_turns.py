@@ -144,7 +144,12 @@ class Turns:
         # condition, and it is notified only when someone waits on it.
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
-        self._sleepers: deque[Any] = self._cv._waiters  # type: ignore[attr-defined]
+        # CPython's Condition keeps the threads waiting on it in this deque (empty:
+        # nobody to notify); elsewhere, a list that is never empty: always notify.
+        waiters = getattr(self._cv, "_waiters", None)
+        self._sleepers: deque[Any] | list[bool] = (
+            waiters if isinstance(waiters, deque) else [True]
+        )
         self._queue: deque[_Op] = deque()
         self._pipe: _Pipe | None = None
         self._holder: int | None = None  # the thread driving the connection

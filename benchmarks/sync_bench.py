@@ -8,6 +8,18 @@ figures are medians, and smtp_sync's ratio to smtplib is computed within each ro
     python benchmarks/sync_bench.py --smoke      # a few messages per scenario
     python benchmarks/sync_bench.py --rounds 5 --scenario sequential
     python benchmarks/sync_bench.py --rtt 2 --count 2000   # over a 2 ms round trip
+    python benchmarks/sync_bench.py --baseline /tmp/before  # also another checkout's smtp_sync
+
+``--calls`` counts instead, with cProfile (which does not depend on the machine's load),
+the Python function calls per ``sendmail`` on one connection: smtp_sync's (and the
+baseline's), and those of a bare trampoline that drives the same smtp_core flow with
+no threads, locks, deadlines or wake-ups (the protocol core's own share)::
+
+    python benchmarks/sync_bench.py --calls --baseline /tmp/before
+
+``--baseline DIR`` adds a third client, the smtp_sync (and smtp_core) of the checkout
+in DIR (``git worktree add DIR <commit>``, or ``git archive <commit> | tar -x -C DIR``),
+run in the same rounds: before and after a change, on the same machine state.
 
 Scenarios: ``sequential`` (1 KiB messages on one connection, each ``sendmail`` in
 turn), ``threads8`` (8 threads, a connection each), ``pool8`` (8 threads sharing an
@@ -165,6 +177,76 @@ def child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
     }
 
 
+# -- function calls per sendmail -------------------------------------------------------
+
+
+def count_calls(client: str, port: int, count: int) -> dict[str, Any]:
+    """cProfile of ``count`` sendmails on one connection: function calls per message."""
+    import cProfile
+    import pstats
+
+    if client == "bare":
+        send, done = _bare_sender(port)
+    else:
+        import smtp_sync
+
+        smtp = smtp_sync.SMTP(HOST, port, local_hostname=NAME)
+
+        def send() -> None:
+            smtp.sendmail(SENDER, RECIPIENTS, MESSAGE)
+
+        done = smtp.quit
+    for _ in range(200):
+        send()
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(count):
+        send()
+    profile.disable()
+    done()
+    stats: Any = pstats.Stats(profile)
+    calls = sum(entry[1] for entry in stats.stats.values())
+    return {"client": client, "calls_per_message": calls / count}
+
+
+def _bare_sender(port: int) -> tuple[Any, Any]:
+    """The least a blocking driver of smtp_core's mail pipeline does per message."""
+    from smtp_core import ClientConnection, Ehlo, Mail, Rcpt
+    from smtp_core._client_send import prepare_envelope
+    from smtp_core.flows import Read, Write, command, mail_pipeline, read_reply
+
+    sock = socket.create_connection((HOST, port), 60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = ClientConnection(local_hostname=NAME)
+
+    def drive(flow: Any) -> Any:
+        value = None
+        while True:
+            try:
+                request = flow.send(value)
+            except StopIteration as stop:
+                return stop.value
+            kind = type(request)
+            if kind is Write:
+                sock.sendall(request.data)
+                value = None
+            elif kind is Read:
+                value = sock.recv(65536)
+            else:
+                value = None
+
+    drive(read_reply(conn))
+    drive(command(conn, Ehlo(NAME)))
+
+    def send() -> None:
+        mail = Mail(SENDER, (), advertised_only=False)
+        rcpts = [Rcpt(r, (), advertised_only=False) for r in RECIPIENTS]
+        box = [prepare_envelope(conn, mail, rcpts, MESSAGE, None)]
+        drive(mail_pipeline(conn, lambda: box.pop() if box else None, lambda e, o: None))
+
+    return send, sock.close
+
+
 # -- a delaying proxy: a network with a round-trip time ----------------------------------
 
 
@@ -234,12 +316,20 @@ def _start_sink(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("smtp-sink did not start")
 
 
-def _run_child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
+def _run_child(
+    client: str, scenario: str, port: int, count: int, baseline: str | None = None
+) -> dict[str, Any]:
+    env = None
+    if client == "baseline":
+        assert baseline is not None
+        env = {**os.environ, "PYTHONPATH": baseline}  # its smtp_sync and smtp_core first
+        client = "smtp_sync"
     result = subprocess.run(
         [sys.executable, __file__, "--child", client, scenario, str(port), str(count)],
         capture_output=True,
         text=True,
         timeout=1800,
+        env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{client} {scenario} failed:\n{result.stderr[-2000:]}")
@@ -258,6 +348,14 @@ def main() -> int:
     parser.add_argument(
         "--count", type=int, help="messages per run instead of the scenario's default"
     )
+    parser.add_argument(
+        "--baseline", metavar="DIR",
+        help="also run the smtp_sync of the checkout in DIR (before a change), as 'baseline'",
+    )
+    parser.add_argument(
+        "--calls", action="store_true",
+        help="count Python function calls per sendmail with cProfile instead of timing",
+    )
     parser.add_argument("--child", nargs=4, metavar=("CLIENT", "SCENARIO", "PORT", "COUNT"))
     parser.add_argument("--proxy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,7 +364,14 @@ def main() -> int:
         return 0
     if args.child:
         client, scenario, port, count = args.child
-        print(json.dumps(child(client, scenario, int(port), int(count))))
+        if scenario == "calls":
+            result = count_calls(client, int(port), int(count))
+        else:
+            result = child(client, scenario, int(port), int(count))
+        import smtp_sync
+
+        result["imported"] = str(Path(smtp_sync.__file__).resolve().parent.parent)
+        print(json.dumps(result))
         return 0
     if not os.path.exists(SINK):
         print(f"{SINK} is missing (Debian package postfix)", file=sys.stderr)
@@ -279,26 +384,49 @@ def main() -> int:
         relay = _start_proxy(port, sink_port, args.rtt)
         print(f"round-trip time added by a proxy: {args.rtt} ms")
     rounds = 1 if args.smoke else args.rounds
+    clients = CLIENTS + (["baseline"] if args.baseline else [])
+    baseline = str(Path(args.baseline).resolve()) if args.baseline else None
+    if args.calls:
+        try:
+            print(f"\nPython function calls per sendmail on one connection ({args.count or 2000})")
+            for name in ["smtp_sync", *(["baseline"] if baseline else []), "bare"]:
+                result = _run_child(name, "calls", port, args.count or 2000, baseline)
+                label = {"bare": "bare core driver"}.get(name, name)
+                print(f"  {label:<18} {result['calls_per_message']:7.1f}")
+        finally:
+            for process in (relay, sink):
+                if process is not None:
+                    process.terminate()
+                    process.wait(5)
+        return 0
     try:
         for scenario in args.scenario or list(SCENARIOS):
             full, smoke = SCENARIOS[scenario]
             count = args.count or (smoke if args.smoke else full)
             if scenario in ("big", "bigfile"):
                 count = 1
-            runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CLIENTS}
-            ratios: dict[str, list[float]] = {"speed": [], "cpu": []}
+            runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
+            ratios: dict[str, list[float]] = {
+                "speed": [], "cpu": [], "base speed": [], "base cpu": []
+            }
             for index in range(rounds):
-                order = CLIENTS if index % 2 == 0 else CLIENTS[::-1]
-                this = {c: _run_child(c, scenario, port, count) for c in order}
-                for c in CLIENTS:
+                order = clients if index % 2 == 0 else clients[::-1]
+                this = {c: _run_child(c, scenario, port, count, baseline) for c in order}
+                if baseline is not None and this["baseline"]["imported"] != baseline:
+                    raise SystemExit(f"the baseline imported {this['baseline']['imported']}")
+                for c in clients:
                     runs[c].append(this[c])
                 ours, theirs = this["smtp_sync"], this["smtplib"]
                 ratios["speed"].append(theirs["seconds"] / ours["seconds"])
                 ratios["cpu"].append(ours["cpu_seconds"] / theirs["cpu_seconds"])
+                if baseline is not None:
+                    before = this["baseline"]
+                    ratios["base speed"].append(theirs["seconds"] / before["seconds"])
+                    ratios["base cpu"].append(before["cpu_seconds"] / theirs["cpu_seconds"])
             each = runs["smtplib"][0]["bytes"] // count
             print(f"\n{scenario}: {count} message(s) of {each} bytes, {rounds} round(s)")
             print(f"  {'client':<10} {'msgs/s':>9} {'MB/s':>8} {'CPU ms/msg':>11} {'RSS+ MiB':>9}")
-            for c in CLIENTS:
+            for c in clients:
                 seconds = statistics.median(r["seconds"] for r in runs[c])
                 cpu = statistics.median(r["cpu_seconds"] for r in runs[c])
                 rss = statistics.median(r["rss_growth_kib"] for r in runs[c]) / 1024
@@ -307,6 +435,10 @@ def main() -> int:
                       f"{cpu / count * 1000:>11.3f} {rss:>9.1f}")
             print(f"  smtp_sync vs smtplib: {statistics.median(ratios['speed']):.2f}x as fast, "
                   f"{statistics.median(ratios['cpu']):.2f}x the CPU (medians of per-round ratios)")
+            if baseline is not None:
+                speed = statistics.median(ratios["base speed"])
+                cpu_ratio = statistics.median(ratios["base cpu"])
+                print(f"  baseline  vs smtplib: {speed:.2f}x as fast, {cpu_ratio:.2f}x the CPU")
     finally:
         for process in (relay, sink):
             if process is not None:

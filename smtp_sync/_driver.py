@@ -13,8 +13,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import smtp_core
 from smtp_core import ClientConnection, CommandReply, ConnectionClosed, RemoteProtocolError, State
@@ -54,15 +53,36 @@ def open_socket(
     return sock
 
 
-class Parked:
-    """A flow between two requests: the next request to perform (None: not started)."""
+class Until(Protocol):
+    """What :meth:`Channel.pump` drives a parked flow until: ``done`` becomes true."""
 
-    __slots__ = ("flow", "request", "result")
+    @property
+    def done(self) -> bool: ...
+
+
+class Parked:
+    """A flow between two requests: the next request to perform (None: not started),
+    and when the stage it is in must end (``Timeouts.command``/``data``; monotonic)."""
+
+    __slots__ = ("flow", "request", "result", "stage_ends")
 
     def __init__(self, flow: Flow[Any]) -> None:
         self.flow = flow
         self.request: Any = None
         self.result: Any = None
+        self.stage_ends: float | None = None
+
+
+_POLL = hasattr(select, "poll")
+
+
+def _milliseconds(timeout: float | None) -> int | None:
+    """A socket timeout as poll() takes it (None: no limit)."""
+    return None if timeout is None else math.ceil(timeout * 1000)
+
+
+def _earlier(limit: float, deadline: float | None) -> float:
+    return limit if deadline is None or limit < deadline else deadline
 
 
 class Channel:
@@ -91,11 +111,18 @@ class Channel:
         self.tls_context: ssl.SSLContext | None = None
         self._armed = False  # the socket's timeout is not ``timeout`` just now
         sock.settimeout(timeout)
+        self._poll_ms = _milliseconds(timeout)  # the socket's timeout, for poll()
+        self._tls = isinstance(sock, ssl.SSLSocket)
         # Another thread ends a wakeable read early by writing a byte here (wake()).
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._sock_fd = sock.fileno()  # the same once TLS wraps it
         self._poller: Any = None
+        if _POLL:
+            self._poller = select.poll()
+            self._poller.register(self._sock_fd, select.POLLIN)
+            self._poller.register(self._wake_r.fileno(), select.POLLIN)
 
     # -- the trampoline ----------
 
@@ -110,15 +137,15 @@ class Channel:
         result: T = parked.result
         return result
 
-    def pump(
-        self, parked: Parked, until: Callable[[], bool] | None, deadline: float | None
-    ) -> bool:
-        """Drive a parked flow until ``until()`` holds (between two requests) or the flow
+    def pump(self, parked: Parked, until: Until | None, deadline: float | None) -> bool:
+        """Drive a parked flow until ``until.done`` holds (between two requests) or the flow
         returns (True; its value in ``parked.result``). ``deadline`` (monotonic) bounds
-        this run; the flow stays parked, its next request not yet performed."""
+        this run; the flow stays parked, its next request not yet performed, and the
+        limit of the stage it is in goes on with it (another thread may drive it on)."""
         flow = parked.flow
         request = parked.request
-        limit = deadline
+        stage_ends = parked.stage_ends
+        limit = deadline if stage_ends is None else _earlier(stage_ends, deadline)
         try:
             while True:
                 kind = type(request)
@@ -139,12 +166,15 @@ class Channel:
                         if request.name == "command"
                         else self.data_limit
                     )
-                    if seconds is not None:
-                        limit = time.monotonic() + seconds
-                        if deadline is not None:
-                            limit = min(limit, deadline)
+                    if seconds is None:
+                        stage_ends, limit = None, deadline
+                    else:
+                        stage_ends = time.monotonic() + seconds
+                        limit = _earlier(stage_ends, deadline)
                     value = None
                 elif kind is UpgradeTLS:
+                    if limit is not None:
+                        self._arm(limit)  # the handshake too
                     self._upgrade(request.server_hostname)
                     value = None
                 elif request is None or kind is Progress:
@@ -159,8 +189,9 @@ class Channel:
                     parked.request = None
                     parked.result = stop.value
                     return True
-                if until is not None and until():
+                if until is not None and until.done:
                     parked.request = request
+                    parked.stage_ends = stage_ends
                     return False
         except smtp_core.SMTPException as exc:
             if isinstance(exc, smtp_core.SMTPServerDisconnected):
@@ -186,7 +217,10 @@ class Channel:
         left = limit - time.monotonic()
         if left <= 0:
             raise TimeoutError("deadline passed")
-        self.sock.settimeout(left if self.timeout is None else min(left, self.timeout))
+        if self.timeout is not None and self.timeout < left:
+            left = self.timeout
+        self.sock.settimeout(left)
+        self._poll_ms = _milliseconds(left)
         self._armed = True
 
     def wake(self) -> None:
@@ -201,19 +235,17 @@ class Channel:
         Waits for the socket or the wake-up within the socket's timeout, then reads.
         """
         sock = self.sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if self._tls and sock.pending():  # type: ignore[attr-defined]
             return sock.recv(READ_SIZE)
-        timeout = sock.gettimeout()
-        if hasattr(select, "poll"):
-            if self._poller is None:
-                self._poller = select.poll()
-                self._poller.register(sock.fileno(), select.POLLIN)
-                self._poller.register(self._wake_r.fileno(), select.POLLIN)
-            events = self._poller.poll(None if timeout is None else math.ceil(timeout * 1000))
-            ready = {fd for fd, _ in events}
-            sock_ready, woken = sock.fileno() in ready, self._wake_r.fileno() in ready
+        poller = self._poller
+        if poller is not None:
+            events = poller.poll(self._poll_ms)
+            if len(events) == 1 and events[0][0] == self._sock_fd:
+                return sock.recv(READ_SIZE)  # the usual case: the reply, and only it
+            fds = [fd for fd, _ in events]
+            sock_ready, woken = self._sock_fd in fds, self._wake_r.fileno() in fds
         else:  # pragma: no cover - Windows
-            readable = select.select([sock, self._wake_r], [], [], timeout)[0]
+            readable = select.select([sock, self._wake_r], [], [], sock.gettimeout())[0]
             sock_ready, woken = sock in readable, self._wake_r in readable
         if woken:
             with contextlib.suppress(OSError):
@@ -227,6 +259,7 @@ class Channel:
 
     def _disarm(self) -> None:
         self._armed = False
+        self._poll_ms = _milliseconds(self.timeout)
         with contextlib.suppress(OSError):
             self.sock.settimeout(self.timeout)
 
@@ -238,6 +271,7 @@ class Channel:
             self.conn.receive_data(early)
         context = self.tls_context or ssl.create_default_context()
         self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        self._tls = True
 
     # -- between operations ----------
 
@@ -247,8 +281,9 @@ class Channel:
         Raises ``SMTPServerDisconnected`` when the server has closed the connection.
         """
         sock = self.sock
-        if isinstance(sock, ssl.SSLSocket):
-            if not sock.pending() and not select.select([sock], [], [], 0)[0]:
+        if self._tls:
+            assert isinstance(sock, ssl.SSLSocket)
+            if not sock.pending() and not self._readable_now():
                 return b""
             sock.setblocking(False)
             try:
@@ -258,12 +293,20 @@ class Channel:
             finally:
                 sock.settimeout(self.timeout)
         else:
-            if not select.select([sock], [], [], 0)[0]:
+            if not self._readable_now():
                 return b""
             data = sock.recv(READ_SIZE)
         if not data:
             raise SMTPServerDisconnected("Server closed the connection")
         return data
+
+    def _readable_now(self) -> bool:
+        """Whether the socket has something to read (bytes, or the server's close)."""
+        poller = self._poller
+        if poller is None:  # pragma: no cover - Windows
+            return bool(select.select([self.sock], [], [], 0)[0])
+        sock_fd = self._sock_fd
+        return any(fd == sock_fd for fd, _ in poller.poll(0))
 
     def check_idle(self) -> None:
         """Before a new operation: refuse bytes sent while no reply was due.
@@ -275,9 +318,11 @@ class Channel:
         if conn.awaiting_replies or conn.state not in _OWED_NOTHING:
             return
         try:
-            early = self._take_waiting()
-            if early:
-                conn.receive_data(early)
+            poller = self._poller
+            if self._tls or poller is None or poller.poll(0):  # something may be waiting
+                early = self._take_waiting()
+                if early:
+                    conn.receive_data(early)
             # Bytes read with the last reply are in the machine already: look at them too.
             event = conn.next_event()
         except (OSError, SMTPServerDisconnected) as exc:

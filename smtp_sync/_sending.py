@@ -77,6 +77,9 @@ class SendingMixin(AuthMixin):
         content: Any = msg.encode("ascii") if isinstance(msg, str) else msg
         total = self.timeouts.total
         deadline = None if total is None else time.monotonic() + total
+        outer = call_deadline.get()  # the deadline of a call this one is part of (a pool's)
+        if outer is not None and (deadline is None or outer < deadline):
+            deadline, total = outer, None
         # The total bounds the whole call: EHLO first, and waiting for other threads.
         token = call_deadline.set(deadline)
         try:
@@ -97,11 +100,9 @@ class SendingMixin(AuthMixin):
         late = deadline is not None and time.monotonic() >= deadline
         if isinstance(exc, SMTPTimeoutError) and late:
             # Say which limit it was: the whole call's, not one reply's.
+            within = "the call's deadline" if total is None else f"its total deadline ({total} s)"
             exc = _carry(
-                SMTPTimeoutError(
-                    f"Timed out: the message was not sent within its total deadline ({total} s)"
-                ),
-                exc,
+                SMTPTimeoutError(f"Timed out: the message was not sent within {within}"), exc
             )
         result = getattr(exc, "result", None)
         if isinstance(result, TransactionResult) and isinstance(exc, Exception):
@@ -225,7 +226,7 @@ class SendingMixin(AuthMixin):
                 self._envelope(channel.conn, sender, recipients, content, options, ())
             )
         results: list[TransactionResult | SMTPException] = []
-        for outcome in self._submit(envelopes, None):
+        for outcome in self._submit(envelopes, call_deadline.get()):
             if isinstance(outcome, TransactionResult):
                 results.append(outcome)
             else:

@@ -312,6 +312,12 @@ class Session(Turns):
             sys.audit("smtplib.connect", self, host, port)
             limits = self.timeouts
             connect_timeout = limits.connect if limits.connect is not None else self.timeout
+            deadline = call_deadline.get()  # the call this connect is part of (a pool's)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SMTPTimeoutError(f"Timed out connecting to {host} on port {port}")
+                connect_timeout = left if connect_timeout is None else min(connect_timeout, left)
             try:
                 sock = self._get_socket(host, port, connect_timeout)
             except TimeoutError as exc:
@@ -324,9 +330,11 @@ class Session(Turns):
             )
             channel.tls_context = self.context
             self._channel = channel
-            greeting_deadline = None
+            greeting_deadline = deadline
             if limits.greeting is not None:
                 greeting_deadline = time.monotonic() + limits.greeting
+                if deadline is not None:
+                    greeting_deadline = min(greeting_deadline, deadline)
             try:
                 reply = self._run(read_reply(conn), greeting_deadline)
             except SMTPTimeoutError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 
 from ._sending import SendingMixin
 from ._session import (
@@ -68,9 +69,12 @@ class SMTP_SSL(SMTP):
         )
 
     def _get_socket(self, host: str, port: int, timeout: float | None) -> socket.socket:
+        started = time.monotonic()
         sock = super()._get_socket(host, port, timeout)
         assert self.context is not None
         try:
+            if timeout is not None:  # connecting and the handshake, together
+                sock.settimeout(max(timeout - (time.monotonic() - started), 0.001))
             return self.context.wrap_socket(sock, server_hostname=host)
         except BaseException:
             sock.close()

@@ -42,17 +42,38 @@ class _PastDeadline(Exception):
     """A message's total deadline passed while its thread waited for the connection."""
 
 
+class _Batch:
+    """The messages one call sends: ``done`` once each has its outcome."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.done = size == 0
+
+
 class _Op:
     """One thread's piece of work: a message, or (``envelope`` None) a turn of commands."""
 
-    __slots__ = ("done", "envelope", "gone", "outcome", "thread")
+    __slots__ = ("batch", "done", "envelope", "gone", "outcome", "thread")
 
-    def __init__(self, envelope: Envelope | None, thread: int) -> None:
+    def __init__(self, envelope: Envelope | None, thread: int, batch: _Batch | None = None) -> None:
         self.envelope = envelope
         self.thread = thread
+        self.batch = batch
         self.done = False
         self.gone = False  # its thread stopped waiting
         self.outcome: Any = None
+
+    def finish(self, outcome: Any) -> None:
+        """Its fate is known (under the client's lock)."""
+        self.outcome = outcome
+        self.done = True
+        batch = self.batch
+        if batch is not None:
+            batch.left -= 1
+            if batch.left <= 0:
+                batch.done = True
 
 
 class _Pipe:
@@ -75,7 +96,7 @@ class _Turn:
     def __enter__(self) -> None:
         client = self.client
         me = threading.get_ident()
-        with client._cv:
+        with client._lock:
             if client._holder is None and not client._queue and client._pipe is None:
                 client._holder = me  # nobody else: no need to queue
                 return
@@ -98,7 +119,7 @@ class _Turn:
             client._abandon([op])
             client._release()
             raise
-        with client._cv:
+        with client._lock:
             op.done = True
             client._queue.remove(op)
 
@@ -119,7 +140,16 @@ class Turns:
         raise NotImplementedError
 
     def _init_turns(self) -> None:
-        self._cv = threading.Condition(threading.Lock())
+        # Sections that only look and change take the lock itself; waiting takes the
+        # condition, and it is notified only when someone waits on it.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        # CPython's Condition keeps the threads waiting on it in this deque (empty:
+        # nobody to notify); elsewhere, a list that is never empty: always notify.
+        waiters = getattr(self._cv, "_waiters", None)
+        self._sleepers: deque[Any] | list[bool] = (
+            waiters if isinstance(waiters, deque) else [True]
+        )
         self._queue: deque[_Op] = deque()
         self._pipe: _Pipe | None = None
         self._holder: int | None = None  # the thread driving the connection
@@ -142,6 +172,8 @@ class Turns:
 
         Past ``deadline`` (monotonic) raises :class:`_PastDeadline`.
         """
+        if ops[-1].done and all(op.done for op in ops):
+            return False  # final once true: no need for the lock
         with self._cv:
             while True:
                 if all(op.done for op in ops):
@@ -160,17 +192,19 @@ class Turns:
                 self._cv.wait(left)
 
     def _release(self) -> None:
-        with self._cv:
+        with self._lock:
             self._holder = None
-            self._cv.notify_all()
+            if self._sleepers:
+                self._cv.notify_all()
 
     def _abandon(self, ops: list[_Op]) -> None:
-        with self._cv:
+        with self._lock:
             for op in ops:
                 op.gone = True
                 if op in self._queue:
                     self._queue.remove(op)
-            self._cv.notify_all()
+            if self._sleepers:
+                self._cv.notify_all()
 
     def _turn(self) -> contextlib.AbstractContextManager[None]:
         """Hold the connection for a run of plain commands, in call order (re-entrant).
@@ -192,19 +226,35 @@ class Turns:
         me = threading.get_ident()
         if self._holder == me:  # pragma: no cover - the client never does this
             raise RuntimeError("cannot send a message inside a turn of commands")
-        ops = [_Op(envelope, me) for envelope in envelopes]
-        with self._cv:
-            self._queue.extend(ops)
-            driving = self._holder is not None and self._pipe is not None
-            self._cv.notify_all()
-        channel = self._channel
-        if driving and channel is not None:
-            # The pipeline may be waiting for a reply with room for these: wake it.
-            channel.wake()
+        batch = _Batch(len(envelopes))
+        ops = [_Op(envelope, me, batch) for envelope in envelopes]
+        with self._lock:
+            queue = self._queue
+            # Nobody else in the client (the pipeline, if parked, carries nobody's
+            # message): the baton is this thread's at once.
+            pipe = self._pipe
+            alone = self._holder is None and not queue and (pipe is None or not pipe.inflight)
+            queue.extend(ops)
+            if alone:
+                self._holder = me
+            else:
+                driving = self._holder is not None and pipe is not None
+                if self._sleepers:
+                    self._cv.notify_all()
+        if not alone:
+            channel = self._channel
+            if driving and channel is not None:
+                # The pipeline may be waiting for a reply with room for these: wake it.
+                channel.wake()
         try:
-            while self._wait_for_baton(ops, me, deadline):
+            if alone:
                 try:
-                    self._drive(ops, deadline)
+                    self._drive(ops, batch, deadline)
+                finally:
+                    self._release()
+            while not batch.done and self._wait_for_baton(ops, me, deadline):
+                try:
+                    self._drive(ops, batch, deadline)
                 finally:
                     self._release()
         except _PastDeadline:
@@ -219,7 +269,7 @@ class Turns:
         """The total deadline passed while waiting: a message still queued was never
         sent; one the pipeline took (another thread drives it) may still be."""
         outcomes = []
-        with self._cv:
+        with self._lock:
             for op in ops:
                 if op.done:
                     outcomes.append(op.outcome)
@@ -234,24 +284,14 @@ class Turns:
                 exc.outcome = Outcome.NEVER_SENT if queued else Outcome.UNKNOWN
                 exc.content_started = bool(op.envelope is not None and op.envelope.content_sent)
                 outcomes.append(exc)
-            self._cv.notify_all()
+            if self._sleepers:
+                self._cv.notify_all()
         return outcomes
 
-    def _drive(self, ops: list[_Op], deadline: float | None) -> None:
-        """As the baton holder: drive the pipeline until ``ops`` are done (or a turn of
-        commands is next in the queue)."""
-        if len(ops) == 1:
-            op = ops[0]
-
-            def mine_done() -> bool:
-                return op.done
-
-        else:
-
-            def mine_done() -> bool:
-                return all(op.done for op in ops)
-
-        while not mine_done():
+    def _drive(self, ops: list[_Op], batch: _Batch, deadline: float | None) -> None:
+        """As the baton holder: drive the pipeline until ``ops`` (``batch``) are done (or
+        a turn of commands is next in the queue)."""
+        while not batch.done:
             channel = self._channel
             if channel is None or channel.closed:
                 self._break(SMTPServerDisconnected("please run connect() first"))
@@ -264,7 +304,7 @@ class Turns:
                     return
                 raise  # pragma: no cover
             if self._pipe is None:
-                with self._cv:
+                with self._lock:
                     head = next((op for op in self._queue if not op.gone), None)
                 if head is None or head.envelope is None:
                     return  # a turn of commands comes first
@@ -273,10 +313,10 @@ class Turns:
             pipe = self._pipe
             assert pipe is not None
             try:
-                ended = channel.pump(pipe.parked, mine_done, deadline)
+                ended = channel.pump(pipe.parked, batch, deadline)
             except BaseException as exc:
                 self._break(exc)
-                if isinstance(exc, SMTPException) and mine_done():
+                if isinstance(exc, SMTPException) and batch.done:
                     return  # each message was told its fate
                 raise
             if ended:
@@ -292,10 +332,10 @@ class Turns:
 
     def _start_pipe(self, conn: ClientConnection) -> None:
         pipe = _Pipe()
-        cv, queue = self._cv, self._queue
+        lock, cv, sleepers, queue = self._lock, self._cv, self._sleepers, self._queue
 
         def take() -> Envelope | None:
-            with cv:
+            with lock:
                 while queue and queue[0].gone and queue[0].envelope is not None:
                     queue.popleft()  # its thread left before it was sent
                 if not queue or queue[0].envelope is None:
@@ -309,11 +349,11 @@ class Turns:
 
         def finished(envelope: Envelope, outcome: Any) -> None:
             op = envelope.context
-            with cv:
+            with lock:
                 pipe.inflight.remove(op)
-                op.outcome = outcome
-                op.done = True
-                cv.notify_all()
+                op.finish(outcome)
+                if sleepers:
+                    cv.notify_all()
 
         pipe.parked = Parked(
             mail_pipeline(conn, take, finished, window=self.pipeline_window)
@@ -321,7 +361,8 @@ class Turns:
         self._pipe = pipe
 
     def _drain(self) -> None:
-        """As the baton holder: let the pipeline finish (nothing more will be taken)."""
+        """As the baton holder: let the pipeline finish (nothing more will be taken),
+        within this call's deadline and the limits of the stage the pipeline is in."""
         pipe = self._pipe
         assert pipe is not None
         channel = self._channel
@@ -329,7 +370,7 @@ class Turns:
             self._break(SMTPServerDisconnected("Connection lost"))
             return
         try:
-            channel.pump(pipe.parked, None, None)
+            channel.pump(pipe.parked, None, call_deadline.get())
         except BaseException as exc:
             self._break(exc)
             raise
@@ -348,7 +389,7 @@ class Turns:
             channel.close()
         me = threading.get_ident()
         under = SMTPServerDisconnected(f"Connection lost while another call was running: {exc}")
-        with self._cv:
+        with self._lock:
             pipe, self._pipe = self._pipe, None
             victims = list(pipe.inflight) if pipe is not None else []
             victims += [op for op in self._queue if op.envelope is not None]
@@ -356,8 +397,8 @@ class Turns:
                 if op in self._queue:
                     self._queue.remove(op)
                 assert op.envelope is not None
-                op.outcome = lost(op.envelope, exc if op.thread == me else under)
-                op.done = True
-            self._cv.notify_all()
+                op.finish(lost(op.envelope, exc if op.thread == me else under))
+            if self._sleepers:
+                self._cv.notify_all()
         if pipe is not None:
             pipe.parked.flow.close()

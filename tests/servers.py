@@ -392,12 +392,14 @@ class ScriptedServer:
     received: bytearray = field(default_factory=bytearray)
     errors: list[BaseException] = field(default_factory=list)
     buffered: list[bool] = field(default_factory=list)
+    bind_port: int = 0
+    """The port to listen on (0: any free one)."""
 
     def __post_init__(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._listener = socket.socket(family)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((self.host, 0))
+        self._listener.bind((self.host, self.bind_port))
         self._listener.listen(8)
         self.port = int(self._listener.getsockname()[1])
         self._stop = threading.Event()

@@ -12,7 +12,8 @@ What the facade does, and all it does:
   ``host``/``port``, ``use_tls=True`` -> ``SMTP_SSL``, ``tls_context``/``cert_bundle``/
   ``validate_certs``/``client_cert``/``client_key`` -> one ``ssl.SSLContext``,
   ``socket_path`` -> a ``host`` that is a path, ``sock`` -> the socket ``_get_socket``
-  returns, ``mail_options``/``rcpt_options``/``options`` -> the same lists).
+  returns, ``mail_options``/``rcpt_options``/``options`` -> the same lists; the
+  pool's awaitable ``sleep=`` -> a blocking one that runs it).
 * **calls**: ``auth_plain``/``auth_login``/``auth_crammd5``/``auth_xoauth2`` are
   ``auth(name, mechanism)`` with smtp_core's mechanism objects (smtp_sync's ``auth``
   takes any ``SASLMechanism``); ``send_message``/``send_messages`` are smtp_sync's
@@ -31,8 +32,7 @@ What the facade does, and all it does:
   step of ``connect()`` raises, the client is closed and the same exception goes on.
 
 What smtp_sync deliberately does not have (per-call ``timeout=``, ``dsn=``, the
-module-level ``send()``, OAuth token generators, the pool's ``clock``/``sleep``/
-``rate_limit``...) raises :class:`NotInSmtpSync`, a ``BaseException`` no test
+module-level ``send()``, OAuth token generators...) raises :class:`NotInSmtpSync`, a ``BaseException`` no test
 catches: a test that meets one fails loudly until it is marked
 ``@pytest.mark.not_on_sync("why")``.
 """
@@ -437,13 +437,13 @@ class SMTPPool:
         sleep: Any = None,
         **options: Any,
     ) -> None:
-        _refuse("pool option", rate_limit=rate_limit, clock=clock, sleep=sleep)
         if use_tls and start_tls:
             raise NotInSmtpSync("use_tls with start_tls: smtp_sync's pool has no such check")
         context = _context(tls_context, cert_bundle, validate_certs, None, None)
         self.pool = smtp_sync.SMTPPool(
             hostname, port, client_class=smtp_sync.SMTP_SSL if use_tls else smtp_sync.SMTP,
             starttls=bool(start_tls), username=username, password=password, context=context,
+            rate_limit=rate_limit, clock=clock, sleep=None if sleep is None else _blocking(sleep),
             **options,
         )
 
@@ -455,6 +455,9 @@ class SMTPPool:
 
     async def close(self) -> None:
         await _call(self.pool.close)
+
+    async def expire_idle(self) -> None:
+        await _call(self.pool.expire_idle)
 
     @property
     def connections(self) -> int:
@@ -479,6 +482,16 @@ class SMTPPool:
             self.pool.sendmail_detailed, sender, recipients, message,
             list(mail_options or ()), list(rcpt_options or ()),
         )
+
+
+def _blocking(sleep: Callable[[float], Any]) -> Callable[[float], None]:
+    """A test's awaitable ``sleep`` as the blocking one smtp_sync's pool calls (in the
+    worker thread, which has no event loop of its own)."""
+
+    def blocking_sleep(seconds: float) -> None:
+        asyncio.run(sleep(seconds))
+
+    return blocking_sleep
 
 
 async def send(*args: Any, **kwargs: Any) -> Any:

@@ -239,7 +239,7 @@ def test_tls_stall(adapter: Adapter, scripted: Any, certs: Certs, stall: str) ->
 
 
 @pytest.mark.not_on_sync(
-    "per-call timeout= is aiosmtplib's; smtp_sync's limits are the client's timeout (per socket operation, as smtplib's) and Timeouts (tests/test_timeouts.py)"
+    "per-call timeout= is aiosmtplib's; smtp_sync's pool bounds each call by the pool's timeout (tests/test_sync_pool.py)"
 )
 def test_pool_waiting_for_the_only_connection(adapter: Adapter, scripted: Any) -> None:
     """max_connections=1 and that connection hangs: the caller using it and the one waiting

@@ -184,9 +184,6 @@ def test_retired_after_message_count(adapter: Adapter, smtpd: Any) -> None:
     assert [verb for _, verb in server.handler.commands].count("QUIT") == 3
 
 
-@pytest.mark.not_on_sync(
-    "smtp_sync's SMTPPool has no clock=/sleep= or expire_idle()"
-)
 def test_connection_age_idle_check_and_idle_expiry(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd()
     mod = adapter.module
@@ -220,9 +217,6 @@ def test_connection_age_idle_check_and_idle_expiry(adapter: Adapter, smtpd: Any)
     assert (first, "QUIT") in commands and (aged, "QUIT") in commands
 
 
-@pytest.mark.not_on_sync(
-    "smtp_sync's SMTPPool has no rate_limit=, clock= or sleep="
-)
 def test_rate_limit_enforced_before_sending(adapter: Adapter, smtpd: Any) -> None:
     server = smtpd()
     mod = adapter.module

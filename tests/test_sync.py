@@ -609,7 +609,7 @@ def test_pool_retries_only_what_was_never_sent(scripted: Any) -> None:
 def test_pool_waits_for_a_free_connection_within_its_limit(smtpd: Any) -> None:
     server = smtpd()
     with smtp_sync.SMTPPool(server.host, server.port, max_connections=1, max_in_flight=1, wait_timeout=0.2) as pool:
-        held = pool._acquire()
+        held = pool._acquire(pool._policy.delivery(0.0, None))
         with pytest.raises(smtp_sync.SMTPTimeoutError, match="free connection"):
             pool.sendmail("a@example.org", ["b@example.org"], MESSAGE)
         pool._release(held)

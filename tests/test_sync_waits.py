@@ -1,0 +1,147 @@
+"""Every blocking wait in smtp_sync ends by its call's limits: a real loopback server
+holds its reply (or its TLS handshake) on each path."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import smtp_core
+import smtp_sync
+
+from .conftest import Certs
+from .servers import Expect, Hang, Send, session_prefix
+
+MESSAGE = b"Subject: held\r\n\r\nhello\r\n"
+SLACK = 0.5  # scheduling on a loaded machine; far below the socket timeouts used here
+
+
+def test_a_pipeline_left_by_a_caller_that_gave_up_drains_within_its_stage_limit() -> None:
+    """Thread B's message joins A's pipeline, and B gives up at its total deadline. The
+    server answers A's message and never B's. A's next command must first drain the
+    pipeline: the limit of the stage it is in (Timeouts.data) goes on with it, rather
+    than starting afresh with the 30 s socket timeout."""
+    data_limit = 1.5
+    listener = socket.create_server(("127.0.0.1", 0))
+    envelope_read, b_queued, b_gave_up = threading.Event(), threading.Event(), threading.Event()
+    b_sent = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 hi\r\n")
+            lines.readline()
+            conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            for _ in range(3):  # A's MAIL, RCPT, DATA
+                lines.readline()
+            envelope_read.set()
+            b_queued.wait(5)
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            while lines.readline() != b".\r\n":  # A's content...
+                pass
+            for _ in range(3):  # ...and B's envelope in the same write
+                lines.readline()
+            b_sent.set()
+            b_gave_up.wait(5)
+            conn.sendall(b"250 A queued\r\n")
+            while lines.readline():  # B's replies never come
+                pass
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    smtp = smtp_sync.SMTP(
+        "127.0.0.1", listener.getsockname()[1], timeout=30,
+        timeouts=smtp_sync.Timeouts(data=data_limit, total=0.3),
+    )
+    results: dict[str, Any] = {}
+
+    def a() -> None:  # send_messages has no total deadline
+        results["a"] = smtp.send_messages([("a@example.org", ["a@example.org"], MESSAGE)])
+
+    def b() -> None:
+        try:
+            smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+        except smtp_sync.SMTPTimeoutError as exc:
+            results["b"] = exc
+
+    try:
+        first = threading.Thread(target=a)
+        first.start()
+        assert envelope_read.wait(5)
+        second = threading.Thread(target=b)
+        second.start()
+        with smtp._cv:
+            assert smtp._cv.wait_for(lambda: len(smtp._queue) == 1, 5)
+        b_queued.set()
+        second.join(5)
+        assert b_sent.is_set()  # B's envelope went out with A's content, then B gave up
+        b_gave_up.set()
+        first.join(5)
+        assert results["a"] == [{}]
+        assert isinstance(results["b"], smtp_sync.SMTPTimeoutError)
+        assert results["b"].outcome is smtp_core.Outcome.UNKNOWN
+        started = time.monotonic()
+        try:
+            smtp.noop()
+        except smtp_sync.SMTPTimeoutError as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        took = time.monotonic() - started
+        assert isinstance(error, smtp_sync.SMTPTimeoutError)
+        assert took < data_limit + SLACK
+        assert smtp.sock is None  # the session was out of step: closed
+    finally:
+        smtp.close()
+        b_queued.set()
+        b_gave_up.set()
+        server.join(5)
+        listener.close()
+
+
+def test_a_stalled_starttls_handshake_ends_within_the_command_limit(scripted: Any) -> None:
+    server = scripted([*session_prefix("STARTTLS"), Expect(b"STARTTLS"), Send(b"220 go ahead\r\n"), Hang()])
+    smtp = smtp_sync.SMTP(
+        "127.0.0.1", server.port, local_hostname="client.test", timeout=30,
+        timeouts=smtp_sync.Timeouts(command=0.5),
+    )
+    started = time.monotonic()
+    try:
+        smtp.starttls()
+    except smtp_sync.SMTPTimeoutError as exc:
+        error: BaseException | None = exc
+    else:
+        error = None
+    took = time.monotonic() - started
+    smtp.close()
+    assert isinstance(error, smtp_sync.SMTPTimeoutError)
+    assert took < 0.5 + SLACK
+
+
+def test_a_pools_stalled_handshakes_end_at_its_deadline(scripted: Any, certs: Certs) -> None:
+    """Implicit TLS whose handshake never comes, and STARTTLS whose handshake never
+    comes: a pool call with Timeouts(total=) ends by it (the socket timeout is 30 s)."""
+    deadline = 0.5
+    implicit = scripted([Hang()])
+    upgraded = scripted([*session_prefix("STARTTLS"), Expect(b"STARTTLS"), Send(b"220 go ahead\r\n"), Hang()])
+    for port, options in (
+        (implicit.port, {"client_class": smtp_sync.SMTP_SSL}),
+        (upgraded.port, {"starttls": True}),
+    ):
+        pool = smtp_sync.SMTPPool(
+            "127.0.0.1", port, local_hostname="client.test", timeout=30, context=certs.client_context(),
+            timeouts=smtp_sync.Timeouts(total=deadline), **options,
+        )
+        started = time.monotonic()
+        try:
+            pool.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+        except smtp_sync.SMTPTimeoutError as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        took = time.monotonic() - started
+        pool.close()
+        assert isinstance(error, smtp_core.SMTPTimeoutError), (options, error)
+        assert took < deadline + SLACK, options

@@ -156,6 +156,12 @@ class ClientConnection:
         """How many replies are still expected (``len(pending)``, without the copy)."""
         return len(self._pending)
 
+    @property
+    def has_unparsed_input(self) -> bool:
+        """True while received bytes, or the server's close, wait for :meth:`next_event`
+        (False: ``next_event()`` would return ``NEED_DATA``, or raise a stored error)."""
+        return self._eof or bool(self._parser.buffer)
+
     # -- receiving ----------
 
     def receive_data(self, data: bytes) -> None:

@@ -324,6 +324,8 @@ class Channel:
                 if early:
                     conn.receive_data(early)
             # Bytes read with the last reply are in the machine already: look at them too.
+            if not conn.has_unparsed_input:
+                return
             event = conn.next_event()
         except (OSError, SMTPServerDisconnected) as exc:
             self.close()

@@ -502,3 +502,15 @@ def test_core_imports_no_io() -> None:
     code = f"import sys, smtp_core, smtp_core.flows; print(sorted(m for m in {FORBIDDEN!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_has_unparsed_input_says_whether_next_event_has_anything() -> None:
+    conn = ready()
+    assert not conn.has_unparsed_input  # every byte parsed: next_event() needs data
+    conn.receive_data(b"42")  # part of a line the server sent unasked
+    assert conn.has_unparsed_input
+    conn = ready()
+    conn.receive_data(b"")  # the server closed
+    assert conn.has_unparsed_input
+    [closed] = events(conn)
+    assert isinstance(closed, ConnectionClosed)

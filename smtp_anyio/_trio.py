@@ -1,0 +1,144 @@
+"""Connections and deadlines on the trio backend, with trio's own primitives.
+
+anyio's socket stream on trio is a thin layer over a trio socket, which checkpoints
+in every operation (a yield to the scheduler even when the socket was ready) and
+wraps every call in anyio's resource guards and error conversion. A plain socket is
+read and written here directly: a non-blocking ``recv``/``send`` first, and
+``wait_readable``/``wait_writable`` only when the socket is not ready. Every
+operation still notices a cancellation (``checkpoint_if_cancelled``) and every wait is
+cancellable, so deadlines, wakeable reads and cancelled callers behave as before.
+Every read lets the other tasks run before it returns; a write that the socket takes
+at once returns without a yield (as asyncio's transports do).
+Once TLS is on, reads and writes go through anyio's TLS stream.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSStream
+from trio.lowlevel import (
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    wait_readable,
+    wait_writable,
+)
+
+from smtp_core import SMTPReadTimeoutError, SMTPServerDisconnected
+
+from ._transport import _READ_SIZE, AnyioTransport
+
+__all__ = ["TrioTransport", "trio_deadline"]
+
+T = TypeVar("T")
+
+_DEADLINE_SLACK = 0.005  # seconds
+
+
+class TrioTransport(AnyioTransport):
+    """An :class:`AnyioTransport` that reads and writes a plain socket itself."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        super().__init__(stream)
+        self._sock: socket.socket | None = None
+        if not isinstance(stream, TLSStream):
+            self._sock = stream.extra(SocketAttribute.raw_socket, None)
+        self._trio_wake_scope: trio.CancelScope | None = None
+
+    async def read(self) -> bytes:
+        sock = self._sock
+        if sock is None:
+            return await super().read()
+        await checkpoint_if_cancelled()
+        try:
+            data = sock.recv(_READ_SIZE)  # b"" at the end of the stream
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+        else:
+            # A reply that was already there: the other tasks still get their turn
+            # first (a message submitted meanwhile joins the pipeline), as they do
+            # when the read waits.
+            await cancel_shielded_checkpoint()
+            return data
+        while True:
+            try:
+                await wait_readable(sock)
+            except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
+                raise SMTPServerDisconnected(f"Connection lost: {exc!r}") from exc
+            try:
+                return sock.recv(_READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+
+    async def read_wakeable(self) -> bytes | None:
+        # A read cancelled before it returned loses nothing (the bytes stay in the
+        # socket for the next one), so waking is cancelling this scope.
+        if self._woken:
+            self._woken = False
+            return None
+        with trio.CancelScope() as scope:
+            self._trio_wake_scope = scope
+            try:
+                return await self.read()
+            finally:
+                self._trio_wake_scope = None
+                self._woken = False
+        return None
+
+    def wake(self) -> None:
+        self._woken = True
+        if self._trio_wake_scope is not None:
+            self._trio_wake_scope.cancel()
+
+    async def write(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            return await super().write(data)
+        await checkpoint_if_cancelled()
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+            try:
+                await wait_writable(sock)
+            except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
+                raise SMTPServerDisconnected(f"Connection lost: {exc!r}") from exc
+
+    async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
+        self._sock = None  # from here on, through the TLS stream
+        await super().start_tls(tls_context, server_hostname)
+
+
+async def trio_deadline(
+    timeout: float | None,
+    operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
+) -> T:
+    """``operation(restart)`` within trio's cancel scope; past it, ``SMTPReadTimeoutError``."""
+    now = trio.current_time
+    with trio.CancelScope(deadline=math.inf if timeout is None else now() + timeout) as scope:
+
+        def restart(seconds: float | None) -> None:
+            limit = timeout if seconds is None else seconds
+            deadline = math.inf if limit is None else now() + limit
+            # The deadline moves at every stage of a flow; moving it by less than
+            # 5 ms would only reschedule trio's deadline for nothing.
+            if abs(deadline - scope.deadline) > _DEADLINE_SLACK:
+                scope.deadline = deadline
+
+        return await operation(restart)
+    assert scope.cancelled_caught
+    raise SMTPReadTimeoutError("Timed out waiting for server response")

@@ -17,12 +17,10 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import anyio
-from anyio.abc import SocketStream, UNIXSocketStream
-from anyio.streams.tls import TLSStream
 
 from smtp_asyncio._deadline import with_deadline
 from smtp_asyncio._tls import build_tls_context
-from smtp_core import SMTPConnectError, SMTPConnectTimeoutError, SMTPReadTimeoutError
+from smtp_core import SMTPReadTimeoutError
 from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
 from smtp_core._pool import SMTPPoolBase
 
@@ -87,50 +85,8 @@ class SMTP(SMTPClientBase):
     async def _open_transport(self, options: ConnectOptions) -> Transport:
         if on_asyncio():
             return await open_stream_protocol(options, self._with_deadline)
-        where = f"{options.hostname} on port {options.port}"
-        with anyio.move_on_after(options.timeout) as scope:
-            try:
-                stream = await self._connect_stream(options)
-            except OSError as exc:
-                # anyio gathers the attempts in an OSError without errno, the last
-                # attempt's error as its cause: chain to the one that says what failed.
-                cause = exc.__cause__ if exc.errno is None else None
-                if not isinstance(cause, OSError):
-                    cause = exc
-                raise SMTPConnectError(f"Error connecting to {where}: {exc}") from cause
-            except anyio.BrokenResourceError as exc:
-                raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
-            transport: Transport = _trio().TrioTransport(stream)
-            return transport
-        assert scope.cancelled_caught
-        raise SMTPConnectTimeoutError(f"Timed out connecting to {where}")
-
-    async def _connect_stream(self, options: ConnectOptions) -> Any:
-        if options.sock is not None:
-            if options.sock.family == socket.AF_UNIX:
-                stream: Any = await UNIXSocketStream.from_socket(options.sock)
-            else:
-                stream = await SocketStream.from_socket(options.sock)
-        elif options.socket_path is not None:
-            stream = await anyio.connect_unix(options.socket_path)
-        else:
-            local_host, local_port = options.source_address or ("", 0)
-            assert options.port is not None
-            # anyio.connect_tcp implements Happy Eyeballs (RFC 8305) itself.
-            stream = await anyio.connect_tcp(
-                options.hostname,
-                options.port,
-                local_host=local_host or None,
-                local_port=local_port or None if local_host else None,
-            )
-        if options.use_tls:
-            stream = await TLSStream.wrap(
-                stream,
-                hostname=options.server_hostname or options.hostname,
-                ssl_context=options.tls_context,
-                standard_compatible=False,
-            )
-        return stream
+        transport: Transport = await _trio().open_trio_transport(options)
+        return transport
 
     async def _with_deadline(
         self,

@@ -14,13 +14,17 @@ Once TLS is on, reads and writes go through anyio's TLS stream.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import math
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio
 import trio
-from anyio.abc import ByteStream, SocketAttribute
+from anyio.abc import ByteStream, SocketAttribute, SocketStream, UNIXSocketStream
 from anyio.streams.tls import TLSStream
 from trio.lowlevel import (
     cancel_shielded_checkpoint,
@@ -29,11 +33,17 @@ from trio.lowlevel import (
     wait_writable,
 )
 
-from smtp_core import SMTPReadTimeoutError, SMTPServerDisconnected
+from smtp_core import (
+    SMTPConnectError,
+    SMTPConnectTimeoutError,
+    SMTPReadTimeoutError,
+    SMTPServerDisconnected,
+)
+from smtp_core._client import ConnectOptions
 
 from ._transport import _READ_SIZE, AnyioTransport
 
-__all__ = ["TrioTransport", "trio_deadline"]
+__all__ = ["TrioTransport", "open_trio_transport", "trio_deadline"]
 
 T = TypeVar("T")
 
@@ -142,3 +152,83 @@ async def trio_deadline(
         return await operation(restart)
     assert scope.cancelled_caught
     raise SMTPReadTimeoutError("Timed out waiting for server response")
+
+
+async def open_trio_transport(options: ConnectOptions) -> TrioTransport:
+    """Connect as ``options`` say (TCP, Unix socket or a given socket; TLS at once or not)."""
+    where = f"{options.hostname} on port {options.port}"
+    with trio.move_on_after(math.inf if options.timeout is None else options.timeout) as scope:
+        try:
+            stream = await _connect_stream(options)
+        except OSError as exc:
+            # anyio gathers the attempts in an OSError without errno, the last
+            # attempt's error as its cause: chain to the one that says what failed.
+            cause = exc.__cause__ if exc.errno is None else None
+            if not isinstance(cause, OSError):
+                cause = exc
+            raise SMTPConnectError(f"Error connecting to {where}: {exc}") from cause
+        except anyio.BrokenResourceError as exc:
+            raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
+        return TrioTransport(stream)
+    assert scope.cancelled_caught
+    raise SMTPConnectTimeoutError(f"Timed out connecting to {where}")
+
+
+async def _connect_stream(options: ConnectOptions) -> Any:
+    if options.sock is not None:
+        if options.sock.family == socket.AF_UNIX:
+            stream: Any = await UNIXSocketStream.from_socket(options.sock)
+        else:
+            stream = await SocketStream.from_socket(options.sock)
+    elif options.socket_path is not None:
+        stream = await anyio.connect_unix(options.socket_path)
+    else:
+        assert options.port is not None
+        if options.source_address is None and _is_ip_literal(options.hostname):
+            # One address: no Happy Eyeballs race (a task group, a task and an
+            # event per connection in anyio.connect_tcp) to run.
+            sock = await _connect_to_address(options.hostname, options.port)
+            stream = await SocketStream.from_socket(sock)
+        else:
+            local_host, local_port = options.source_address or ("", 0)
+            # anyio.connect_tcp implements Happy Eyeballs (RFC 8305) itself.
+            stream = await anyio.connect_tcp(
+                options.hostname,
+                options.port,
+                local_host=local_host or None,
+                local_port=local_port or None if local_host else None,
+            )
+    if options.use_tls:
+        stream = await TLSStream.wrap(
+            stream,
+            hostname=options.server_hostname or options.hostname,
+            ssl_context=options.tls_context,
+            standard_compatible=False,
+        )
+    return stream
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _connect_to_address(host: str, port: int) -> socket.socket:
+    """A TCP connection to an IP address (TCP_NODELAY, as anyio's)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        error = sock.connect_ex((host, port))
+        if error == errno.EINPROGRESS:
+            await wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

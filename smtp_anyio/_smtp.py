@@ -145,8 +145,9 @@ class SMTPPool(SMTPPoolBase):
         return SMTP
 
     def _monotonic(self) -> float:
-        if on_asyncio():
-            return asyncio.get_running_loop().time()
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            return loop.time()
         now: float = _trio().trio.current_time()
         return now
 

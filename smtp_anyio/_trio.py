@@ -65,40 +65,33 @@ class TrioTransport(AnyioTransport):
         if sock is None:
             return await super().read()
         await checkpoint_if_cancelled()
-        try:
-            data = sock.recv(_READ_SIZE)  # b"" at the end of the stream
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
-        else:
+        data = _recv_now(sock)
+        if data is not None:
             # A reply that was already there: the other tasks still get their turn
             # first (a message submitted meanwhile joins the pipeline), as they do
             # when the read waits.
             await cancel_shielded_checkpoint()
             return data
-        while True:
-            try:
-                await wait_readable(sock)
-            except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
-                raise SMTPServerDisconnected(f"Connection lost: {exc!r}") from exc
-            try:
-                return sock.recv(_READ_SIZE)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+        return await _wait_and_recv(sock)
 
     async def read_wakeable(self) -> bytes | None:
-        # A read cancelled before it returned loses nothing (the bytes stay in the
-        # socket for the next one), so waking is cancelling this scope.
         if self._woken:
             self._woken = False
             return None
+        sock = self._sock
+        if sock is not None:
+            await checkpoint_if_cancelled()
+            data = _recv_now(sock)
+            if data is not None:  # no wait to wake from
+                await cancel_shielded_checkpoint()
+                self._woken = False
+                return data
+        # A read cancelled before it returned loses nothing (the bytes stay in the
+        # socket for the next one), so waking is cancelling this scope.
         with trio.CancelScope() as scope:
             self._trio_wake_scope = scope
             try:
-                return await self.read()
+                return await (super().read() if sock is None else _wait_and_recv(sock))
             finally:
                 self._trio_wake_scope = None
                 self._woken = False
@@ -131,6 +124,27 @@ class TrioTransport(AnyioTransport):
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         self._sock = None  # from here on, through the TLS stream
         await super().start_tls(tls_context, server_hostname)
+
+
+def _recv_now(sock: socket.socket) -> bytes | None:
+    """What the socket holds (b"" at the end of the stream), or None if nothing yet."""
+    try:
+        return sock.recv(_READ_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
+
+
+async def _wait_and_recv(sock: socket.socket) -> bytes:
+    while True:
+        try:
+            await wait_readable(sock)
+        except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
+            raise SMTPServerDisconnected(f"Connection lost: {exc!r}") from exc
+        data = _recv_now(sock)
+        if data is not None:
+            return data
 
 
 async def trio_deadline(

@@ -8,8 +8,9 @@ read and written here directly: a non-blocking ``recv``/``send`` first, and
 operation still notices a cancellation (``checkpoint_if_cancelled``) and every wait is
 cancellable, so deadlines, wakeable reads and cancelled callers behave as before.
 Every read lets the other tasks run before it returns; a write that the socket takes
-at once returns without a yield (as asyncio's transports do).
-Once TLS is on, reads and writes go through anyio's TLS stream.
+at once returns without a yield (as asyncio's transports do). Once TLS is on, reads
+and writes go through anyio's TLS stream. An IP address is connected to directly;
+host names go through ``anyio.connect_tcp`` (Happy Eyeballs).
 """
 
 from __future__ import annotations

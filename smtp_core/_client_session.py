@@ -7,6 +7,7 @@ Turns on the connection and the trampoline that drives flows are in
 from __future__ import annotations
 
 import abc
+import re
 import warnings
 from dataclasses import dataclass
 from types import TracebackType
@@ -55,12 +56,16 @@ def response(reply: Reply) -> SMTPResponse:
     return SMTPResponse(reply.code, reply.message)
 
 
+# Whitespace (the same test as str.isspace: \s in a str pattern), controls, DEL.
+_PROHIBITED_IN_HOSTNAME = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def validate_local_hostname(hostname: str) -> str:
     """Strip whitespace around a local host name and refuse control characters inside."""
     hostname = hostname.strip()
     if hostname == "":
         raise ValueError("The local_hostname param must not be empty")
-    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in hostname):
+    if _PROHIBITED_IN_HOSTNAME.search(hostname):
         raise ValueError(
             "The local_hostname param contains prohibited whitespace or control characters"
         )
@@ -162,11 +167,11 @@ class SessionBase(TurnsBase):
 
     def _update_settings_from_kwargs(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():
+            if value is _default:
+                continue
             if key in ("use_tls", "validate_certs"):
                 if value is not None:
                     setattr(self, key, value)
-                continue
-            if value is _default:
                 continue
             if key == "username":
                 self._login_username = value

@@ -191,7 +191,7 @@ class _Turn:
         client._queue.append(op)
         try:
             await client._wait_for_baton(op)
-            if client._pipe is not None:
+            if client._pipe is not None and not await client._settle_pipe():
                 await client._drive([op], _default)
             client._queue.remove(op)
             self.token = _holding.set(_holding.get() | {id(client)})
@@ -341,6 +341,32 @@ class TurnsBase(abc.ABC):
         if self._holder is not None:
             self._holder.wake()
 
+    async def _settle_pipe(self) -> bool:
+        """End a parked pipeline at once when ending it needs no I/O: nothing in flight,
+        no message queued for it, parked between two messages. True when it ended."""
+        pipe = self._pipe
+        if pipe is None:
+            return True
+        if pipe.inflight or type(pipe.request) is not Progress:
+            return False
+        for op in self._queue:
+            if op.envelope is None:
+                break  # a turn of commands comes first: the pipeline takes nothing more
+            if not op.gone:
+                return False
+        try:
+            pipe.request = pipe.flow.send(None)
+        except StopIteration:
+            self._pipe = None
+            return True
+        except BaseException as exc:
+            mapped = _mapped(exc)
+            await self._break(mapped)
+            if mapped is not exc:
+                raise mapped from exc
+            raise
+        return False
+
     async def _drive(self, mine: list[_Op], timeout: Timeout) -> None:
         """Drive the connection for the baton holder until its operations are done.
 
@@ -394,37 +420,16 @@ class TurnsBase(abc.ABC):
         self._pipe = pipe
 
     async def _run_pipe(self, mine: list[_Op], timeout: Timeout) -> None:
+        """The trampoline: perform the pipeline's requests until ``mine`` are done."""
         pipe = self._pipe
         assert pipe is not None
-        try:
-            await self._drive_flow(pipe, mine, timeout)
-        except BaseException as exc:
-            others = [op for op in pipe.inflight if not op.gone and op not in mine]
-            mapped = _mapped(exc)
-            if (
-                not isinstance(exc, Exception)
-                and type(pipe.request) is Read
-                and (others or any(not op.gone for op in self._queue))
-            ):
-                # Cancelled while waiting for a reply: nothing is out of step; the
-                # pipeline is handed on as it stands.
-                for op in mine:
-                    op.gone = True
-                raise
-            await self._break(mapped)
-            if mapped is not exc:
-                raise mapped from exc
-            raise
-
-    async def _drive_flow(self, pipe: _Pipe, mine: list[_Op], timeout: Timeout) -> None:
-        """The trampoline: perform the pipeline's requests until ``mine`` are done."""
         flow = pipe.flow
         transport = self._transport
-        if transport is None:
-            raise SMTPServerDisconnected("Connection lost")
         only = mine[0] if len(mine) == 1 else None
 
         async def trampoline(restart: Callable[[float | None], None]) -> None:
+            if transport is None:
+                raise SMTPServerDisconnected("Connection lost")
             request: Any = pipe.request
             while True:
                 # The requests of every message first, without a call each.
@@ -461,7 +466,25 @@ class TurnsBase(abc.ABC):
                 elif _all_done(mine):
                     return
 
-        await self._within(self._timeout(timeout), trampoline)
+        try:
+            await self._within(self._timeout(timeout), trampoline)
+        except BaseException as exc:
+            others = [op for op in pipe.inflight if not op.gone and op not in mine]
+            mapped = _mapped(exc)
+            if (
+                not isinstance(exc, Exception)
+                and type(pipe.request) is Read
+                and (others or any(not op.gone for op in self._queue))
+            ):
+                # Cancelled while waiting for a reply: nothing is out of step; the
+                # pipeline is handed on as it stands.
+                for op in mine:
+                    op.gone = True
+                raise
+            await self._break(mapped)
+            if mapped is not exc:
+                raise mapped from exc
+            raise
 
     def _feed_unsolicited(self, request: Any) -> None:
         """Bytes that arrived unasked go to the machine before the flow sends its next
@@ -561,7 +584,10 @@ class TurnsBase(abc.ABC):
         try:
             while not _all_done(ops):
                 waiting = next(op for op in ops if not op.done)
-                await self._wait_for_baton(waiting)
+                if self._holder is None and self._next_owner() is waiting:
+                    self._holder = waiting  # nobody drives: no wait
+                else:
+                    await self._wait_for_baton(waiting)
                 if waiting.done:
                     continue
                 if not self._open() and self._pipe is None:
@@ -599,15 +625,29 @@ class TurnsBase(abc.ABC):
 
         async def trampoline(restart: Callable[[float | None], None]) -> T:
             value: Any = None
-            request: Any = None
+            self._feed_unsolicited(None)
             while True:
-                self._feed_unsolicited(request)
                 try:
-                    request = flow.send(value)
+                    request: Any = flow.send(value)
                 except StopIteration as stop:
                     result: T = stop.value
                     return result
-                value = await self._perform(request, restart)
+                # Reads, writes and stages without a call each: a command is all three.
+                kind = type(request)
+                if kind is Read:
+                    value = await transport.read()
+                elif kind is Write:
+                    await transport.write(request.data)
+                    value = None
+                    self._feed_unsolicited(request)
+                elif kind is Stage:
+                    limit = self._stage_limit(request.name)
+                    if limit is not None:
+                        restart(limit)
+                    value = None
+                else:
+                    value = await self._perform(request, restart)
+                    self._feed_unsolicited(request)
 
         try:
             result = await self._within(self._timeout(timeout), trampoline)
@@ -628,15 +668,18 @@ class TurnsBase(abc.ABC):
             await self._abort()
         return result
 
-    async def _within(
+    def _within(
         self,
         timeout: float | None,
         operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
-    ) -> T:
-        """The adapter's deadline; a timeout of zero (or less) expires at once."""
+    ) -> Awaitable[T]:
+        """The adapter's deadline; a timeout of zero (or less) expires at once.
+
+        (A plain function returning the deadline's awaitable: one frame fewer.)
+        """
         if timeout is not None and timeout <= 0:
             raise SMTPReadTimeoutError("Timed out waiting for server response")
-        return await self._with_deadline(timeout, operation)
+        return self._with_deadline(timeout, operation)
 
     def _is_clean(self, conn: ClientConnection) -> bool:
         if conn is not self._conn:

@@ -9,6 +9,14 @@ read around N awaited ``sendmail`` calls on one client, and around N connections
     python benchmarks/cpu.py                 # every adapter, 3 rounds
     python benchmarks/cpu.py --messages 20000 --adapter smtp_asyncio
 
+The in-memory transport leaves out what each adapter's own transport and event loop
+cost (an anyio stream, a selector, the scheduler). With ``--socket`` the same model
+server runs in a child process on loopback and the clients connect to it as they
+would to any server: the figures are this process's CPU time only, the adapter's
+transport and event loop included, the server's excluded::
+
+    python benchmarks/cpu.py --socket --adapter smtp_asyncio --adapter smtp_anyio-trio
+
 With ``--compiled-python PYTHON`` (the python of a virtualenv where the compiled wheel
 of hatch_build.py is installed; see benchmarks/run.py for how to build one) the pure
 and the compiled build are printed side by side. Each round of each adapter then runs
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -44,8 +53,8 @@ EHLO = b"250-model.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSC
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: cpu\r\n\r\n" + b"x" * 900 + b"\r\n"
 
 
-class ModelTransport:
-    """A Transport whose peer is a minimal SMTP server living in the same object."""
+class ModelServer:
+    """A minimal SMTP server: bytes from the client in, its replies appended to ``out``."""
 
     def __init__(self, chunking: bool = False) -> None:
         self.out = bytearray(b"220 model.test ESMTP\r\n")
@@ -53,7 +62,7 @@ class ModelTransport:
         self.in_data = False
         self.ehlo = EHLO if not chunking else EHLO.replace(b"250 ENH", b"250-CHUNKING\r\n250 ENH")
 
-    async def write(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
         buf = self.pending + data
         while buf:
             if self.in_data:
@@ -83,6 +92,13 @@ class ModelTransport:
             else:
                 self.out += b"250 2.1.0 ok\r\n"
         self.pending = buf
+
+
+class ModelTransport(ModelServer):
+    """A Transport whose peer is the model server, living in the same object."""
+
+    async def write(self, data: bytes) -> None:
+        self.feed(data)
 
     async def read(self) -> bytes:
         data = bytes(self.out)
@@ -121,7 +137,42 @@ class ModelTransport:
         pass
 
 
+def serve_model(listener: socket.socket) -> None:
+    """The model server on a listening socket, one connection after another (blocking)."""
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            server = ModelServer()
+            while True:
+                if server.out:
+                    conn.sendall(server.out)
+                    server.out.clear()
+                data = conn.recv(65536)
+                if not data:
+                    break
+                server.feed(data)
+
+
+MODEL_PORT: int | None = None  # set by --socket: where the model server listens
+
+
+def start_model_server() -> subprocess.Popen[bytes]:
+    """The model server in a child process; sets MODEL_PORT."""
+    global MODEL_PORT
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--model-server"],
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    MODEL_PORT = int(child.stdout.readline())
+    return child
+
+
 def client_class(module: Any) -> Any:
+    if MODEL_PORT is not None:
+        return module.SMTP
+
     class InMemory(module.SMTP):  # type: ignore[misc, name-defined]
         async def _open_transport(self, options: ConnectOptions) -> Any:
             return ModelTransport()
@@ -129,10 +180,14 @@ def client_class(module: Any) -> Any:
     return InMemory
 
 
+def where() -> dict[str, Any]:
+    if MODEL_PORT is not None:
+        return {"hostname": "127.0.0.1", "port": MODEL_PORT}
+    return {"hostname": "model.test", "port": 25}
+
+
 async def per_message(module: Any, count: int) -> float:
-    smtp = client_class(module)(
-        hostname="model.test", port=25, local_hostname="client.test", start_tls=False
-    )
+    smtp = client_class(module)(**where(), local_hostname="client.test", start_tls=False)
     await smtp.connect()
     await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)  # warm up
     start = time.process_time()
@@ -147,9 +202,7 @@ async def per_connection(module: Any, count: int) -> float:
     cls = client_class(module)
     start = time.process_time()
     for _ in range(count):
-        async with cls(
-            hostname="model.test", port=25, local_hostname="client.test", start_tls=False
-        ) as smtp:
+        async with cls(**where(), local_hostname="client.test", start_tls=False) as smtp:
             await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
     return (time.process_time() - start) / count
 
@@ -180,6 +233,8 @@ def one_round(python: str, name: str, args: argparse.Namespace, installed: bool)
     command = [python, *(["-P"] if installed else []), str(Path(__file__).resolve())]
     command += ["--child", "--adapter", name, "--rounds", "1"]
     command += ["--messages", str(args.messages), "--connections", str(args.connections)]
+    if args.socket:
+        command.append("--socket")
     if installed:
         command.append("--installed")
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -239,8 +294,29 @@ def main() -> None:
         action="store_true",
         help="import the installed smtp_core rather than the checkout's (run with python -P)",
     )
+    parser.add_argument(
+        "--socket",
+        action="store_true",
+        help="the model server in a child process on loopback: transports and loops count too",
+    )
+    parser.add_argument("--model-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.model_server:
+        listener = socket.create_server(("127.0.0.1", 0))
+        print(listener.getsockname()[1], flush=True)
+        serve_model(listener)
+        return
+    server = start_model_server() if args.socket and not args.compiled_python else None
+    try:
+        measure(args)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+
+
+def measure(args: argparse.Namespace) -> None:
     names = args.adapter or list(ADAPTERS)
     if not any(n.endswith("uvloop") for n in args.adapter or []):
         try:
@@ -262,7 +338,8 @@ def main() -> None:
         print(json.dumps({"adapter": name, "build": build_of_smtp_core(), **figures}))
         return
     header = f"{'adapter':22} {'us/message':>11} {'us/connection':>14}"
-    print(f"{header}   (median of {args.rounds} rounds; smtp_core: {build_of_smtp_core()})")
+    peer = "a model server on loopback" if args.socket else "in memory"
+    print(f"{header}   (median of {args.rounds} rounds; smtp_core: {build_of_smtp_core()}; {peer})")
     for name in names:
         msgs = [run(name, per_message, args.messages) for _ in range(args.rounds)]
         conns = [run(name, per_connection, args.connections) for _ in range(args.rounds)]

@@ -1,4 +1,10 @@
-"""The anyio adapter: the shared client over anyio streams, on asyncio or trio."""
+"""The anyio adapter: the shared client on asyncio or trio.
+
+Each backend's connections use its cheapest primitives that keep anyio's guarantees:
+on asyncio, smtp_asyncio's protocol transport and deadline (:mod:`._asyncio`); on
+trio, anyio's streams with plain sockets read and written directly, and trio's own
+cancel scopes (:mod:`._trio`). Callers' cancel scopes work the same on both.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,18 @@ import math
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 from typing import Any, TypeVar
 
 import anyio
-from anyio.abc import SocketStream, UNIXSocketStream
-from anyio.streams.tls import TLSStream
 
 from smtp_asyncio._deadline import with_deadline
 from smtp_asyncio._tls import build_tls_context
-from smtp_core import SMTPConnectError, SMTPConnectTimeoutError, SMTPReadTimeoutError
+from smtp_core import SMTPReadTimeoutError
 from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
 from smtp_core._pool import SMTPPoolBase
 
-from ._transport import AnyioTransport
+from ._asyncio import on_asyncio, open_stream_protocol
 
 __all__ = ["SMTP", "LMTP", "SMTPPool"]
 
@@ -50,6 +55,26 @@ async def _anyio_deadline(
     raise SMTPReadTimeoutError("Timed out waiting for server response")
 
 
+def _trio() -> ModuleType:
+    """The trio backend's module, imported when first needed (trio is optional)."""
+    global _trio_module
+    if _trio_module is None:
+        from . import _trio as module
+
+        _trio_module = module
+    return _trio_module
+
+
+_trio_module: ModuleType | None = None
+
+
+def _new_event() -> Any:
+    """An event of the running backend (anyio's Event is a wrapper around one)."""
+    if on_asyncio():
+        return asyncio.Event()
+    return _trio().trio.Event()
+
+
 class SMTP(SMTPClientBase):
     """An SMTP client with aiosmtplib's API that runs on asyncio and on trio (via anyio).
 
@@ -58,49 +83,10 @@ class SMTP(SMTPClientBase):
     """
 
     async def _open_transport(self, options: ConnectOptions) -> Transport:
-        where = f"{options.hostname} on port {options.port}"
-        with anyio.move_on_after(options.timeout) as scope:
-            try:
-                stream = await self._connect_stream(options)
-            except OSError as exc:
-                # anyio gathers the attempts in an OSError without errno, the last
-                # attempt's error as its cause: chain to the one that says what failed.
-                cause = exc.__cause__ if exc.errno is None else None
-                if not isinstance(cause, OSError):
-                    cause = exc
-                raise SMTPConnectError(f"Error connecting to {where}: {exc}") from cause
-            except anyio.BrokenResourceError as exc:
-                raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
-            return AnyioTransport(stream)
-        assert scope.cancelled_caught
-        raise SMTPConnectTimeoutError(f"Timed out connecting to {where}")
-
-    async def _connect_stream(self, options: ConnectOptions) -> Any:
-        if options.sock is not None:
-            if options.sock.family == socket.AF_UNIX:
-                stream: Any = await UNIXSocketStream.from_socket(options.sock)
-            else:
-                stream = await SocketStream.from_socket(options.sock)
-        elif options.socket_path is not None:
-            stream = await anyio.connect_unix(options.socket_path)
-        else:
-            local_host, local_port = options.source_address or ("", 0)
-            assert options.port is not None
-            # anyio.connect_tcp implements Happy Eyeballs (RFC 8305) itself.
-            stream = await anyio.connect_tcp(
-                options.hostname,
-                options.port,
-                local_host=local_host or None,
-                local_port=local_port or None if local_host else None,
-            )
-        if options.use_tls:
-            stream = await TLSStream.wrap(
-                stream,
-                hostname=options.server_hostname or options.hostname,
-                ssl_context=options.tls_context,
-                standard_compatible=False,
-            )
-        return stream
+        if on_asyncio():
+            return await open_stream_protocol(options, self._with_deadline)
+        transport: Transport = await _trio().open_trio_transport(options)
+        return transport
 
     async def _with_deadline(
         self,
@@ -108,10 +94,14 @@ class SMTP(SMTPClientBase):
         operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
     ) -> T:
         # On asyncio, one timer that cancels the task: anyio's cancel scope costs
-        # several times more, for each operation of each message.
-        if _ON_ASYNCIO and asyncio._get_running_loop() is not None:
+        # several times more, for each operation of each message. On trio, trio's own
+        # cancel scope, without anyio's wrapper around it.
+        if not on_asyncio():
+            result: T = await _trio().trio_deadline(timeout, operation)
+            return result
+        if _ON_ASYNCIO:
             return await with_deadline(timeout, operation)
-        return await _anyio_deadline(timeout, operation)
+        return await _anyio_deadline(timeout, operation)  # pragma: no cover - Python 3.10
 
     def _build_tls_context(self) -> Any:
         return build_tls_context(
@@ -123,7 +113,7 @@ class SMTP(SMTPClientBase):
         )
 
     def _new_event(self) -> Any:
-        return anyio.Event()
+        return _new_event()
 
     async def _default_local_hostname(self) -> str:
         return await anyio.to_thread.run_sync(socket.getfqdn)
@@ -155,19 +145,34 @@ class SMTPPool(SMTPPoolBase):
         return SMTP
 
     def _monotonic(self) -> float:
-        return anyio.current_time()
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            return loop.time()
+        now: float = _trio().trio.current_time()
+        return now
 
     async def _real_sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
 
     def _new_event(self) -> Any:
-        return anyio.Event()
+        return _new_event()
 
     async def _wait_event(self, event: Any, timeout: float | None) -> bool:
+        if event.is_set():
+            return True
+        if sys.version_info >= (3, 11) and on_asyncio():
+            try:
+                async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+                    await event.wait()
+            except TimeoutError:
+                return False
+            return True
         with anyio.move_on_after(timeout):
             await event.wait()
             return True
         return False
 
     def _new_lock(self) -> Any:
-        return anyio.Lock(fast_acquire=True)
+        if on_asyncio():
+            return asyncio.Lock()  # takes an uncontended lock without a yield
+        return anyio.Lock(fast_acquire=True)  # trio's Lock would yield each time

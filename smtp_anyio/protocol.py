@@ -6,8 +6,10 @@ is :class:`smtp_core.ClientConnection` (sans-I/O: bytes in, events out) and the
 adapter only moves bytes. What each name is here:
 
 * ``SMTPProtocol``: the adapter's byte transport, :class:`smtp_anyio._transport.AnyioTransport`
-  (reads, writes, STARTTLS and close over any anyio byte stream, on asyncio and
-  trio). It reads and writes bytes; it has no ``execute_command``.
+  (reads, writes, STARTTLS and close over an anyio byte stream; on trio its subclass
+  reads and writes plain sockets directly, and on asyncio connections use
+  smtp_asyncio's ``StreamProtocol``). It reads and writes bytes; it has no
+  ``execute_command``.
 * ``FlowControlMixin``: the ``asyncio.Protocol`` write flow-control mixin of
   :mod:`smtp_asyncio.protocol`, for protocols written on top of it (asyncio only:
   anyio streams apply back-pressure themselves).

@@ -12,13 +12,20 @@ from smtp_core import SMTPServerDisconnected
 __all__ = ["StreamProtocol"]
 
 _HIGH_WATER = 256 * 1024  # stop reading from the socket past this many unread bytes
+_READ_SIZE = 64 * 1024  # what one read from the socket takes at most
 
 
-class StreamProtocol(asyncio.Protocol):
-    """Bytes in a queue for :meth:`read`, :meth:`write` with back-pressure, STARTTLS."""
+class StreamProtocol(asyncio.BufferedProtocol):
+    """Bytes in a queue for :meth:`read`, :meth:`write` with back-pressure, STARTTLS.
+
+    The event loop reads into one buffer kept for the connection's life
+    (``BufferedProtocol``): otherwise asyncio allocates 256 KiB for every read, which
+    the allocator maps and unmaps each time, several system calls per reply.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._read_buffer = memoryview(bytearray(_READ_SIZE))
         self.transport: asyncio.Transport | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -38,6 +45,12 @@ class StreamProtocol(asyncio.Protocol):
         # Not an isinstance check: other event loops' transports (uvloop's) implement
         # the Transport interface without deriving from asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)

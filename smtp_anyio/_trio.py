@@ -16,7 +16,6 @@ host names go through ``anyio.connect_tcp`` (Happy Eyeballs).
 from __future__ import annotations
 
 import errno
-import ipaddress
 import math
 import os
 import socket
@@ -34,6 +33,7 @@ from trio.lowlevel import (
     wait_writable,
 )
 
+from smtp_asyncio._transport import is_ip_literal
 from smtp_core import (
     SMTPConnectError,
     SMTPConnectTimeoutError,
@@ -199,7 +199,7 @@ async def _connect_stream(options: ConnectOptions) -> Any:
         stream = await anyio.connect_unix(options.socket_path)
     else:
         assert options.port is not None
-        if options.source_address is None and _is_ip_literal(options.hostname):
+        if options.source_address is None and is_ip_literal(options.hostname):
             # One address: no Happy Eyeballs race (a task group, a task and an
             # event per connection in anyio.connect_tcp) to run.
             sock = await _connect_to_address(options.hostname, options.port)
@@ -221,14 +221,6 @@ async def _connect_stream(options: ConnectOptions) -> Any:
             standard_compatible=False,
         )
     return stream
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def _connect_to_address(host: str, port: int) -> socket.socket:

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from smtp_core import SMTPConnectError, SMTPConnectTimeoutError, SMTPReadTimeoutError
 from smtp_core._client import ConnectOptions, SMTPClientBase, Transport
 from smtp_core._pool import SMTPPoolBase
 
 from ._deadline import with_deadline
 from ._tls import build_tls_context
-from ._transport import StreamProtocol
+from ._transport import open_stream_protocol
 
 __all__ = ["SMTP", "LMTP", "SMTPPool"]
 
 T = TypeVar("T")
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class SMTP(SMTPClientBase):
@@ -39,52 +29,7 @@ class SMTP(SMTPClientBase):
     """
 
     async def _open_transport(self, options: ConnectOptions) -> Transport:
-        loop = asyncio.get_running_loop()
-        protocol = StreamProtocol(loop)
-        ssl_args: dict[str, Any] = {}
-        if options.use_tls:
-            ssl_args = {
-                "ssl": options.tls_context,
-                "server_hostname": options.server_hostname or options.hostname,
-                "ssl_handshake_timeout": options.timeout,
-            }
-        if options.sock is not None:
-            if options.use_tls and not options.server_hostname:
-                ssl_args["server_hostname"] = options.hostname
-            coro = loop.create_connection(lambda: protocol, sock=options.sock, **ssl_args)
-        elif options.socket_path is not None:
-            coro = loop.create_unix_connection(
-                lambda: protocol, path=options.socket_path, **ssl_args
-            )
-        else:
-            # Happy Eyeballs (RFC 8305) for host names: their addresses are tried in
-            # turn, the next started 250 ms after the previous, IPv6 and IPv4
-            # interleaved. An address literal needs no race.
-            eyeballs: dict[str, Any] = {}
-            # Other event loops (uvloop) may not take these arguments; they try a
-            # host's addresses one after another instead.
-            if isinstance(loop, asyncio.BaseEventLoop) and not _is_ip_literal(options.hostname):
-                eyeballs = {"happy_eyeballs_delay": 0.25, "interleave": 1}
-            coro = loop.create_connection(
-                lambda: protocol,
-                host=options.hostname,
-                port=options.port or 25,
-                local_addr=options.source_address,
-                **eyeballs,
-                **ssl_args,
-            )
-        where = f"{options.hostname} on port {options.port}"
-
-        async def connected(restart: Callable[[float | None], None]) -> None:
-            await coro
-
-        try:
-            await self._with_deadline(options.timeout, connected)
-        except SMTPReadTimeoutError as exc:
-            raise SMTPConnectTimeoutError(f"Timed out connecting to {where}") from exc
-        except OSError as exc:
-            raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
-        return protocol
+        return await open_stream_protocol(options, self._with_deadline)
 
     # The deadline itself, not a coroutine around it (one frame fewer per operation).
     _with_deadline = staticmethod(with_deadline)

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from smtp_core import SMTPServerDisconnected
+from smtp_core import (
+    SMTPConnectError,
+    SMTPConnectTimeoutError,
+    SMTPReadTimeoutError,
+    SMTPServerDisconnected,
+)
+from smtp_core._client import ConnectOptions
 
-__all__ = ["StreamProtocol"]
+__all__ = ["StreamProtocol", "is_ip_literal", "open_stream_protocol"]
+
+Deadline = Callable[
+    [float | None, Callable[[Callable[[float | None], None]], Awaitable[None]]], Awaitable[None]
+]
 
 _HIGH_WATER = 256 * 1024  # stop reading from the socket past this many unread bytes
 _READ_SIZE = 64 * 1024  # what one read from the socket takes at most
@@ -187,3 +199,60 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
         self.close()
+
+
+def is_ip_literal(host: str) -> bool:
+    """True for an IPv4 or IPv6 address (which needs no resolution, nor a race)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def open_stream_protocol(options: ConnectOptions, with_deadline: Deadline) -> StreamProtocol:
+    """Connect as ``options`` say (TCP, a Unix socket or a given socket; TLS at once or
+    not), within ``with_deadline``; failures become ``SMTPConnectError`` and
+    ``SMTPConnectTimeoutError``."""
+    loop = asyncio.get_running_loop()
+    protocol = StreamProtocol(loop)
+    ssl_args: dict[str, Any] = {}
+    if options.use_tls:
+        ssl_args = {
+            "ssl": options.tls_context,
+            "server_hostname": options.server_hostname or options.hostname,
+            "ssl_handshake_timeout": options.timeout,
+        }
+    if options.sock is not None:
+        coro = loop.create_connection(lambda: protocol, sock=options.sock, **ssl_args)
+    elif options.socket_path is not None:
+        coro = loop.create_unix_connection(lambda: protocol, path=options.socket_path, **ssl_args)
+    else:
+        # Happy Eyeballs (RFC 8305) for host names: their addresses are tried in
+        # turn, the next started 250 ms after the previous, IPv6 and IPv4
+        # interleaved. An address literal needs no race.
+        eyeballs: dict[str, Any] = {}
+        # Other event loops (uvloop) may not take these arguments; they try a
+        # host's addresses one after another instead.
+        if isinstance(loop, asyncio.BaseEventLoop) and not is_ip_literal(options.hostname):
+            eyeballs = {"happy_eyeballs_delay": 0.25, "interleave": 1}
+        coro = loop.create_connection(
+            lambda: protocol,
+            host=options.hostname,
+            port=options.port or 25,
+            local_addr=options.source_address,
+            **eyeballs,
+            **ssl_args,
+        )
+    where = f"{options.hostname} on port {options.port}"
+
+    async def connected(restart: Callable[[float | None], None]) -> None:
+        await coro
+
+    try:
+        await with_deadline(options.timeout, connected)
+    except SMTPReadTimeoutError as exc:
+        raise SMTPConnectTimeoutError(f"Timed out connecting to {where}") from exc
+    except OSError as exc:
+        raise SMTPConnectError(f"Error connecting to {where}: {exc}") from exc
+    return protocol

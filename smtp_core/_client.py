@@ -32,6 +32,7 @@ from ._client_session import (
     Transport,
     validate_local_hostname,
 )
+from ._native import mypyc_attr
 from ._response import SMTPResponse
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
 T = TypeVar("T")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SMTPClientBase(SendingMixin):
     """An SMTP client with aiosmtplib's API. Adapters provide the I/O.
 

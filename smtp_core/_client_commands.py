@@ -21,6 +21,7 @@ from ._flows import ehlo as ehlo_flow
 from ._flows import helo as helo_flow
 from ._flows import lhlo as lhlo_flow
 from ._flows import quit as quit_flow
+from ._native import mypyc_attr
 from ._response import Default, SMTPResponse, _default
 from ._transaction import data_flow
 
@@ -47,6 +48,7 @@ def check_query_address(address: str) -> None:
         )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CommandsMixin(SessionBase):
     """aiosmtplib's command methods."""
 

@@ -24,6 +24,7 @@ from ._exceptions import (
     SMTPUTF8NotSupported,
 )
 from ._extensions import DSN, priority_parameter
+from ._native import mypyc_attr
 from ._outcome import Outcome
 from ._response import SMTPResponse, _default
 from ._transaction import (
@@ -43,6 +44,7 @@ call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SendingMixin(AuthMixin):
     """aiosmtplib's sending methods, plus typed results and batches."""
 

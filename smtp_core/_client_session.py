@@ -26,6 +26,7 @@ from ._exceptions import (
     SMTPTimeoutError,
 )
 from ._flows import greeting, hello
+from ._native import mypyc_attr
 from ._replies import Reply
 from ._response import Default, SMTPResponse, SMTPTokenGenerator, _default
 from ._transaction import DEFAULT_WINDOW
@@ -87,6 +88,7 @@ class ConnectOptions:
     timeout: float | None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SessionBase(TurnsBase):
     """Configuration, connection and the session's state; the commands and sending build on it."""
 

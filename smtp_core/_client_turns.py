@@ -37,6 +37,7 @@ from ._exceptions import (
     SMTPServerDisconnected,
 )
 from ._flows import Flow, NextChunk, Progress, Read, Stage, UpgradeTLS, Write
+from ._native import mypyc_attr
 from ._response import Default, _default
 from ._state import State
 from ._transaction import Envelope, lost, mail_pipeline
@@ -215,6 +216,7 @@ class _Turn:
         client._release(op)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TurnsBase(abc.ABC):
     """Turns on the connection and the trampoline; the session builds on it."""
 

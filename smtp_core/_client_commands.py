@@ -163,10 +163,15 @@ class CommandsMixin(SessionBase):
         """QUIT, then close the connection."""
         async with self._turn():
             conn = self._require_connection()
+            failure: BaseException | None = None
             try:
                 reply = await self._run(quit_flow(conn), timeout)
-            finally:
-                await self._abort()
+            except BaseException as exc:
+                failure = exc
+            # Awaited after the handler, not in it (see smtp_core._native).
+            await self._abort()
+            if failure is not None:
+                raise failure
         return response(reply)
 
     def _check_address_encoding(self, address: str, encoding: str) -> None:

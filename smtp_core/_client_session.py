@@ -302,13 +302,18 @@ class SessionBase(TurnsBase):
         if isinstance(exc, (ConnectionError, TimeoutError)):
             await self._abort()
             return
+        failure: BaseException | None = None
         try:
             if self.is_connected:
                 await self.quit()
         except (SMTPServerDisconnected, SMTPResponseException, SMTPTimeoutError):
             pass
-        finally:
-            await self._abort()
+        except BaseException as caught:
+            failure = caught
+        # Awaited after the handler, not in it (see smtp_core._native).
+        await self._abort()
+        if failure is not None:
+            raise failure
 
     async def connect(
         self,
@@ -365,13 +370,17 @@ class SessionBase(TurnsBase):
                 await self._abort()  # a session the server ended: release it, forget it
             if self.local_hostname is None:
                 self.local_hostname = validate_local_hostname(await self._default_local_hostname())
+            failure: BaseException | None = None
             try:
                 response = await self._create_connection(self._timeout(timeout))
                 await self._maybe_start_tls_on_connect(timeout)
                 await self._maybe_login_on_connect(timeout)
-            except BaseException:
+            except BaseException as exc:
+                failure = exc
+            if failure is not None:
+                # Awaited after the handler, not in it (see smtp_core._native).
                 await self._abort()
-                raise
+                raise failure
         return response
 
     async def _create_connection(self, timeout: float | None) -> SMTPResponse:

@@ -24,7 +24,7 @@ from ._exceptions import (
     SMTPUTF8NotSupported,
 )
 from ._extensions import DSN, priority_parameter
-from ._native import mypyc_attr
+from ._native import caused_by, mypyc_attr
 from ._outcome import Outcome
 from ._response import SMTPResponse, _default
 from ._transaction import (
@@ -153,7 +153,7 @@ class SendingMixin(AuthMixin):
                 fate = Outcome.UNKNOWN if op is not None else Outcome.NEVER_SENT
             timed_out.outcome = fate
             timed_out.content_started = bool(prepared) and prepared[0].content_sent
-            raise timed_out from exc
+            raise caused_by(timed_out, exc)  # noqa: B904 - mypyc ignores ``from``
 
     async def sendmail_detailed(
         self,

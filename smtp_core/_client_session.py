@@ -26,7 +26,7 @@ from ._exceptions import (
     SMTPTimeoutError,
 )
 from ._flows import greeting, hello
-from ._native import mypyc_attr
+from ._native import caused_by, mypyc_attr
 from ._replies import Reply
 from ._response import Default, SMTPResponse, SMTPTokenGenerator, _default
 from ._transaction import DEFAULT_WINDOW
@@ -412,9 +412,13 @@ class SessionBase(TurnsBase):
                 greeting(self._conn), timeout if greeting_timeout is None else greeting_timeout
             )
         except SMTPServerDisconnected as exc:
-            raise SMTPConnectError(f"Error connecting to {hostname} on port {port}: {exc}") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPConnectError(f"Error connecting to {hostname} on port {port}: {exc}"), exc
+            )
         except SMTPTimeoutError as exc:
-            raise SMTPConnectTimeoutError("Timed out waiting for server ready message") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPConnectTimeoutError("Timed out waiting for server ready message"), exc
+            )
         return response(reply)
 
     def _ehlo_name(self) -> str | None:

@@ -198,3 +198,43 @@ def test_total_deadline_keeps_its_cause(adapter: Adapter, scripted: Any) -> None
         smtp.close()
 
     adapter.run(main)
+
+
+WRONG_TYPES = [5, 2.5, True, b"a@example.org", None, ["a@example.org"], object()]
+CONTENT = "Subject: types\r\n\r\nbody\r\n"
+
+
+@pytest.mark.not_on_sync("smtplib's sendmail/mail/rcpt take other arguments (no priority=, require_tls=)")
+def test_wrong_typed_arguments_meet_the_library_checks(adapter: Adapter, smtpd: Any) -> None:
+    """Where the library checks an argument itself, a value of the wrong type gets its
+    answer (ValueError, SMTPNotSupported, or accepted), never a TypeError from a
+    compiled signature."""
+    server = smtpd()
+    mod = adapter.module
+
+    async def main() -> None:
+        smtp = mod.SMTP(hostname=server.host, port=server.port, start_tls=False, timeout=5)
+        await smtp.connect()
+        await smtp.ehlo()
+        for value in WRONG_TYPES:
+            for send in (smtp.sendmail, smtp.sendmail_detailed):
+                with pytest.raises(ValueError, match="must be a str"):
+                    await send(value, ["b@example.org"], CONTENT)
+                with pytest.raises(ValueError, match="must be a str"):
+                    await send("a@example.org", [value], CONTENT)
+                if type(value) is not int and value is not None:  # True too: not a number
+                    with pytest.raises(ValueError, match="MT-PRIORITY"):
+                        await send("a@example.org", ["b@example.org"], CONTENT, priority=value)
+                if value:
+                    with pytest.raises(mod.SMTPNotSupported, match="REQUIRETLS"):
+                        await send("a@example.org", ["b@example.org"], CONTENT, require_tls=value)
+                else:  # falsy: not asked for
+                    await send("a@example.org", ["b@example.org"], CONTENT, require_tls=value)
+            with pytest.raises(ValueError, match="must be a str"):
+                await smtp.mail(value)
+            with pytest.raises(ValueError, match="must be a str"):
+                await smtp.rcpt(value)
+        assert smtp.is_connected
+        await smtp.quit()
+
+    adapter.run(main)

@@ -11,7 +11,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ._client_turns import Timeout, Timeouts, Transport, TurnsBase
 from ._commands import Ehlo
@@ -93,7 +93,7 @@ class SessionBase(TurnsBase):
     """Configuration, connection and the session's state; the commands and sending build on it."""
 
     #: True for LMTP (RFC 2033): LHLO, and one reply per recipient after the content.
-    _lmtp: bool = False
+    _lmtp: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -278,6 +278,11 @@ class SendingMixin(AuthMixin):
         """
         conn = await self._ensure_session(timeout)
         envelopes = []
+        # As the caller gave them (compiled code would check the types of a message's).
+        sender: Any
+        recipients: Any
+        content: Any
+        mail_options: Any
         for item in messages:
             if isinstance(item, email.message.Message):
                 prepared = prepare_message(

@@ -6,7 +6,10 @@ and install the compiled wheel (a C compiler and the Python headers needed)::
     HATCH_BUILD_HOOK_ENABLE_CUSTOM=true pip install .
 
 The pure-Python modules stay the reference: the compiled ones are built from the same
-sources, and the test suite runs against both.
+sources, and the test suite runs against both. What the sources avoid for mypyc is in
+``smtp_core/_native.py``. One difference remains: compiled functions carry no docstrings,
+and ``inspect.signature`` reads only those whose defaults are all literals (``help()``
+and signatures come from the pure-Python build).
 """
 
 from __future__ import annotations

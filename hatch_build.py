@@ -6,11 +6,16 @@ and install the compiled wheel (a C compiler and the Python headers needed)::
     HATCH_BUILD_HOOK_ENABLE_CUSTOM=true pip install .
 
 The pure-Python modules stay the reference: the compiled ones are built from the same
-sources, and the test suite runs against both.
+sources, and the test suite runs against both. What the sources avoid for mypyc is in
+``smtp_core/_native.py``. One difference remains: compiled functions carry no docstrings,
+and ``inspect.signature`` reads only those whose defaults are all literals (``help()``
+and signatures come from the pure-Python build).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -20,9 +25,9 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-# The protocol machine and the flows: what every message runs through. (The client's
-# coroutines are not compiled: with mypyc 2.4 a compiled coroutine that awaits anyio's
-# close, which swallows the cancellation it makes, sees that CancelledError escape.)
+# The protocol machine, the flows and the client: what every message runs through.
+# (smtp_core/_native.py says what the compiled sources must avoid; tests/test_compiled.py
+# checks it.)
 HOT_MODULES = [
     "smtp_core/_buffer.py",
     "smtp_core/_replies.py",
@@ -34,6 +39,12 @@ HOT_MODULES = [
     "smtp_core/_outcome.py",
     "smtp_core/_flows.py",
     "smtp_core/_transaction.py",
+    "smtp_core/_client_turns.py",
+    "smtp_core/_client_session.py",
+    "smtp_core/_client_commands.py",
+    "smtp_core/_client_auth.py",
+    "smtp_core/_client_send.py",
+    "smtp_core/_client.py",
 ]
 
 
@@ -43,9 +54,7 @@ class CompiledCore(BuildHookInterface):  # type: ignore[misc]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel" or version == "editable":
             return
-        work = Path(tempfile.mkdtemp(prefix="smtp-sansio-mypyc-"))
-        shutil.copytree(Path(self.root) / "smtp_core", work / "smtp_core")
-        subprocess.run([sys.executable, "-m", "mypyc", *HOT_MODULES], cwd=work, check=True)
+        work = self._compiled(Path(self.root))
         for built in sorted(work.glob("*.so")) + sorted(work.glob("*.pyd")):
             build_data["force_include"][str(built)] = built.name  # mypyc's shared runtime
         for built in sorted((work / "smtp_core").glob("*.so")) + sorted(
@@ -54,3 +63,44 @@ class CompiledCore(BuildHookInterface):  # type: ignore[misc]
             build_data["force_include"][str(built)] = f"smtp_core/{built.name}"
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
+
+    def _compiled(self, root: Path) -> Path:
+        """The extension modules for these sources, compiled once.
+
+        A front end may ask for the wheel more than once for one build (pip asks for its
+        metadata by building a whole wheel when the backend does not offer it alone): the
+        modules are compiled into ``build/mypyc/<key>``, the key covering the sources,
+        the module list, this Python and mypyc's version and options, and reused while
+        it matches.
+        """
+        import mypy.version
+
+        key = hashlib.sha256()
+        for part in (
+            sys.version,
+            mypy.version.__version__,
+            os.environ.get("MYPYC_OPT_LEVEL", ""),
+            os.environ.get("MYPYC_DEBUG_LEVEL", ""),
+            *HOT_MODULES,
+        ):
+            key.update(part.encode() + b"\0")
+        for source in sorted((root / "smtp_core").rglob("*.py")):
+            key.update(source.relative_to(root).as_posix().encode() + b"\0")
+            key.update(source.read_bytes() + b"\0")
+        cache = root / "build" / "mypyc"
+        work = cache / key.hexdigest()[:20]
+        if (work / "complete").exists():
+            self.app.display_info(f"smtp-sansio: compiled modules reused from {work}")
+            return work
+        cache.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix="building-", dir=cache))
+        try:
+            built = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__")
+            shutil.copytree(root / "smtp_core", building / "smtp_core", ignore=built)
+            subprocess.run([sys.executable, "-m", "mypyc", *HOT_MODULES], cwd=building, check=True)
+            (building / "complete").touch()
+            shutil.rmtree(work, ignore_errors=True)
+            building.rename(work)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+        return work

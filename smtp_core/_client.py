@@ -32,6 +32,7 @@ from ._client_session import (
     Transport,
     validate_local_hostname,
 )
+from ._native import mypyc_attr
 from ._response import SMTPResponse
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
 T = TypeVar("T")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SMTPClientBase(SendingMixin):
     """An SMTP client with aiosmtplib's API. Adapters provide the I/O.
 
@@ -74,8 +76,7 @@ class SMTPClientBase(SendingMixin):
         """Blocking :meth:`sendmail`: connect, send, QUIT, in a fresh event loop."""
 
         async def main() -> tuple[dict[str, SMTPResponse], str]:
-            async with self:
-                return await self.sendmail(*args, **kwargs)
+            return await in_session(self, lambda: self.sendmail(*args, **kwargs))
 
         return self._run_blocking(main)
 
@@ -83,8 +84,7 @@ class SMTPClientBase(SendingMixin):
         """Blocking :meth:`send_message`: connect, send, QUIT, in a fresh event loop."""
 
         async def main() -> tuple[dict[str, SMTPResponse], str]:
-            async with self:
-                return await self.send_message(*args, **kwargs)
+            return await in_session(self, lambda: self.send_message(*args, **kwargs))
 
         return self._run_blocking(main)
 
@@ -140,7 +140,8 @@ async def send_with(
             raise ValueError("Recipients must be provided with raw messages.")
         if not sender:
             raise ValueError("Sender must be provided with raw messages.")
-    async with client:
+
+    async def one() -> tuple[dict[str, SMTPResponse], str]:
         # One message, then QUIT: with PIPELINING, QUIT rides with the end of data.
         client._quit_after_next = True
         if isinstance(message, (str, bytes)):
@@ -155,3 +156,21 @@ async def send_with(
             mail_options=mail_options,
             rcpt_options=rcpt_options,
         )
+
+    return await in_session(client, one)
+
+
+async def in_session(client: SMTPClientBase, call: Callable[[], Awaitable[T]]) -> T:
+    """``async with client: return await call()``, written out so that the session's
+    exit (QUIT, closing) is not awaited inside an exception handler (see
+    :mod:`smtp_core._native`)."""
+    await client.__aenter__()
+    try:
+        result = await call()
+    except BaseException as exc:
+        failure = exc
+    else:
+        await client.__aexit__(None, None, None)
+        return result
+    await client.__aexit__(type(failure), failure, failure.__traceback__)  # never suppresses
+    raise failure

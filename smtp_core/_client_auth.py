@@ -6,6 +6,7 @@ from ._client_commands import CommandsMixin
 from ._client_session import Timeout, response
 from ._exceptions import SMTPAuthenticationError, SMTPException
 from ._flows import authenticate
+from ._native import mypyc_attr
 from ._response import SMTPResponse, _default
 from ._sasl import (
     PREFERENCE,
@@ -21,6 +22,7 @@ from ._sasl import (
 __all__ = ["AuthMixin"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AuthMixin(CommandsMixin):
     """aiosmtplib's AUTH methods, plus SCRAM-SHA-256, OAUTHBEARER and any SASL mechanism."""
 

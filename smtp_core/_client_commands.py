@@ -21,6 +21,7 @@ from ._flows import ehlo as ehlo_flow
 from ._flows import helo as helo_flow
 from ._flows import lhlo as lhlo_flow
 from ._flows import quit as quit_flow
+from ._native import mypyc_attr
 from ._response import Default, SMTPResponse, _default
 from ._transaction import data_flow
 
@@ -47,6 +48,7 @@ def check_query_address(address: str) -> None:
         )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CommandsMixin(SessionBase):
     """aiosmtplib's command methods."""
 
@@ -161,10 +163,15 @@ class CommandsMixin(SessionBase):
         """QUIT, then close the connection."""
         async with self._turn():
             conn = self._require_connection()
+            failure: BaseException | None = None
             try:
                 reply = await self._run(quit_flow(conn), timeout)
-            finally:
-                await self._abort()
+            except BaseException as exc:
+                failure = exc
+            # Awaited after the handler, not in it (see smtp_core._native).
+            await self._abort()
+            if failure is not None:
+                raise failure
         return response(reply)
 
     def _check_address_encoding(self, address: str, encoding: str) -> None:
@@ -176,7 +183,7 @@ class CommandsMixin(SessionBase):
 
     async def mail(
         self,
-        sender: str,
+        sender: object,
         /,
         *,
         options: Iterable[str] | None = None,
@@ -188,18 +195,19 @@ class CommandsMixin(SessionBase):
         ``options`` go to the server as written (checked for syntax, CR, LF and NUL),
         whatever extensions it advertised: the server answers them.
         """
-        cmd = Mail(sender, tuple(options or ()), advertised_only=False)
+        address: Any = sender  # any type: Mail refuses what is not a str
+        cmd = Mail(address, tuple(options or ()), advertised_only=False)
         async with self._turn():
             await self._ehlo_or_helo_if_needed(timeout)
-            self._check_address_encoding(sender, encoding)
+            self._check_address_encoding(cmd.sender, encoding)
             result = await self._reply(cmd, timeout)
         if result.code != 250:
-            raise SMTPSenderRefused(result.code, result.message, sender)
+            raise SMTPSenderRefused(result.code, result.message, cmd.sender)
         return result
 
     async def rcpt(
         self,
-        recipient: str,
+        recipient: object,
         /,
         *,
         options: Iterable[str] | None = None,
@@ -210,13 +218,14 @@ class CommandsMixin(SessionBase):
 
         ``options`` go to the server as written (checked for syntax, CR, LF and NUL).
         """
-        cmd = Rcpt(recipient, tuple(options or ()), advertised_only=False)
+        address: Any = recipient  # any type: Rcpt refuses what is not a str
+        cmd = Rcpt(address, tuple(options or ()), advertised_only=False)
         async with self._turn():
             await self._ehlo_or_helo_if_needed(timeout)
-            self._check_address_encoding(recipient, encoding)
+            self._check_address_encoding(cmd.recipient, encoding)
             result = await self._reply(cmd, timeout)
         if result.code not in (250, 251):
-            raise SMTPRecipientRefused(result.code, result.message, recipient)
+            raise SMTPRecipientRefused(result.code, result.message, cmd.recipient)
         return result
 
     async def data(self, message: str | bytes, /, *, timeout: Timeout = _default) -> SMTPResponse:

@@ -24,6 +24,7 @@ from ._exceptions import (
     SMTPUTF8NotSupported,
 )
 from ._extensions import DSN, priority_parameter
+from ._native import caused_by, mypyc_attr
 from ._outcome import Outcome
 from ._response import SMTPResponse, _default
 from ._transaction import (
@@ -43,12 +44,13 @@ call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SendingMixin(AuthMixin):
     """aiosmtplib's sending methods, plus typed results and batches."""
 
     async def sendmail(
         self,
-        sender: str,
+        sender: object,
         recipients: str | Sequence[str],
         message: str | bytes | Any,
         /,
@@ -57,8 +59,8 @@ class SendingMixin(AuthMixin):
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
         dsn: DSN | None = None,
-        require_tls: bool = False,
-        priority: int | None = None,
+        require_tls: object = False,
+        priority: object = None,
         progress: ProgressCallback | None = None,
     ) -> tuple[dict[str, SMTPResponse], str]:
         """Send ``message`` from ``sender`` to ``recipients`` in one mail transaction.
@@ -102,7 +104,7 @@ class SendingMixin(AuthMixin):
 
     async def _sendmail_outcome(
         self,
-        sender: str,
+        sender: object,
         recipients: str | Sequence[str],
         message: Any,
         mail_options: Iterable[str] | None,
@@ -112,7 +114,10 @@ class SendingMixin(AuthMixin):
         progress: ProgressCallback | None = None,
     ) -> Any:
         # Validate everything before any byte is sent (and before connecting).
-        recipients_list = [recipients] if isinstance(recipients, str) else list(recipients)
+        # Any: the commands refuse what is not a str (compiled code would check list[str]).
+        recipients_list: list[Any] = (
+            [recipients] if isinstance(recipients, str) else list(recipients)
+        )
         mail: Mail = _command(Mail, sender, tuple(mail_options or ()))
         rcpt_opts = tuple(rcpt_options or ())
         rcpts: list[Rcpt] = [_command(Rcpt, rcpt, rcpt_opts) for rcpt in recipients_list]
@@ -151,11 +156,11 @@ class SendingMixin(AuthMixin):
                 fate = Outcome.UNKNOWN if op is not None else Outcome.NEVER_SENT
             timed_out.outcome = fate
             timed_out.content_started = bool(prepared) and prepared[0].content_sent
-            raise timed_out from exc
+            raise caused_by(timed_out, exc)  # noqa: B904 - mypyc ignores ``from``
 
     async def sendmail_detailed(
         self,
-        sender: str,
+        sender: object,
         recipients: str | Sequence[str],
         message: str | bytes | Any,
         /,
@@ -164,8 +169,8 @@ class SendingMixin(AuthMixin):
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
         dsn: DSN | None = None,
-        require_tls: bool = False,
-        priority: int | None = None,
+        require_tls: object = False,
+        priority: object = None,
         progress: ProgressCallback | None = None,
     ) -> TransactionResult:
         """Like :meth:`sendmail`, but return a typed result instead of raising on refusals.
@@ -273,6 +278,11 @@ class SendingMixin(AuthMixin):
         """
         conn = await self._ensure_session(timeout)
         envelopes = []
+        # As the caller gave them (compiled code would check the types of a message's).
+        sender: Any
+        recipients: Any
+        content: Any
+        mail_options: Any
         for item in messages:
             if isinstance(item, email.message.Message):
                 prepared = prepare_message(
@@ -424,8 +434,8 @@ class _Extensions:
     """The typed extension options of one ``sendmail`` call."""
 
     dsn: DSN | None
-    require_tls: bool
-    priority: int | None
+    require_tls: Any  # as the caller gave them: checked here, as in pure Python
+    priority: Any
 
     def __post_init__(self) -> None:
         if self.priority is not None:
@@ -433,7 +443,7 @@ class _Extensions:
 
     @property
     def used(self) -> bool:
-        return self.dsn is not None or self.require_tls or self.priority is not None
+        return self.dsn is not None or bool(self.require_tls) or self.priority is not None
 
     def parameters(self, conn: ClientConnection) -> tuple[list[str], Callable[[str], list[str]]]:
         """MAIL parameters and a per-recipient RCPT parameter function, for this server."""

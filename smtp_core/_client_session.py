@@ -11,7 +11,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ._client_turns import Timeout, Timeouts, Transport, TurnsBase
 from ._commands import Ehlo
@@ -26,6 +26,7 @@ from ._exceptions import (
     SMTPTimeoutError,
 )
 from ._flows import greeting, hello
+from ._native import caused_by, mypyc_attr
 from ._replies import Reply
 from ._response import Default, SMTPResponse, SMTPTokenGenerator, _default
 from ._transaction import DEFAULT_WINDOW
@@ -87,11 +88,12 @@ class ConnectOptions:
     timeout: float | None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SessionBase(TurnsBase):
     """Configuration, connection and the session's state; the commands and sending build on it."""
 
     #: True for LMTP (RFC 2033): LHLO, and one reply per recipient after the content.
-    _lmtp: bool = False
+    _lmtp: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -300,13 +302,18 @@ class SessionBase(TurnsBase):
         if isinstance(exc, (ConnectionError, TimeoutError)):
             await self._abort()
             return
+        failure: BaseException | None = None
         try:
             if self.is_connected:
                 await self.quit()
         except (SMTPServerDisconnected, SMTPResponseException, SMTPTimeoutError):
             pass
-        finally:
-            await self._abort()
+        except BaseException as caught:
+            failure = caught
+        # Awaited after the handler, not in it (see smtp_core._native).
+        await self._abort()
+        if failure is not None:
+            raise failure
 
     async def connect(
         self,
@@ -363,13 +370,17 @@ class SessionBase(TurnsBase):
                 await self._abort()  # a session the server ended: release it, forget it
             if self.local_hostname is None:
                 self.local_hostname = validate_local_hostname(await self._default_local_hostname())
+            failure: BaseException | None = None
             try:
                 response = await self._create_connection(self._timeout(timeout))
                 await self._maybe_start_tls_on_connect(timeout)
                 await self._maybe_login_on_connect(timeout)
-            except BaseException:
+            except BaseException as exc:
+                failure = exc
+            if failure is not None:
+                # Awaited after the handler, not in it (see smtp_core._native).
                 await self._abort()
-                raise
+                raise failure
         return response
 
     async def _create_connection(self, timeout: float | None) -> SMTPResponse:
@@ -401,9 +412,13 @@ class SessionBase(TurnsBase):
                 greeting(self._conn), timeout if greeting_timeout is None else greeting_timeout
             )
         except SMTPServerDisconnected as exc:
-            raise SMTPConnectError(f"Error connecting to {hostname} on port {port}: {exc}") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPConnectError(f"Error connecting to {hostname} on port {port}: {exc}"), exc
+            )
         except SMTPTimeoutError as exc:
-            raise SMTPConnectTimeoutError("Timed out waiting for server ready message") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPConnectTimeoutError("Timed out waiting for server ready message"), exc
+            )
         return response(reply)
 
     def _ehlo_name(self) -> str | None:

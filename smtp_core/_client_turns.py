@@ -37,6 +37,7 @@ from ._exceptions import (
     SMTPServerDisconnected,
 )
 from ._flows import Flow, NextChunk, Progress, Read, Stage, UpgradeTLS, Write
+from ._native import caused_by, mypyc_attr
 from ._response import Default, _default
 from ._state import State
 from ._transaction import Envelope, lost, mail_pipeline
@@ -215,6 +216,7 @@ class _Turn:
         client._release(op)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TurnsBase(abc.ABC):
     """Turns on the connection and the trampoline; the session builds on it."""
 
@@ -356,16 +358,18 @@ class TurnsBase(abc.ABC):
                 return False
         try:
             pipe.request = pipe.flow.send(None)
+            return False
         except StopIteration:
             self._pipe = None
             return True
         except BaseException as exc:
-            mapped = _mapped(exc)
-            await self._break(mapped)
-            if mapped is not exc:
-                raise mapped from exc
-            raise
-        return False
+            failure = exc
+        # Awaited after the handler, not in it (see smtp_core._native).
+        mapped = _mapped(failure)
+        await self._break(mapped)
+        if mapped is not failure:
+            raise caused_by(mapped, failure)
+        raise failure
 
     async def _drive(self, mine: list[_Op], timeout: Timeout) -> None:
         """Drive the connection for the baton holder until its operations are done.
@@ -468,9 +472,9 @@ class TurnsBase(abc.ABC):
 
         try:
             await self._within(self._timeout(timeout), trampoline)
+            return
         except BaseException as exc:
             others = [op for op in pipe.inflight if not op.gone and op not in mine]
-            mapped = _mapped(exc)
             if (
                 not isinstance(exc, Exception)
                 and type(pipe.request) is Read
@@ -481,10 +485,13 @@ class TurnsBase(abc.ABC):
                 for op in mine:
                     op.gone = True
                 raise
-            await self._break(mapped)
-            if mapped is not exc:
-                raise mapped from exc
-            raise
+            failure = exc
+        # Awaited after the handler, not in it (see smtp_core._native).
+        mapped = _mapped(failure)
+        await self._break(mapped)
+        if mapped is not failure:
+            raise caused_by(mapped, failure)
+        raise failure
 
     def _feed_unsolicited(self, request: Any) -> None:
         """Bytes that arrived unasked go to the machine before the flow sends its next
@@ -649,24 +656,30 @@ class TurnsBase(abc.ABC):
                     value = await self._perform(request, restart)
                     self._feed_unsolicited(request)
 
+        failure: BaseException | None = None
         try:
             result = await self._within(self._timeout(timeout), trampoline)
-        except RemoteProtocolError as exc:
-            await self._abort()
-            raise SMTPResponseException(-1, f"Malformed SMTP response: {exc}") from exc
-        except (SMTPResponseException, SMTPRecipientsRefused, LocalProtocolError):
-            if not self._is_clean(conn):
-                await self._abort()
-            raise
-        except BaseException:
-            # Timeouts, disconnects, cancellation: the session is out of step; never reuse it.
-            await self._abort()
-            raise
+        except BaseException as exc:
+            failure = exc
         finally:
             flow.close()
-        if not self._is_clean(conn):
+        # Awaited after the handler, not in it (see smtp_core._native).
+        if failure is None:
+            if not self._is_clean(conn):
+                await self._abort()
+            return result
+        if isinstance(failure, RemoteProtocolError):
             await self._abort()
-        return result
+            raise caused_by(
+                SMTPResponseException(-1, f"Malformed SMTP response: {failure}"), failure
+            )
+        if isinstance(failure, (SMTPResponseException, SMTPRecipientsRefused, LocalProtocolError)):
+            if not self._is_clean(conn):
+                await self._abort()
+            raise failure
+        # Timeouts, disconnects, cancellation: the session is out of step; never reuse it.
+        await self._abort()
+        raise failure
 
     def _within(
         self,

@@ -42,6 +42,7 @@ from typing import Any
 
 if "--installed" not in sys.argv:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # with python -P too
 
 from client import build_of_smtp_core  # benchmarks/client.py, beside this file
 

@@ -24,7 +24,7 @@ import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NoReturn, Protocol, TypeVar
 
 from ._connection import ClientConnection
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -365,11 +365,7 @@ class TurnsBase(abc.ABC):
         except BaseException as exc:
             failure = exc
         # Awaited after the handler, not in it (see smtp_core._native).
-        mapped = _mapped(failure)
-        await self._break(mapped)
-        if mapped is not failure:
-            raise caused_by(mapped, failure)
-        raise failure
+        await self._break_and_raise(failure)
 
     async def _drive(self, mine: list[_Op], timeout: Timeout) -> None:
         """Drive the connection for the baton holder until its operations are done.
@@ -487,11 +483,7 @@ class TurnsBase(abc.ABC):
                 raise
             failure = exc
         # Awaited after the handler, not in it (see smtp_core._native).
-        mapped = _mapped(failure)
-        await self._break(mapped)
-        if mapped is not failure:
-            raise caused_by(mapped, failure)
-        raise failure
+        await self._break_and_raise(failure)
 
     def _feed_unsolicited(self, request: Any) -> None:
         """Bytes that arrived unasked go to the machine before the flow sends its next
@@ -552,6 +544,14 @@ class TurnsBase(abc.ABC):
         if name == "data":
             return self.timeouts.data
         return None
+
+    async def _break_and_raise(self, failure: BaseException) -> NoReturn:
+        """:meth:`_break` the session under ``failure``, then raise what callers are told."""
+        mapped = _mapped(failure)
+        await self._break(mapped)
+        if mapped is not failure:
+            raise caused_by(mapped, failure)
+        raise failure
 
     async def _break(self, exc: BaseException) -> None:
         """The session is out of step: close it, and tell every waiting message its fate."""

@@ -394,10 +394,7 @@ def main() -> int:
                 label = {"bare": "bare core driver"}.get(name, name)
                 print(f"  {label:<18} {result['calls_per_message']:7.1f}")
         finally:
-            for process in (relay, sink):
-                if process is not None:
-                    process.terminate()
-                    process.wait(5)
+            _stop(relay, sink)
         return 0
     try:
         for scenario in args.scenario or list(SCENARIOS):
@@ -440,11 +437,16 @@ def main() -> int:
                 cpu_ratio = statistics.median(ratios["base cpu"])
                 print(f"  baseline  vs smtplib: {speed:.2f}x as fast, {cpu_ratio:.2f}x the CPU")
     finally:
-        for process in (relay, sink):
-            if process is not None:
-                process.terminate()
-                process.wait(5)
+        _stop(relay, sink)
     return 0
+
+
+def _stop(*processes: subprocess.Popen[bytes] | None) -> None:
+    """End the proxy and the sink."""
+    for process in processes:
+        if process is not None:
+            process.terminate()
+            process.wait(5)
 
 
 if __name__ == "__main__":

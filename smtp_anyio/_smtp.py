@@ -160,17 +160,21 @@ class SMTPPool(SMTPPoolBase):
     async def _wait_event(self, event: Any, timeout: float | None) -> bool:
         if event.is_set():
             return True
-        if sys.version_info >= (3, 11) and on_asyncio():
+        if not on_asyncio():
+            # trio's own cancel scope, without anyio's wrapper around it.
+            woken: bool = await _trio().wait_event(event, timeout)
+            return woken
+        if sys.version_info >= (3, 11):
             try:
                 async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
                     await event.wait()
             except TimeoutError:
                 return False
             return True
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(timeout):  # pragma: no cover - Python 3.10
             await event.wait()
             return True
-        return False
+        return False  # pragma: no cover - Python 3.10
 
     def _new_lock(self) -> Any:
         if on_asyncio():

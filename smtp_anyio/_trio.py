@@ -44,7 +44,7 @@ from smtp_core._client import ConnectOptions
 
 from ._transport import _READ_SIZE, AnyioTransport
 
-__all__ = ["TrioTransport", "open_trio_transport", "trio_deadline"]
+__all__ = ["TrioTransport", "open_trio_transport", "trio_deadline", "wait_event"]
 
 T = TypeVar("T")
 
@@ -167,6 +167,17 @@ async def trio_deadline(
         return await operation(restart)
     assert scope.cancelled_caught
     raise SMTPReadTimeoutError("Timed out waiting for server response")
+
+
+async def wait_event(event: trio.Event, timeout: float | None) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds (None: for ever); False if it timed out."""
+    if timeout is None:
+        await event.wait()
+        return True
+    with trio.CancelScope(deadline=trio.current_time() + timeout):
+        await event.wait()
+        return True
+    return False
 
 
 async def open_trio_transport(options: ConnectOptions) -> TrioTransport:

@@ -148,7 +148,7 @@ class SMTPPool(SMTPPoolBase):
         loop = asyncio._get_running_loop()
         if loop is not None:
             return loop.time()
-        now: float = _trio().trio.current_time()
+        now: float = _trio_module.current_time() if _trio_module else _trio().current_time()
         return now
 
     async def _real_sleep(self, seconds: float) -> None:

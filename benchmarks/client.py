@@ -2,8 +2,9 @@
 
 Usage: python benchmarks/client.py CLIENT SCENARIO PORT COUNT
 CLIENT: smtp_asyncio, smtp_anyio-asyncio, smtp_anyio-trio, aiosmtplib, smtplib,
-        asyncio-floor (the reference point of benchmarks/floor.py; sequential, connsN
-        and newconn only); any asyncio one with "-uvloop" appended runs on uvloop.
+        asyncio-floor and trio-floor (the reference points of benchmarks/floor.py;
+        sequential, connsN and newconn only); any asyncio one with "-uvloop"
+        appended runs on uvloop.
         One of ours with "-compiled" (before any "-uvloop") insists on the compiled
         build (hatch_build.py) and exits with an error if the pure one is imported; run
         it with the python of a virtualenv where the compiled wheel is installed, with
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -360,15 +362,16 @@ def main() -> None:
         count = 1
     # Import the client before measuring, so import costs count for nobody.
     if client.startswith("smtp_anyio"):
-        import smtp_anyio
-
+        __import__("smtp_anyio")
         if client == "smtp_anyio-trio":
-            import trio
+            __import__("trio")
     elif client in ("smtp_asyncio", "aiosmtplib"):
         __import__(client)
-    elif client == "asyncio-floor":
+    elif client in ("asyncio-floor", "trio-floor"):
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import floor  # noqa: F401
+        __import__("floor")
+        if client == "trio-floor":
+            __import__("trio")
     base_rss = rss_kib()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
@@ -377,10 +380,16 @@ def main() -> None:
             with open(payload, "rb") as file:
                 payload = file.read()  # smtplib needs the whole message in memory
         extra = run_smtplib(scenario, port, count, payload)
-    elif client == "smtp_anyio-trio":
+    elif client in ("smtp_anyio-trio", "trio-floor"):
         import trio
 
-        import smtp_anyio
+        trio_module: Any
+        if client == "trio-floor":
+            import floor
+
+            trio_module = types.SimpleNamespace(__name__="floor", SMTP=floor.TrioFloorSMTP)
+        else:
+            import smtp_anyio as trio_module
 
         async def gather_trio(coros: list[Any]) -> None:
             async with trio.open_nursery() as nursery:
@@ -391,7 +400,7 @@ def main() -> None:
 
                     nursery.start_soon(run)
 
-        extra = trio.run(run_async, smtp_anyio, gather_trio, scenario, port, count, payload)
+        extra = trio.run(run_async, trio_module, gather_trio, scenario, port, count, payload)
     else:
         import asyncio
 

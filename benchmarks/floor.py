@@ -1,10 +1,13 @@
-"""A reference point, not an SMTP client: the least an asyncio program can do per message.
+"""A reference point, not an SMTP client: the least an asyncio or trio program can do per message.
 
 It writes pre-built commands and content, and counts the final lines of replies
 without parsing, validating or checking anything, with the same round trips a
 pipelining client needs: MAIL, RCPT and DATA in one write, then the content. A real
 client on asyncio can hardly do less per message on the same machine and server, so
 its figures show how much of a target the event loop and the kernel leave to reach.
+:class:`TrioFloorSMTP` is the same exchange over trio's sockets (``trio-floor`` in
+benchmarks/client.py), so that a client on trio is compared with what trio itself
+costs, and trio's floor with asyncio's.
 """
 
 from __future__ import annotations
@@ -76,3 +79,49 @@ class FloorSMTP:
 
 
 SMTP = FloorSMTP
+
+
+class TrioFloorSMTP:
+    """The same exchange over a trio socket: trio's own reference point.
+
+    Each round trip is one ``send`` and as many ``recv`` calls as the replies take;
+    trio's socket methods are its cheapest public I/O (a try first, a wait only when
+    the socket is not ready, a checkpoint in each).
+    """
+
+    def __init__(self, hostname: str, port: int, **_: Any) -> None:
+        self.hostname, self.port = hostname, port
+        self.sock: Any = None
+        self.partial = b""
+
+    async def _exchange(self, data: bytes | None, replies: int) -> None:
+        sock = self.sock
+        if data is not None:
+            view = memoryview(data)
+            while view:
+                view = view[await sock.send(view) :]
+        while replies > 0:
+            received = await sock.recv(65536)
+            if not received:
+                raise ConnectionError("the server closed the connection")
+            lines = (self.partial + received).split(b"\r\n")
+            self.partial = lines.pop()
+            replies -= sum(1 for line in lines if line[3:4] != b"-")
+
+    async def __aenter__(self) -> TrioFloorSMTP:
+        import trio
+
+        self.sock = trio.socket.socket()
+        self.sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+        await self.sock.connect((self.hostname, self.port))
+        await self._exchange(None, 1)  # greeting
+        await self._exchange(b"EHLO bench.local\r\n", 1)
+        return self
+
+    async def sendmail(self, sender: str, recipients: list[str], message: bytes) -> None:
+        await self._exchange(ENVELOPE, 3)
+        await self._exchange(message + b"\r\n.\r\n", 1)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._exchange(b"QUIT\r\n", 1)
+        self.sock.close()

@@ -30,8 +30,11 @@ or let ``--build-compiled DIR`` do the same from the checkout (a wheel in DIR/di
 virtualenv in DIR/venv; about 5-10 minutes on a loaded 2-core machine) before the run.
 
 Beside the ratio to aiosmtplib, each round also gives each client's ratio to the floor
-on the same event loop (rate, and CPU per message) and each ``smtp_anyio`` client's
-ratio to ``smtp_asyncio`` of the same build. ``--json PATH`` keeps every run's raw
+on the same event loop (rate, and CPU per message: benchmarks/floor.py, asyncio's for
+asyncio and uvloop clients, trio's for ``smtp_anyio-trio``) and each ``smtp_anyio``
+client's ratio to ``smtp_asyncio`` of the same build. The trio floor's "vs asyncio" is
+its rate over the asyncio floor's: what trio itself makes of the same exchange, to
+read ``smtp_anyio-trio``'s "vs asyncio" against. ``--json PATH`` keeps every run's raw
 figures.
 
 Needs /usr/sbin/smtp-sink (Debian package postfix), root for ``--server postfix`` (a
@@ -99,9 +102,11 @@ OURS = ["smtp_asyncio", "smtp_anyio-asyncio", "smtp_anyio-trio"]
 COMPILED = [f"{c}-compiled" for c in OURS]
 """Our clients from the compiled build: run with --compiled-python or --build-compiled."""
 FLOOR = "asyncio-floor"
+TRIO_FLOOR = "trio-floor"
+FLOORS = [FLOOR, TRIO_FLOOR]
 FLOOR_SCENARIOS = {"sequential", "conns8", "conns64", "newconn"}
 """Scenarios where benchmarks/floor.py (no parsing, no checks: the least an asyncio
-program can do per message) runs as a reference point beside the clients."""
+or trio program can do per message) runs as a reference point beside the clients."""
 
 
 COMPILED_PYTHON: str | None = None
@@ -186,11 +191,16 @@ FAILURES: dict[str, dict[str, list[str]]] = {}
 
 def floor_of(client: str) -> str:
     """The floor on the same event loop as ``client``."""
+    if "trio" in client:
+        return TRIO_FLOOR
     return f"{FLOOR}-uvloop" if client.endswith("-uvloop") else FLOOR
 
 
 def asyncio_of(client: str) -> str | None:
-    """smtp_asyncio of the same build as an smtp_anyio client (None for any other)."""
+    """smtp_asyncio of the same build as an smtp_anyio client, asyncio's floor for trio's
+    (None for any other)."""
+    if client == TRIO_FLOOR:
+        return FLOOR
     if not client.startswith("smtp_anyio"):
         return None
     return "smtp_asyncio-compiled" if "-compiled" in client else "smtp_asyncio"
@@ -230,7 +240,7 @@ def rounds_of(
             if "aiosmtplib" in this_round:
                 ratios[client].append(this_round["aiosmtplib"]["seconds"] / result["seconds"])
             floor = this_round.get(floor_of(client))
-            if floor is not None and not client.startswith(FLOOR):
+            if floor is not None and not client.startswith(tuple(FLOORS)):
                 result["vs_floor"] = floor["seconds"] / result["seconds"]
                 result["cpu_vs_floor"] = result["cpu_seconds"] / floor["cpu_seconds"]
             reference = asyncio_of(client)
@@ -257,12 +267,12 @@ def run_plain(
             continue
         full, smoke, description = SCENARIOS[scenario]
         count = smoke if args.smoke else max(1, round(full * args.scale))
-        clients = [c for c in args.client or CLIENTS if c in available or c == FLOOR]
+        clients = [c for c in args.client or CLIENTS if c in available or c in FLOORS]
         if COMPILED_PYTHON is not None and not args.client:
             clients[len(OURS) : len(OURS)] = COMPILED
-        if scenario in FLOOR_SCENARIOS and not args.no_floor and FLOOR not in clients:
-            clients.append(FLOOR)
-        clients = [c for c in clients if c != FLOOR or scenario in FLOOR_SCENARIOS]
+        if scenario in FLOOR_SCENARIOS and not args.no_floor:
+            clients += [floor for floor in FLOORS if floor not in clients]
+        clients = [c for c in clients if c not in FLOORS or scenario in FLOOR_SCENARIOS]
         if args.uvloop:
             on_uvloop = ("smtp_asyncio", "smtp_asyncio-compiled", FLOOR)
             clients += [f"{c}-uvloop" for c in on_uvloop if c in clients]
@@ -291,7 +301,7 @@ def run_plain(
             rss = statistics.median(r["rss_growth_kib"] / 1024 for r in rs)
             ratio = f"{statistics.median(ratios[client]):.2f}x" if ratios[client] else "-"
             more = [median_of(rs, k) for k in ("vs_floor", "cpu_vs_floor", "vs_smtp_asyncio")]
-            label = client.replace(FLOOR, "floor (ref)")
+            label = client.replace(FLOOR, "floor (ref)").replace(TRIO_FLOOR, "trio floor (ref)")
             print(
                 f"{label:<32}{msgs:>10.0f}{mbs:>10.1f}{cpu:>10.3f}{rss:>10.1f}{ratio:>14}"
                 + "".join(f"{m:>14}" for m in more)
@@ -492,7 +502,7 @@ def main() -> int:
     parser.add_argument(
         "--scenario", action="append", choices=list(dict.fromkeys([*SCENARIOS, *RTT_SCENARIOS]))
     )
-    parser.add_argument("--client", action="append", choices=[*CLIENTS, *COMPILED, FLOOR])
+    parser.add_argument("--client", action="append", choices=[*CLIENTS, *COMPILED, *FLOORS])
     parser.add_argument(
         "--compiled-python",
         metavar="PYTHON",
@@ -506,7 +516,9 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="write every run's raw figures here")
     parser.add_argument(
-        "--no-floor", action="store_true", help="leave out the asyncio floor reference point"
+        "--no-floor",
+        action="store_true",
+        help="leave out the asyncio and trio floor reference points",
     )
     parser.add_argument(
         "--uvloop",

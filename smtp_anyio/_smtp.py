@@ -148,7 +148,7 @@ class SMTPPool(SMTPPoolBase):
         loop = asyncio._get_running_loop()
         if loop is not None:
             return loop.time()
-        now: float = _trio().trio.current_time()
+        now: float = _trio_module.current_time() if _trio_module else _trio().current_time()
         return now
 
     async def _real_sleep(self, seconds: float) -> None:
@@ -160,17 +160,21 @@ class SMTPPool(SMTPPoolBase):
     async def _wait_event(self, event: Any, timeout: float | None) -> bool:
         if event.is_set():
             return True
-        if sys.version_info >= (3, 11) and on_asyncio():
+        if not on_asyncio():
+            # trio's own cancel scope, without anyio's wrapper around it.
+            woken: bool = await _trio().wait_event(event, timeout)
+            return woken
+        if sys.version_info >= (3, 11):
             try:
                 async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
                     await event.wait()
             except TimeoutError:
                 return False
             return True
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(timeout):  # pragma: no cover - Python 3.10
             await event.wait()
             return True
-        return False
+        return False  # pragma: no cover - Python 3.10
 
     def _new_lock(self) -> Any:
         if on_asyncio():

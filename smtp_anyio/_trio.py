@@ -44,11 +44,13 @@ from smtp_core._client import ConnectOptions
 
 from ._transport import _READ_SIZE, AnyioTransport
 
-__all__ = ["TrioTransport", "open_trio_transport", "trio_deadline"]
+__all__ = ["TrioTransport", "current_time", "open_trio_transport", "trio_deadline", "wait_event"]
 
 T = TypeVar("T")
 
 _DEADLINE_SLACK = 0.005  # seconds
+_PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # a plain int: no flag arithmetic per call
+current_time = trio.current_time
 
 
 class TrioTransport(AnyioTransport):
@@ -122,6 +124,25 @@ class TrioTransport(AnyioTransport):
             except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
                 raise SMTPServerDisconnected(f"Connection lost: {exc!r}") from exc
 
+    def peer_closed(self) -> bool:
+        sock = self._sock
+        if sock is None:
+            return super().peer_closed()
+        # Peeked, left in place: a socket the server closed reads as empty at once.
+        try:
+            return sock.recv(1, _PEEK_NOW) == b""
+        except OSError:  # BlockingIOError: open, nothing there
+            return False
+
+    def peek_unsolicited(self) -> bytes:
+        sock = self._sock
+        if sock is None:
+            return super().peek_unsolicited()
+        try:
+            return sock.recv(64, _PEEK_NOW)
+        except OSError:  # BlockingIOError: nothing there
+            return b""
+
     async def start_tls(self, tls_context: Any, server_hostname: str | None) -> None:
         self._sock = None  # from here on, through the TLS stream
         await super().start_tls(tls_context, server_hostname)
@@ -167,6 +188,17 @@ async def trio_deadline(
         return await operation(restart)
     assert scope.cancelled_caught
     raise SMTPReadTimeoutError("Timed out waiting for server response")
+
+
+async def wait_event(event: trio.Event, timeout: float | None) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds (None: for ever); False if it timed out."""
+    if timeout is None:
+        await event.wait()
+        return True
+    with trio.CancelScope(deadline=trio.current_time() + timeout):
+        await event.wait()
+        return True
+    return False
 
 
 async def open_trio_transport(options: ConnectOptions) -> TrioTransport:

@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from .conftest import Adapter
-from .servers import Expect, ExpectData, Send, Signal, WaitFor, session_prefix
+from .servers import Close, Expect, ExpectData, Send, Signal, WaitFor, session_prefix
 
 ENVELOPE_OK = b"250 ok\r\n250 ok\r\n354 go\r\n"
 DEADLINE = 0.3
@@ -183,3 +183,32 @@ def test_aclose_under_a_waiting_read_ends_the_call_as_disconnected(
         release.set()
     assert len(caught) == 1 and type(caught[0]) is mod.SMTPServerDisconnected, caught
     assert caught[0].outcome is mod.Outcome.NEVER_SENT
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_connected(
+    adapter: Adapter, scripted: Any
+) -> None:
+    """``is_connected`` looks at the socket without reading it: True while the server
+    keeps the idle connection open, False once it has closed it, with no call between."""
+    release = threading.Event()
+    server = scripted([*session_prefix("PIPELINING"), WaitFor(release, timeout=30), Close()])
+    mod = adapter.module
+
+    async def main() -> bool:
+        smtp = mod.SMTP(
+            hostname="127.0.0.1", port=server.port, timeout=60, local_hostname="client.test"
+        )
+        await smtp.connect()
+        assert smtp.is_connected and smtp.is_connected  # looking twice reads nothing
+        release.set()
+        limit = time.monotonic() + HANG
+        while smtp.is_connected and time.monotonic() < limit:
+            await anyio.sleep(0.01)  # the server's close reaches the socket
+        closed = not smtp.is_connected
+        smtp.close()
+        return closed
+
+    try:
+        assert adapter.run(main)
+    finally:
+        release.set()

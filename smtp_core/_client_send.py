@@ -126,12 +126,14 @@ class SendingMixin(AuthMixin):
         content: Any = message.encode("ascii") if isinstance(message, str) else message
         prepared: list[Envelope] = []
 
+        covered = False
+
         async def now(restart: Callable[[float | None], None] | None = None) -> Any:
             conn = await self._ensure_session(timeout)
             envelope = prepare_envelope(conn, mail, rcpts, content, extensions)
             envelope.progress = progress
             prepared.append(envelope)
-            [outcome] = await self._submit([envelope], timeout)
+            [outcome] = await self._submit([envelope], timeout, covered)
             return outcome
 
         total = self.timeouts.total
@@ -140,6 +142,14 @@ class SendingMixin(AuthMixin):
             total = left
         if total is None:
             return await now()
+        # The message's own deadline can only pass after the total one (it starts later,
+        # and only stage limits shorten it): the total one alone bounds the pipeline.
+        stage = self._timeout(timeout)
+        covered = (
+            (stage is None or stage >= total)
+            and self.timeouts.command is None
+            and self.timeouts.data is None
+        )
         try:
             return await self._within(total, now)
         except SMTPTimeoutError as exc:

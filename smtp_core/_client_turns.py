@@ -367,11 +367,12 @@ class TurnsBase(abc.ABC):
         # Awaited after the handler, not in it (see smtp_core._native).
         await self._break_and_raise(failure)
 
-    async def _drive(self, mine: list[_Op], timeout: Timeout) -> None:
+    async def _drive(self, mine: list[_Op], timeout: Timeout, covered: bool = False) -> None:
         """Drive the connection for the baton holder until its operations are done.
 
         Messages at the head of the queue go into the mail pipeline; a turn of plain
-        commands at the head waits until the pipeline has drained.
+        commands at the head waits until the pipeline has drained. ``covered``: the
+        caller's own deadline passes before ``timeout`` could (see :meth:`_run_pipe`).
         """
         while not _all_done(mine):
             if self._pipe is None:
@@ -383,7 +384,7 @@ class TurnsBase(abc.ABC):
                     # needing EHLO again: say it before their MAIL.
                     await self._ehlo_or_helo_if_needed(timeout)
                 self._start_pipe()
-            await self._run_pipe(mine, timeout)
+            await self._run_pipe(mine, timeout, covered)
             if self._pipe is None and not self._open():
                 # The session ended under the pipeline (421, EOF): close it for good.
                 self._fail_queued(SMTPServerDisconnected("Connection lost"))
@@ -419,8 +420,13 @@ class TurnsBase(abc.ABC):
         )
         self._pipe = pipe
 
-    async def _run_pipe(self, mine: list[_Op], timeout: Timeout) -> None:
-        """The trampoline: perform the pipeline's requests until ``mine`` are done."""
+    async def _run_pipe(self, mine: list[_Op], timeout: Timeout, covered: bool = False) -> None:
+        """The trampoline: perform the pipeline's requests until ``mine`` are done.
+
+        Within ``timeout`` (restarted for each message and stage), unless ``covered``:
+        then the caller's total deadline, which runs out first, is the only one (a
+        deadline costs a timer on asyncio and a cancel scope on trio).
+        """
         pipe = self._pipe
         assert pipe is not None
         flow = pipe.flow
@@ -467,7 +473,10 @@ class TurnsBase(abc.ABC):
                     return
 
         try:
-            await self._within(self._timeout(timeout), trampoline)
+            if covered:
+                await trampoline(_no_restart)
+            else:
+                await self._within(self._timeout(timeout), trampoline)
             return
         except BaseException as exc:
             others = [op for op in pipe.inflight if not op.gone and op not in mine]
@@ -575,11 +584,14 @@ class TurnsBase(abc.ABC):
             else:
                 op.wake()
 
-    async def _submit(self, envelopes: list[Envelope], timeout: Timeout) -> list[Any]:
+    async def _submit(
+        self, envelopes: list[Envelope], timeout: Timeout, covered: bool = False
+    ) -> list[Any]:
         """Send ``envelopes`` through the mail pipeline, with whatever else is being sent.
 
         Returns one outcome per envelope: a ``TransactionResult`` or the exception the
         message met (each telling whether it was never sent or its fate is unknown).
+        ``covered``: see :meth:`_run_pipe`.
         """
         if self._holds_turn():
             raise LocalProtocolError("cannot send a message inside a turn of commands")
@@ -601,7 +613,7 @@ class TurnsBase(abc.ABC):
                     self._fail_queued(SMTPServerDisconnected("Connection lost"))
                     await self._abort()
                     continue
-                await self._drive(ops, timeout)
+                await self._drive(ops, timeout, covered)
                 if not _all_done(ops):
                     # A turn of commands was queued before the rest of these messages.
                     self._release(waiting)
@@ -743,3 +755,6 @@ def _message(exc: BaseException) -> str:
         return f"Connection lost: {exc}"
     return f"Connection lost: {type(exc).__name__}"
 
+
+def _no_restart(seconds: float | None) -> None:
+    """The restart of a deadline that is not there (see ``_run_pipe``)."""

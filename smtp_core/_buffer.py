@@ -18,7 +18,7 @@ class ReceiveBuffer:
     def __init__(self) -> None:
         self._data = bytearray()
         self._start = 0  # offset of the first unconsumed byte
-        self._searched = 0  # offset up to which no b"\n" exists
+        self._searched = 0  # offset up to which no b"\n" exists (never before _start)
 
     def __len__(self) -> int:
         return len(self._data) - self._start
@@ -40,19 +40,18 @@ class ReceiveBuffer:
         A line ends with CRLF; a bare LF is also accepted as a line ending (a CR before
         it is stripped, a lone CR elsewhere is kept as data).
         """
-        search_from = max(self._searched, self._start)
-        end = self._data.find(b"\n", search_from)
+        data = self._data
+        end = data.find(b"\n", self._searched)  # never before _start
         if end < 0:
-            self._searched = len(self._data)
+            self._searched = len(data)
             return None
-        stop = end - 1 if end > self._start and self._data[end - 1] == 0x0D else end
-        line = bytes(self._data[self._start : stop])
-        self._start = end + 1
-        self._searched = self._start
-        if self._start > 4096 and self._start * 2 > len(self._data):
-            del self._data[: self._start]
-            self._searched -= self._start
-            self._start = 0
+        start = self._start
+        line = bytes(data[start : end - 1 if end > start and data[end - 1] == 0x0D else end])
+        start = end + 1
+        if start > 4096 and start * 2 > len(data):
+            del data[:start]
+            start = 0
+        self._start = self._searched = start
         return line
 
     def peek(self, size: int) -> bytes:

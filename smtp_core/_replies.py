@@ -158,7 +158,7 @@ class ReplyParser:
             raw = self._buffer.extract_line()
             if raw is None:
                 # +1: the line's CR may already be here while its LF is not.
-                if self._buffer.pending_line_length() > self.max_line_length + 1:
+                if len(self._buffer) > self.max_line_length + 1:
                     raise RemoteProtocolError(
                         f"reply line longer than {self.max_line_length} bytes (max_line_length)"
                     )
@@ -167,12 +167,14 @@ class ReplyParser:
                 raise RemoteProtocolError(
                     f"reply line longer than {self.max_line_length} bytes (max_line_length)"
                 )
-            if self._code is None and raw[3:4] == b" " and raw[:3].isdigit() and raw[0] in _FIRST:
+            if self._code is None:
                 # Fast path: a whole single-line reply. Servers repeat the same few
                 # ("250 2.1.0 Ok"), and a Reply is immutable: parse each line once.
                 cache = self._single_line_replies
                 reply = cache.get(raw)
-                if reply is None:
+                if reply is not None:
+                    return reply
+                if raw[3:4] == b" " and raw[:3].isdigit() and raw[0] in _FIRST:
                     code = int(raw[:3])
                     text = raw[4:]
                     enhanced = (
@@ -183,7 +185,7 @@ class ReplyParser:
                         if len(cache) >= _CACHED_REPLIES:
                             cache.clear()
                         cache[raw] = reply
-                return reply
+                    return reply
             code, last, text = self._split(raw)
             if self._code is None:
                 self._code = code

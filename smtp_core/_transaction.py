@@ -24,7 +24,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._commands import Bdat, Command, Data, Mail, Quit, Rcpt, Rset
 from ._connection import ClientConnection
@@ -321,25 +321,34 @@ def _send_content(
     envelope (None for empty content ending a refused envelope) hears of its progress.
     """
     progress = envelope.progress if envelope is not None else None
-    source = _ChunkSource(content)
-    total = content_total(content) if progress is not None else None
     yield DATA_STAGE
     pending: list[bytes] = []
-    size = 0
     sent = 0
-    while (chunk := (yield from source.next())) is not None:
-        item = Content(chunk)
-        pending.append(conn.send(item))
-        _trace_sent(item)
-        size += len(chunk)
-        if size >= CONTENT_WRITE_SIZE:
-            if envelope is not None:
-                envelope.content_sent = True
-            yield Write(b"".join(pending))
-            sent += size
-            pending, size = [], 0
-            if progress is not None:
-                progress(sent, total)
+    if type(content) is bytes and len(content) < CONTENT_WRITE_SIZE:
+        # The usual message: one piece, so no chunk source.
+        size = len(content)
+        total: int | None = size
+        if content:
+            item = Content(content)
+            pending.append(conn.send(item))
+            _trace_sent(item)
+    else:
+        source = _ChunkSource(content)
+        total = content_total(content) if progress is not None else None
+        size = 0
+        while (chunk := (yield from source.next())) is not None:
+            item = Content(chunk)
+            pending.append(conn.send(item))
+            _trace_sent(item)
+            size += len(chunk)
+            if size >= CONTENT_WRITE_SIZE:
+                if envelope is not None:
+                    envelope.content_sent = True
+                yield Write(b"".join(pending))
+                sent += size
+                pending, size = [], 0
+                if progress is not None:
+                    progress(sent, total)
     pending.append(conn.send(_END))
     _trace_sent(_END)
     for cmd in then:
@@ -395,8 +404,11 @@ def _envelope_ok(result: TransactionResult) -> bool:
     return result.mail_reply.is_success and bool(result.accepted)
 
 
+_CLOSED: Final = State.CLOSED  # a module constant: cheaper than the class attribute
+
+
 def _closed(conn: ClientConnection) -> bool:
-    return conn.state is State.CLOSED
+    return conn.state is _CLOSED
 
 
 def _reset_quietly(conn: ClientConnection) -> Flow[None]:

@@ -126,6 +126,10 @@ class ClientConnection:
         self._pending_starts = 0
         # Commands whose extensions were checked against the current capabilities, by id.
         self._checked: dict[int, Command] = {}
+        # What the reply next_reply() returned last answers: the greeting, or a command
+        # (None: an unsolicited 421).
+        self._answered_greeting = False
+        self._answered: _Pending | None = None
 
     # -- properties ----------
 
@@ -200,6 +204,20 @@ class ClientConnection:
 
     def next_event(self) -> Event | type[NEED_DATA]:
         """Return the next event, or ``NEED_DATA`` when more bytes must be read first."""
+        item = self.next_reply()
+        if not isinstance(item, Reply):
+            return item  # NEED_DATA or ConnectionClosed
+        if self._answered_greeting:
+            return Greeting(item)
+        return CommandReply(self._answered, item)
+
+    def next_reply(self) -> Reply | ConnectionClosed | type[NEED_DATA]:
+        """:meth:`next_event` without the event around a reply: the reply itself.
+
+        For callers that read only the reply (the flows): the command it answers is the
+        oldest pending one, as in the :class:`CommandReply` that :meth:`next_event`
+        would have returned. ``ConnectionClosed`` and ``NEED_DATA`` are as there.
+        """
         if self._state is _ERROR:
             self._check_not_error()
         if self._state is _CLOSED and not self._parser.in_reply:
@@ -208,22 +226,23 @@ class ClientConnection:
             return NEED_DATA
         try:
             reply = self._parser.next_reply()
+            if reply is not None:
+                self._answered_greeting = self._state is _GREETING
+                self._answered = self._handle_reply(reply)
+                return reply
         except ProtocolError as exc:
             self._fail(exc)
-        if reply is None:
-            if self._eof:
-                expected = self._state in (_QUIT, _CLOSED)
-                self._apply(Trigger.SERVER_CLOSED)
-                self._pending.clear()
-                self._pending_starts = 0
-                return ConnectionClosed(expected=expected)
-            return NEED_DATA
-        try:
-            return self._handle_reply(reply)
-        except ProtocolError as exc:
-            self._fail(exc)
+        if self._eof:
+            expected = self._state in (_QUIT, _CLOSED)
+            self._apply(Trigger.SERVER_CLOSED)
+            self._pending.clear()
+            self._pending_starts = 0
+            return ConnectionClosed(expected=expected)
+        return NEED_DATA
 
-    def _handle_reply(self, reply: Reply) -> Event:
+    def _handle_reply(self, reply: Reply) -> _Pending | None:
+        """Move the machine on for ``reply``; the command it answers (None for the
+        greeting and an unsolicited 421)."""
         pending = self._pending
         code = reply.code
         if pending and code != 421 and self._state is not _GREETING:
@@ -235,10 +254,10 @@ class ClientConnection:
                 pending.popleft()
                 if 200 <= code < 300:
                     self._accepted_rcpts += 1
-                return CommandReply(command, reply)
+                return command
             if kind is EndOfData:
                 pending.popleft()
-                return CommandReply(command, reply)
+                return command
             if kind is Mail:
                 pending.popleft()
                 self._pending_starts -= 1
@@ -246,7 +265,7 @@ class ClientConnection:
                     # A refusal of an earlier message's MAIL, which later pipelined
                     # commands already left behind, moves nothing.
                     self._apply(Trigger.MAIL_FAILED)
-                return CommandReply(command, reply)
+                return command
         if self._state is _GREETING:
             if code == 421:
                 self._apply(Trigger.SERVICE_CLOSING)
@@ -256,11 +275,11 @@ class ClientConnection:
                 self._apply(Trigger.GREETING_REFUSED)
             else:
                 raise RemoteProtocolError(f"greeting has code {code}; expected 220")
-            return Greeting(reply)
+            return None
         if not pending:
             if code == 421:
                 self._apply(Trigger.SERVICE_CLOSING)
-                return CommandReply(None, reply)
+                return None
             raise RemoteProtocolError(
                 f"unsolicited reply {code} {reply.message[:60]!r}: no command is awaiting one"
             )
@@ -269,7 +288,7 @@ class ClientConnection:
             pending.clear()
             self._pending_starts = 0
             self._apply(Trigger.SERVICE_CLOSING)
-            return CommandReply(command, reply)
+            return command
         if type(command) in _STARTS_TRANSACTION_TYPES:
             self._pending_starts -= 1
         trigger = self._reply_trigger(command, reply)
@@ -279,7 +298,7 @@ class ClientConnection:
             # A failure in a transaction that later pipelined commands already ended
             # (a refused MAIL, BDAT or DATA of an earlier message) moves nothing.
             self._apply(trigger)
-        return CommandReply(command, reply)
+        return command
 
     def _reply_trigger(self, command: _Pending, reply: Reply) -> Trigger | None:
         # The commands of a mail transaction first: they are the most frequent.

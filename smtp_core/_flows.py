@@ -58,7 +58,7 @@ from ._commands import (
     StartTLS,
 )
 from ._connection import ClientConnection
-from ._events import NEED_DATA, CommandReply, ConnectionClosed, Content, EndOfData, Greeting
+from ._events import NEED_DATA, ConnectionClosed, Content, EndOfData
 from ._exceptions import (
     SMTPConnectResponseError,
     SMTPHeloError,
@@ -197,18 +197,23 @@ def read_reply(conn: ClientConnection) -> Flow[Reply]:
     Raises ``SMTPServerDisconnected`` if the server closes the connection first.
     """
     while True:
-        event = conn.next_event()
-        if event is NEED_DATA:
+        reply = conn.next_reply()
+        if reply is NEED_DATA:
             data = yield READ
             conn.receive_data(data)
             continue
-        if isinstance(event, (Greeting, CommandReply)):
-            _trace_reply(event.reply)
-            return event.reply
-        if isinstance(event, ConnectionClosed):
-            trace_logger.debug("S: <connection closed>")
-            raise SMTPServerDisconnected("Unexpected EOF received")
-        raise AssertionError(f"unexpected event {event!r}")  # pragma: no cover
+        return _reply_of(reply)
+
+
+def _reply_of(reply: Reply | ConnectionClosed | type[NEED_DATA]) -> Reply:
+    """``reply``, traced, when it is one; the server's close raises."""
+    if isinstance(reply, Reply):
+        _trace_reply(reply)
+        return reply
+    if isinstance(reply, ConnectionClosed):
+        trace_logger.debug("S: <connection closed>")
+        raise SMTPServerDisconnected("Unexpected EOF received")
+    raise AssertionError(f"unexpected event {reply!r}")  # pragma: no cover
 
 
 def command(conn: ClientConnection, cmd: Command) -> Flow[Reply]:

@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 from ._commands import Bdat, Command, Data, Mail, Quit, Rcpt, Rset
 from ._connection import ClientConnection
-from ._events import NEED_DATA, CommandReply, ConnectionClosed, Content, EndOfData
+from ._events import NEED_DATA, Content, EndOfData
 from ._exceptions import (
     SMTPDataError,
     SMTPException,
@@ -44,12 +44,11 @@ from ._flows import (
     Flow,
     NextChunk,
     Write,
-    _trace_reply,
+    _reply_of,
     _trace_sent,
     command,
     read_reply,
     send,
-    trace_logger,
 )
 from ._outcome import Outcome
 from ._replies import EnhancedStatusCode, Reply
@@ -907,20 +906,14 @@ def _bdat_pipeline(
 def _reply_or_wait(conn: ClientConnection, before_wait: Callable[[], Flow[None]]) -> Flow[Reply]:
     """The next reply; ``before_wait()`` runs whenever the flow is about to wait for bytes."""
     while True:
-        event = conn.next_event()
-        if event is NEED_DATA:
+        reply = conn.next_reply()
+        if reply is NEED_DATA:
             yield from before_wait()
             data = yield READ_OR_WAKE
             if data is not None:  # None: woken, new work may have come
                 conn.receive_data(data)
             continue
-        if type(event) is CommandReply:
-            _trace_reply(event.reply)
-            return event.reply
-        if isinstance(event, ConnectionClosed):
-            trace_logger.debug("S: <connection closed>")
-            raise SMTPServerDisconnected("Unexpected EOF received")
-        raise AssertionError(f"unexpected event {event!r}")  # pragma: no cover
+        return _reply_of(reply)
 
 
 BatchOutcome = TransactionResult | Exception

@@ -203,6 +203,19 @@ def test_repeated_single_line_replies_are_parsed_once() -> None:
     assert first == Reply(250, ("2.1.0 Ok",))
 
 
+def test_a_line_parsed_on_one_connection_is_not_parsed_again_on_the_next() -> None:
+    replies = []
+    for enhanced in (False, False, True, True):
+        parser = ReplyParser()
+        parser.parse_enhanced_codes = enhanced
+        parser.feed(b"250 2.1.0 Sender ok\r\n")
+        replies.append(parser.next_reply())
+    plain, plain_again, enhanced_reply, enhanced_again = replies
+    assert plain is plain_again and enhanced_reply is enhanced_again
+    assert plain is not None and plain.enhanced_codes == ()
+    assert enhanced_reply is not None and str(enhanced_reply.enhanced_status) == "2.1.0"
+
+
 def test_enhanced_codes_switch_does_not_reuse_replies_parsed_without_them() -> None:
     parser = ReplyParser()
     parser.feed(b"250 2.1.0 Ok\r\n")
@@ -231,4 +244,4 @@ def test_long_reply_lines_are_not_kept() -> None:
     parser.feed(line * 2)
     first, second = parser.next_reply(), parser.next_reply()
     assert first == second and first is not second
-    assert not parser._single_line_replies
+    assert line.rstrip(b"\r\n") not in parser._single_line_replies

@@ -205,6 +205,13 @@ def read_reply(conn: ClientConnection) -> Flow[Reply]:
         return _reply_of(reply)
 
 
+def _buffered_reply(conn: ClientConnection) -> Reply | None:
+    """The next reply if the bytes already received hold it, else None (read it with
+    :func:`read_reply`): a pipelined command's reply usually came with an earlier one."""
+    reply = conn.next_reply()
+    return None if reply is NEED_DATA else _reply_of(reply)
+
+
 def _reply_of(reply: Reply | ConnectionClosed | type[NEED_DATA]) -> Reply:
     """``reply``, traced, when it is one; the server's close raises."""
     if isinstance(reply, Reply):

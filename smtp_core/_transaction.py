@@ -44,6 +44,7 @@ from ._flows import (
     Flow,
     NextChunk,
     Write,
+    _buffered_reply,
     _reply_of,
     _trace_sent,
     command,
@@ -476,7 +477,7 @@ def _read_envelope(
     if mail_reply.code == 421:
         return result
     for rcpt in envelope.rcpts:
-        reply = yield from read_reply(conn)
+        reply = _buffered_reply(conn) or (yield from read_reply(conn))
         result.recipient_replies[rcpt.recipient] = reply
         if reply.code == 421:
             break
@@ -491,7 +492,7 @@ def _data_transaction(
         result = yield from _read_envelope(conn, envelope)
         if _closed(conn):
             return _envelope_error(result)
-        data_reply = yield from read_reply(conn)
+        data_reply = _buffered_reply(conn) or (yield from read_reply(conn))
         if data_reply.code == 354 and not _envelope_ok(result):
             # The server accepted DATA although the envelope failed: end it empty.
             yield from send(conn, _END)
@@ -783,7 +784,7 @@ def _data_pipeline(
                 inflight.remove(envelope)
                 finished(envelope, _envelope_error(result))
                 break
-            data_reply = yield from read_reply(conn)
+            data_reply = _buffered_reply(conn) or (yield from read_reply(conn))
             ok = _envelope_ok(result)
             outcome: TransactionResult | SMTPException | None = None
             if not ok:

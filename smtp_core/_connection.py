@@ -42,12 +42,15 @@ Sendable = Command | Content | EndOfData
 
 _Pending = Command | EndOfData
 
-_HELLO = (Ehlo, Helo, Lhlo)
-_HELLO_TYPES = frozenset(_HELLO)
-_STARTS_TRANSACTION = (Mail, Rset, *_HELLO)
-_STARTS_TRANSACTION_TYPES = frozenset(_STARTS_TRANSACTION)
-_TRANSACTION_FAILURES = frozenset({Trigger.MAIL_FAILED, Trigger.BDAT_FAILED, Trigger.DATA_FAILED})
-_CHECKED_COMMANDS = 64  # commands whose extension check is remembered per connection
+# Module constants are Final: compiled code reads them without a dictionary lookup.
+_HELLO: Final = (Ehlo, Helo, Lhlo)
+_HELLO_TYPES: Final = frozenset(_HELLO)
+_STARTS_TRANSACTION: Final = (Mail, Rset, *_HELLO)
+_STARTS_TRANSACTION_TYPES: Final = frozenset(_STARTS_TRANSACTION)
+_TRANSACTION_FAILURES: Final = frozenset(
+    {Trigger.MAIL_FAILED, Trigger.BDAT_FAILED, Trigger.DATA_FAILED}
+)
+_CHECKED_COMMANDS: Final = 64  # commands whose extension check is remembered per connection
 
 
 # Enum members read through their class cost a descriptor lookup each time (Python
@@ -382,7 +385,7 @@ class ClientConnection:
                     f"server sent unsolicited data before {_name(item)}: "
                     f"{bytes(self._parser.buffer.peek(40))!r}"
                 )
-            if isinstance(item, (Rcpt, Data)):
+            if type(item) is Rcpt or type(item) is Data:
                 # The envelope's commands, the most frequent after content.
                 if pending:
                     self._check_pipelining(item)
@@ -560,7 +563,7 @@ class ClientConnection:
         raise exc
 
 
-_SEND_TRIGGERS: tuple[tuple[type[Command], Trigger], ...] = (
+_SEND_TRIGGERS: Final[tuple[tuple[type[Command], Trigger], ...]] = (
     (Mail, Trigger.SEND_MAIL),
     (Rcpt, Trigger.SEND_RCPT),
     (Data, Trigger.SEND_DATA),
@@ -572,7 +575,7 @@ _SEND_TRIGGERS: tuple[tuple[type[Command], Trigger], ...] = (
 )
 
 
-_TRIGGER_BY_TYPE: dict[type, Trigger] = {
+_TRIGGER_BY_TYPE: Final[dict[type, Trigger]] = {
     Content: Trigger.SEND_CONTENT,
     EndOfData: Trigger.SEND_END_OF_DATA,
     Ehlo: Trigger.SEND_HELLO,

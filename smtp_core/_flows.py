@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._commands import (
     Auth,
@@ -120,8 +120,8 @@ class Read:
     wakeable: bool = False
 
 
-READ = Read()
-READ_OR_WAKE = Read(wakeable=True)
+READ: Final = Read()
+READ_OR_WAKE: Final = Read(wakeable=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ class Progress:
     """Request: one message of a batch is done; a per-message deadline may start again."""
 
 
-PROGRESS = Progress()
+PROGRESS: Final = Progress()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +154,8 @@ class Stage:
     name: str
 
 
-COMMAND_STAGE = Stage("command")
-DATA_STAGE = Stage("data")
+COMMAND_STAGE: Final = Stage("command")
+DATA_STAGE: Final = Stage("data")
 
 Request = Write | Read | UpgradeTLS | NextChunk | Progress | Stage
 T = TypeVar("T")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from ._buffer import ReceiveBuffer
 from ._errors import RemoteProtocolError
 
 __all__ = ["EnhancedStatusCode", "Reply", "ReplyParser"]
 
-_FIRST = b"2345"
-_CACHED_REPLIES = 64  # distinct single-line replies remembered (of each kind below)
-_CACHED_LINE_LENGTH = 128  # longer lines are parsed every time (bounds the cache's memory)
+_FIRST: Final = b"2345"
+_CACHED_REPLIES: Final = 64  # distinct single-line replies remembered (of each kind below)
+_CACHED_LINE_LENGTH: Final = 128  # longer lines are parsed every time (bounds the cache's memory)
 _ENHANCED_RE = re.compile(rb"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 
 
@@ -86,8 +87,8 @@ def _decode(raw: bytes) -> str:
 # Single-line replies already parsed, by line: servers repeat the same few ("250 2.1.0
 # Ok") on every connection, and a Reply is immutable. One cache for replies parsed with
 # enhanced status codes and one for those parsed without.
-_REPLIES_PLAIN: dict[bytes, Reply] = {}
-_REPLIES_ENHANCED: dict[bytes, Reply] = {}
+_REPLIES_PLAIN: Final[dict[bytes, Reply]] = {}
+_REPLIES_ENHANCED: Final[dict[bytes, Reply]] = {}
 
 
 class ReplyParser:

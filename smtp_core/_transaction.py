@@ -76,8 +76,8 @@ __all__ = [
 CONTENT_WRITE_SIZE = 256 * 1024
 """Message content is written in pieces of about this many bytes."""
 
-_DATA = Data()  # commands are immutable: one DATA serves every message
-_END = EndOfData()
+_DATA: Final = Data()  # commands are immutable: one DATA serves every message
+_END: Final = EndOfData()
 
 DEFAULT_WINDOW = 16
 """Most whole transactions :func:`mail_pipeline` has on the wire at once (CHUNKING)."""
@@ -290,7 +290,7 @@ class _ChunkSource:
                 return bytes(chunk)
 
 
-_PLAIN_FILES = (io.BufferedReader, io.BufferedRandom, io.FileIO)
+_PLAIN_FILES: Final = (io.BufferedReader, io.BufferedRandom, io.FileIO)
 
 
 def content_total(content: MessageSource) -> int | None:

@@ -191,7 +191,7 @@ def test_unconsumed_bytes_are_given_back_exactly() -> None:
     buffer = ReceiveBuffer()
     data = b"250-a\r\n250 b\n\r\n354 \rgo\r\npartial\r"
     buffer.append(data[:9])
-    buffer.append(bytearray(data[9:]))
+    buffer.append(data[9:])
     assert len(buffer) == len(data) and buffer.peek(7) == data[:7]
     assert buffer.extract_line() == b"250-a"
     assert buffer.peek(100) == data[7:]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Literal, NoReturn
+from typing import Final, Literal, NoReturn
 
 from ._capabilities import Capabilities
 from ._commands import (
@@ -33,7 +33,7 @@ from ._events import (
     Greeting,
 )
 from ._replies import Reply, ReplyParser
-from ._state import TRANSITIONS, State, Trigger, transition
+from ._state import TRANSITIONS, State, Trigger
 
 __all__ = ["ClientConnection", "Sendable"]
 
@@ -42,11 +42,25 @@ Sendable = Command | Content | EndOfData
 
 _Pending = Command | EndOfData
 
-_HELLO = (Ehlo, Helo, Lhlo)
-_HELLO_TYPES = frozenset(_HELLO)
-_STARTS_TRANSACTION = (Mail, Rset, *_HELLO)
-_STARTS_TRANSACTION_TYPES = frozenset(_STARTS_TRANSACTION)
-_TRANSACTION_FAILURES = frozenset({Trigger.MAIL_FAILED, Trigger.BDAT_FAILED, Trigger.DATA_FAILED})
+# Module constants are Final: compiled code reads them without a dictionary lookup.
+_HELLO: Final = (Ehlo, Helo, Lhlo)
+_HELLO_TYPES: Final = frozenset(_HELLO)
+_STARTS_TRANSACTION: Final = (Mail, Rset, *_HELLO)
+_STARTS_TRANSACTION_TYPES: Final = frozenset(_STARTS_TRANSACTION)
+_TRANSACTION_FAILURES: Final = frozenset(
+    {Trigger.MAIL_FAILED, Trigger.BDAT_FAILED, Trigger.DATA_FAILED}
+)
+_CHECKED_COMMANDS: Final = 64  # commands whose extension check is remembered per connection
+
+
+# Enum members read through their class cost a descriptor lookup each time (Python
+# 3.11): the hot paths read the states they compare with from module constants.
+_CLOSED: Final = State.CLOSED
+_CONTENT: Final = State.CONTENT
+_ERROR: Final = State.ERROR
+_GREETING: Final = State.GREETING
+_QUIT: Final = State.QUIT
+_TLS_HANDSHAKE: Final = State.TLS_HANDSHAKE
 
 
 class ClientConnection:
@@ -97,7 +111,7 @@ class ClientConnection:
             max_reply_lines=max_reply_lines,
             max_buffer_size=max_buffer_size,
         )
-        self._state = State.GREETING
+        self._state = _GREETING
         self._pending: deque[_Pending] = deque()
         self._capabilities = Capabilities()
         self._extended = False
@@ -113,6 +127,12 @@ class ClientConnection:
         # Transaction-starting commands (MAIL, RSET, EHLO...) awaiting replies: while one
         # is, a failure reply belongs to an earlier transaction than the one being sent.
         self._pending_starts = 0
+        # Commands whose extensions were checked against the current capabilities, by id.
+        self._checked: dict[int, Command] = {}
+        # What the reply next_reply() returned last answers: the greeting, or a command
+        # (None: an unsolicited 421).
+        self._answered_greeting = False
+        self._answered: _Pending | None = None
 
     # -- properties ----------
 
@@ -166,14 +186,14 @@ class ClientConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the server; ``b""`` means the server closed the connection."""
-        if self._state is State.ERROR:
+        if self._state is _ERROR:
             self._check_not_error()
         if not data:
             self._eof = True
             return
-        if self._state is State.CLOSED:
+        if self._state is _CLOSED:
             return  # nothing more is expected; late bytes are ignored
-        if self._state is State.TLS_HANDSHAKE:
+        if self._state is _TLS_HANDSHAKE:
             self._fail(
                 RemoteProtocolError(
                     "server sent data after the STARTTLS 220 reply, before TLS started "
@@ -187,53 +207,91 @@ class ClientConnection:
 
     def next_event(self) -> Event | type[NEED_DATA]:
         """Return the next event, or ``NEED_DATA`` when more bytes must be read first."""
-        if self._state is State.ERROR:
+        item = self.next_reply()
+        if not isinstance(item, Reply):
+            return item  # NEED_DATA or ConnectionClosed
+        if self._answered_greeting:
+            return Greeting(item)
+        return CommandReply(self._answered, item)
+
+    def next_reply(self) -> Reply | ConnectionClosed | type[NEED_DATA]:
+        """:meth:`next_event` without the event around a reply: the reply itself.
+
+        For callers that read only the reply (the flows): the command it answers is the
+        oldest pending one, as in the :class:`CommandReply` that :meth:`next_event`
+        would have returned. ``ConnectionClosed`` and ``NEED_DATA`` are as there.
+        """
+        if self._state is _ERROR:
             self._check_not_error()
-        if self._state is State.CLOSED and not self._parser.in_reply:
+        if self._state is _CLOSED and not self._parser.in_reply:
             if self._eof:
                 return ConnectionClosed(expected=True)
             return NEED_DATA
         try:
             reply = self._parser.next_reply()
+            if reply is not None:
+                self._answered_greeting = self._state is _GREETING
+                self._answered = self._handle_reply(reply)
+                return reply
         except ProtocolError as exc:
             self._fail(exc)
-        if reply is None:
-            if self._eof:
-                expected = self._state in (State.QUIT, State.CLOSED)
-                self._apply(Trigger.SERVER_CLOSED)
-                self._pending.clear()
-                self._pending_starts = 0
-                return ConnectionClosed(expected=expected)
-            return NEED_DATA
-        try:
-            return self._handle_reply(reply)
-        except ProtocolError as exc:
-            self._fail(exc)
+        if self._eof:
+            expected = self._state in (_QUIT, _CLOSED)
+            self._apply(Trigger.SERVER_CLOSED)
+            self._pending.clear()
+            self._pending_starts = 0
+            return ConnectionClosed(expected=expected)
+        return NEED_DATA
 
-    def _handle_reply(self, reply: Reply) -> Event:
-        if self._state is State.GREETING:
-            if reply.code == 421:
+    def _handle_reply(self, reply: Reply) -> _Pending | None:
+        """Move the machine on for ``reply``; the command it answers (None for the
+        greeting and an unsolicited 421)."""
+        pending = self._pending
+        code = reply.code
+        if pending and code != 421 and self._state is not _GREETING:
+            # The replies of a mail transaction first: they are the most frequent, and
+            # a successful one moves nothing.
+            command = pending[0]
+            kind = type(command)
+            if kind is Rcpt:
+                pending.popleft()
+                if 200 <= code < 300:
+                    self._accepted_rcpts += 1
+                return command
+            if kind is EndOfData:
+                pending.popleft()
+                return command
+            if kind is Mail:
+                pending.popleft()
+                self._pending_starts -= 1
+                if not 200 <= code < 300 and not self._pending_starts:
+                    # A refusal of an earlier message's MAIL, which later pipelined
+                    # commands already left behind, moves nothing.
+                    self._apply(Trigger.MAIL_FAILED)
+                return command
+        if self._state is _GREETING:
+            if code == 421:
                 self._apply(Trigger.SERVICE_CLOSING)
             elif reply.is_success:
                 self._apply(Trigger.GREETING_OK)
-            elif reply.code >= 400:
+            elif code >= 400:
                 self._apply(Trigger.GREETING_REFUSED)
             else:
-                raise RemoteProtocolError(f"greeting has code {reply.code}; expected 220")
-            return Greeting(reply)
-        if not self._pending:
-            if reply.code == 421:
+                raise RemoteProtocolError(f"greeting has code {code}; expected 220")
+            return None
+        if not pending:
+            if code == 421:
                 self._apply(Trigger.SERVICE_CLOSING)
-                return CommandReply(None, reply)
+                return None
             raise RemoteProtocolError(
-                f"unsolicited reply {reply.code} {reply.message[:60]!r}: no command is awaiting one"
+                f"unsolicited reply {code} {reply.message[:60]!r}: no command is awaiting one"
             )
-        command = self._pending.popleft()
-        if reply.code == 421:
-            self._pending.clear()
+        command = pending.popleft()
+        if code == 421:
+            pending.clear()
             self._pending_starts = 0
             self._apply(Trigger.SERVICE_CLOSING)
-            return CommandReply(command, reply)
+            return command
         if type(command) in _STARTS_TRANSACTION_TYPES:
             self._pending_starts -= 1
         trigger = self._reply_trigger(command, reply)
@@ -243,7 +301,7 @@ class ClientConnection:
             # A failure in a transaction that later pipelined commands already ended
             # (a refused MAIL, BDAT or DATA of an earlier message) moves nothing.
             self._apply(trigger)
-        return CommandReply(command, reply)
+        return command
 
     def _reply_trigger(self, command: _Pending, reply: Reply) -> Trigger | None:
         # The commands of a mail transaction first: they are the most frequent.
@@ -258,6 +316,7 @@ class ClientConnection:
         if isinstance(command, _HELLO):
             if not reply.is_success:
                 return Trigger.HELLO_FAILED
+            self._checked.clear()
             if isinstance(command, Helo):
                 self._capabilities = Capabilities()
                 self._extended = False
@@ -306,29 +365,53 @@ class ClientConnection:
         state, an unanswered command that PIPELINING rules say must come first, or an
         extension the server did not advertise.
         """
-        if self._state is State.ERROR:
+        state = self._state
+        if state is _ERROR:
             self._check_not_error()
         try:
-            return self._send(item)
+            if state is _CONTENT and isinstance(item, Content):
+                # The content of a large message comes in many pieces: no table lookups.
+                assert self._encoder is not None
+                return self._encoder.encode(item.data)
+            trigger = _TRIGGER_BY_TYPE.get(type(item)) or self._send_trigger(item)
+            new_state = TRANSITIONS[state].get(trigger)
+            if new_state is None:
+                raise LocalProtocolError(f"cannot send {_name(item)} in state {state.name}")
+            pending = self._pending
+            if not pending and state is not _CONTENT and self._parser.buffer:
+                # Bytes that arrived while nothing was awaiting a reply would otherwise be
+                # taken as the reply to this command.
+                raise RemoteProtocolError(
+                    f"server sent unsolicited data before {_name(item)}: "
+                    f"{bytes(self._parser.buffer.peek(40))!r}"
+                )
+            if type(item) is Rcpt or type(item) is Data:
+                # The envelope's commands, the most frequent after content.
+                if pending:
+                    self._check_pipelining(item)
+                data = self._checked_bytes(item)
+                pending.append(item)
+                self._state = new_state
+                return data
+            return self._send(item, new_state)
         except ProtocolError as exc:
             self._fail(exc)
 
-    def _send(self, item: Sendable) -> bytes:
-        if type(item) is Content and self._state is State.CONTENT:
-            # The content of a large message comes in many pieces: no table lookups.
-            assert self._encoder is not None
-            return self._encoder.encode(item.data)
-        trigger = _TRIGGER_BY_TYPE.get(type(item)) or self._send_trigger(item)
-        new_state = TRANSITIONS[self._state].get(trigger)
-        if new_state is None:
-            raise LocalProtocolError(f"cannot send {_name(item)} in state {self._state.name}")
-        if not self._pending and self._parser.buffer and self._state is not State.CONTENT:
-            # Bytes that arrived while nothing was awaiting a reply would otherwise be
-            # taken as the reply to this command.
-            raise RemoteProtocolError(
-                f"server sent unsolicited data before {_name(item)}: "
-                f"{bytes(self._parser.buffer.peek(40))!r}"
-            )
+    def _checked_bytes(self, command: Command) -> bytes:
+        """The command's bytes, once the server's extensions allow it.
+
+        A program sending many messages sends the same (immutable) commands again: each
+        one's check is remembered until the capabilities change.
+        """
+        checked = self._checked
+        if checked.get(id(command)) is not command:
+            self._check_extensions(command)
+            if len(checked) >= _CHECKED_COMMANDS:
+                checked.clear()
+            checked[id(command)] = command
+        return command.to_bytes()
+
+    def _send(self, item: Sendable, new_state: State) -> bytes:
         if isinstance(item, Content):
             assert self._encoder is not None
             self._state = new_state
@@ -346,8 +429,8 @@ class ClientConnection:
             )
         if self._pending:
             self._check_pipelining(item)
-        self._check_extensions(item)
         if isinstance(item, Bdat):
+            self._check_extensions(item)
             self._content_started = True
             if self._binary:
                 payload = item.payload  # BODY=BINARYMIME: octets exactly as given
@@ -362,21 +445,14 @@ class ClientConnection:
             data = item.to_bytes()
             self._pending.extend([item] * (self._replies_after_content() if item.last else 1))
         else:
-            data = item.to_bytes()
+            data = self._checked_bytes(item)
             self._pending.append(item)
             if isinstance(item, _STARTS_TRANSACTION):
                 self._pending_starts += 1
                 self._normalizer = None
                 self._accepted_rcpts = 0
                 self._content_started = False
-                self._binary = (
-                    isinstance(item, Mail)
-                    and bool(item.params)
-                    and any(
-                        key == "BODY" and (value or "").upper() == "BINARYMIME"
-                        for key, value in item.params
-                    )
-                )
+                self._binary = isinstance(item, Mail) and bool(item.params) and _binarymime(item)
             elif isinstance(item, Auth):
                 self._auth_rounds = 0
         self._state = new_state
@@ -445,7 +521,7 @@ class ClientConnection:
         must be sent again (RFC 3207 section 4.2).
         """
         self._check_not_error()
-        if self._state is not State.TLS_HANDSHAKE:
+        if self._state is not _TLS_HANDSHAKE:
             self._fail(
                 LocalProtocolError(
                     f"tls_established() called in state {self._state.name}, "
@@ -459,9 +535,11 @@ class ClientConnection:
 
     def mark_tls(self) -> None:
         """Record that the transport is TLS from the start (implicit TLS, port 465)."""
+        self._checked.clear()  # STARTTLS is checked against it
         self._tls = True
 
     def _reset_session(self) -> None:
+        self._checked.clear()
         self._capabilities = Capabilities()
         self._extended = False
         self._parser.parse_enhanced_codes = False
@@ -469,22 +547,23 @@ class ClientConnection:
     # -- internals ----------
 
     def _apply(self, trigger: Trigger) -> None:
-        new_state = transition(self._state, trigger)
+        # transition() without its PROTOCOL_ERROR case: errors go through _fail().
+        new_state = TRANSITIONS[self._state].get(trigger)
         if new_state is not None:
             self._state = new_state
 
     def _check_not_error(self) -> None:
-        if self._state is State.ERROR:
+        if self._state is _ERROR:
             raise LocalProtocolError("the connection is in the ERROR state after a protocol error")
 
     def _fail(self, exc: ProtocolError) -> NoReturn:
-        self._state = State.ERROR
+        self._state = _ERROR
         self._pending.clear()
         self._pending_starts = 0
         raise exc
 
 
-_SEND_TRIGGERS: tuple[tuple[type[Command], Trigger], ...] = (
+_SEND_TRIGGERS: Final[tuple[tuple[type[Command], Trigger], ...]] = (
     (Mail, Trigger.SEND_MAIL),
     (Rcpt, Trigger.SEND_RCPT),
     (Data, Trigger.SEND_DATA),
@@ -496,7 +575,7 @@ _SEND_TRIGGERS: tuple[tuple[type[Command], Trigger], ...] = (
 )
 
 
-_TRIGGER_BY_TYPE: dict[type, Trigger] = {
+_TRIGGER_BY_TYPE: Final[dict[type, Trigger]] = {
     Content: Trigger.SEND_CONTENT,
     EndOfData: Trigger.SEND_END_OF_DATA,
     Ehlo: Trigger.SEND_HELLO,
@@ -504,6 +583,14 @@ _TRIGGER_BY_TYPE: dict[type, Trigger] = {
     Lhlo: Trigger.SEND_HELLO,
     **dict(_SEND_TRIGGERS),
 }
+
+
+def _binarymime(mail: Mail) -> bool:
+    """MAIL asks for BODY=BINARYMIME (RFC 3030): the content goes unaltered."""
+    for key, value in mail.params:
+        if key == "BODY" and (value or "").upper() == "BINARYMIME":
+            return True
+    return False
 
 
 def _name(item: Sendable) -> str:

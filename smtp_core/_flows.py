@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._commands import (
     Auth,
@@ -58,7 +58,7 @@ from ._commands import (
     StartTLS,
 )
 from ._connection import ClientConnection
-from ._events import NEED_DATA, CommandReply, ConnectionClosed, Content, EndOfData, Greeting
+from ._events import NEED_DATA, ConnectionClosed, Content, EndOfData
 from ._exceptions import (
     SMTPConnectResponseError,
     SMTPHeloError,
@@ -120,8 +120,8 @@ class Read:
     wakeable: bool = False
 
 
-READ = Read()
-READ_OR_WAKE = Read(wakeable=True)
+READ: Final = Read()
+READ_OR_WAKE: Final = Read(wakeable=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ class Progress:
     """Request: one message of a batch is done; a per-message deadline may start again."""
 
 
-PROGRESS = Progress()
+PROGRESS: Final = Progress()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +154,8 @@ class Stage:
     name: str
 
 
-COMMAND_STAGE = Stage("command")
-DATA_STAGE = Stage("data")
+COMMAND_STAGE: Final = Stage("command")
+DATA_STAGE: Final = Stage("data")
 
 Request = Write | Read | UpgradeTLS | NextChunk | Progress | Stage
 T = TypeVar("T")
@@ -197,18 +197,30 @@ def read_reply(conn: ClientConnection) -> Flow[Reply]:
     Raises ``SMTPServerDisconnected`` if the server closes the connection first.
     """
     while True:
-        event = conn.next_event()
-        if event is NEED_DATA:
+        reply = conn.next_reply()
+        if reply is NEED_DATA:
             data = yield READ
             conn.receive_data(data)
             continue
-        if isinstance(event, (Greeting, CommandReply)):
-            _trace_reply(event.reply)
-            return event.reply
-        if isinstance(event, ConnectionClosed):
-            trace_logger.debug("S: <connection closed>")
-            raise SMTPServerDisconnected("Unexpected EOF received")
-        raise AssertionError(f"unexpected event {event!r}")  # pragma: no cover
+        return _reply_of(reply)
+
+
+def _buffered_reply(conn: ClientConnection) -> Reply | None:
+    """The next reply if the bytes already received hold it, else None (read it with
+    :func:`read_reply`): a pipelined command's reply usually came with an earlier one."""
+    reply = conn.next_reply()
+    return None if reply is NEED_DATA else _reply_of(reply)
+
+
+def _reply_of(reply: Reply | ConnectionClosed | type[NEED_DATA]) -> Reply:
+    """``reply``, traced, when it is one; the server's close raises."""
+    if isinstance(reply, Reply):
+        _trace_reply(reply)
+        return reply
+    if isinstance(reply, ConnectionClosed):
+        trace_logger.debug("S: <connection closed>")
+        raise SMTPServerDisconnected("Unexpected EOF received")
+    raise AssertionError(f"unexpected event {reply!r}")  # pragma: no cover
 
 
 def command(conn: ClientConnection, cmd: Command) -> Flow[Reply]:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from ._buffer import ReceiveBuffer
 from ._errors import RemoteProtocolError
 
 __all__ = ["EnhancedStatusCode", "Reply", "ReplyParser"]
 
-_FIRST = b"2345"
-_CACHED_REPLIES = 64  # distinct single-line replies remembered per connection
-_CACHED_LINE_LENGTH = 128  # longer lines are parsed every time (bounds the cache's memory)
+_FIRST: Final = b"2345"
+_CACHED_REPLIES: Final = 64  # distinct single-line replies remembered (of each kind below)
+_CACHED_LINE_LENGTH: Final = 128  # longer lines are parsed every time (bounds the cache's memory)
 _ENHANCED_RE = re.compile(rb"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 
 
@@ -83,6 +84,13 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+# Single-line replies already parsed, by line: servers repeat the same few ("250 2.1.0
+# Ok") on every connection, and a Reply is immutable. One cache for replies parsed with
+# enhanced status codes and one for those parsed without.
+_REPLIES_PLAIN: Final[dict[bytes, Reply]] = {}
+_REPLIES_ENHANCED: Final[dict[bytes, Reply]] = {}
+
+
 class ReplyParser:
     """Turns received bytes into :class:`Reply` objects, incrementally.
 
@@ -120,7 +128,7 @@ class ReplyParser:
         self.max_reply_lines = max_reply_lines
         self.max_buffer_size = max_buffer_size
         self._parse_enhanced_codes = False
-        self._single_line_replies: dict[bytes, Reply] = {}
+        self._single_line_replies = _REPLIES_PLAIN
 
     @property
     def parse_enhanced_codes(self) -> bool:
@@ -129,8 +137,7 @@ class ReplyParser:
 
     @parse_enhanced_codes.setter
     def parse_enhanced_codes(self, value: bool) -> None:
-        if value != self._parse_enhanced_codes:
-            self._single_line_replies.clear()
+        self._single_line_replies = _REPLIES_ENHANCED if value else _REPLIES_PLAIN
         self._parse_enhanced_codes = value
 
     @property
@@ -158,7 +165,7 @@ class ReplyParser:
             raw = self._buffer.extract_line()
             if raw is None:
                 # +1: the line's CR may already be here while its LF is not.
-                if self._buffer.pending_line_length() > self.max_line_length + 1:
+                if len(self._buffer) > self.max_line_length + 1:
                     raise RemoteProtocolError(
                         f"reply line longer than {self.max_line_length} bytes (max_line_length)"
                     )
@@ -167,12 +174,13 @@ class ReplyParser:
                 raise RemoteProtocolError(
                     f"reply line longer than {self.max_line_length} bytes (max_line_length)"
                 )
-            if self._code is None and raw[3:4] == b" " and raw[:3].isdigit() and raw[0] in _FIRST:
-                # Fast path: a whole single-line reply. Servers repeat the same few
-                # ("250 2.1.0 Ok"), and a Reply is immutable: parse each line once.
+            if self._code is None:
+                # Fast path: a whole single-line reply, parsed before (or now, once).
                 cache = self._single_line_replies
                 reply = cache.get(raw)
-                if reply is None:
+                if reply is not None:
+                    return reply
+                if raw[3:4] == b" " and raw[:3].isdigit() and raw[0] in _FIRST:
                     code = int(raw[:3])
                     text = raw[4:]
                     enhanced = (
@@ -183,7 +191,7 @@ class ReplyParser:
                         if len(cache) >= _CACHED_REPLIES:
                             cache.clear()
                         cache[raw] = reply
-                return reply
+                    return reply
             code, last, text = self._split(raw)
             if self._code is None:
                 self._code = code

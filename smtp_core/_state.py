@@ -10,6 +10,7 @@ pipelined DATA is still awaiting its reply).
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 __all__ = ["State", "Trigger", "TRANSITIONS", "SEND_TRIGGERS", "transition"]
 
@@ -88,7 +89,7 @@ SEND_TRIGGERS = frozenset(t for t in Trigger if t.name.startswith("SEND_")) | {T
 _ANYTIME_CLOSE = {T.SERVICE_CLOSING: S.CLOSED, T.SERVER_CLOSED: S.CLOSED}
 _QUIT = {T.SEND_QUIT: S.QUIT}
 
-TRANSITIONS: dict[State, dict[Trigger, State]] = {
+TRANSITIONS: Final[dict[State, dict[Trigger, State]]] = {
     S.GREETING: {T.GREETING_OK: S.HELLO, T.GREETING_REFUSED: S.REJECTED, **_ANYTIME_CLOSE},
     S.REJECTED: {**_QUIT, **_ANYTIME_CLOSE},
     S.HELLO: {

@@ -24,11 +24,11 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._commands import Bdat, Command, Data, Mail, Quit, Rcpt, Rset
 from ._connection import ClientConnection
-from ._events import NEED_DATA, CommandReply, ConnectionClosed, Content, EndOfData
+from ._events import NEED_DATA, Content, EndOfData
 from ._exceptions import (
     SMTPDataError,
     SMTPException,
@@ -44,12 +44,12 @@ from ._flows import (
     Flow,
     NextChunk,
     Write,
-    _trace_reply,
+    _buffered_reply,
+    _reply_of,
     _trace_sent,
     command,
     read_reply,
     send,
-    trace_logger,
 )
 from ._outcome import Outcome
 from ._replies import EnhancedStatusCode, Reply
@@ -76,8 +76,8 @@ __all__ = [
 CONTENT_WRITE_SIZE = 256 * 1024
 """Message content is written in pieces of about this many bytes."""
 
-_DATA = Data()  # commands are immutable: one DATA serves every message
-_END = EndOfData()
+_DATA: Final = Data()  # commands are immutable: one DATA serves every message
+_END: Final = EndOfData()
 
 DEFAULT_WINDOW = 16
 """Most whole transactions :func:`mail_pipeline` has on the wire at once (CHUNKING)."""
@@ -290,7 +290,7 @@ class _ChunkSource:
                 return bytes(chunk)
 
 
-_PLAIN_FILES = (io.BufferedReader, io.BufferedRandom, io.FileIO)
+_PLAIN_FILES: Final = (io.BufferedReader, io.BufferedRandom, io.FileIO)
 
 
 def content_total(content: MessageSource) -> int | None:
@@ -321,25 +321,34 @@ def _send_content(
     envelope (None for empty content ending a refused envelope) hears of its progress.
     """
     progress = envelope.progress if envelope is not None else None
-    source = _ChunkSource(content)
-    total = content_total(content) if progress is not None else None
     yield DATA_STAGE
     pending: list[bytes] = []
-    size = 0
     sent = 0
-    while (chunk := (yield from source.next())) is not None:
-        item = Content(chunk)
-        pending.append(conn.send(item))
-        _trace_sent(item)
-        size += len(chunk)
-        if size >= CONTENT_WRITE_SIZE:
-            if envelope is not None:
-                envelope.content_sent = True
-            yield Write(b"".join(pending))
-            sent += size
-            pending, size = [], 0
-            if progress is not None:
-                progress(sent, total)
+    if type(content) is bytes and len(content) < CONTENT_WRITE_SIZE:
+        # The usual message: one piece, so no chunk source.
+        size = len(content)
+        total: int | None = size
+        if content:
+            item = Content(content)
+            pending.append(conn.send(item))
+            _trace_sent(item)
+    else:
+        source = _ChunkSource(content)
+        total = content_total(content) if progress is not None else None
+        size = 0
+        while (chunk := (yield from source.next())) is not None:
+            item = Content(chunk)
+            pending.append(conn.send(item))
+            _trace_sent(item)
+            size += len(chunk)
+            if size >= CONTENT_WRITE_SIZE:
+                if envelope is not None:
+                    envelope.content_sent = True
+                yield Write(b"".join(pending))
+                sent += size
+                pending, size = [], 0
+                if progress is not None:
+                    progress(sent, total)
     pending.append(conn.send(_END))
     _trace_sent(_END)
     for cmd in then:
@@ -395,8 +404,11 @@ def _envelope_ok(result: TransactionResult) -> bool:
     return result.mail_reply.is_success and bool(result.accepted)
 
 
+_CLOSED: Final = State.CLOSED  # a module constant: cheaper than the class attribute
+
+
 def _closed(conn: ClientConnection) -> bool:
-    return conn.state is State.CLOSED
+    return conn.state is _CLOSED
 
 
 def _reset_quietly(conn: ClientConnection) -> Flow[None]:
@@ -465,7 +477,7 @@ def _read_envelope(
     if mail_reply.code == 421:
         return result
     for rcpt in envelope.rcpts:
-        reply = yield from read_reply(conn)
+        reply = _buffered_reply(conn) or (yield from read_reply(conn))
         result.recipient_replies[rcpt.recipient] = reply
         if reply.code == 421:
             break
@@ -480,7 +492,7 @@ def _data_transaction(
         result = yield from _read_envelope(conn, envelope)
         if _closed(conn):
             return _envelope_error(result)
-        data_reply = yield from read_reply(conn)
+        data_reply = _buffered_reply(conn) or (yield from read_reply(conn))
         if data_reply.code == 354 and not _envelope_ok(result):
             # The server accepted DATA although the envelope failed: end it empty.
             yield from send(conn, _END)
@@ -772,7 +784,7 @@ def _data_pipeline(
                 inflight.remove(envelope)
                 finished(envelope, _envelope_error(result))
                 break
-            data_reply = yield from read_reply(conn)
+            data_reply = _buffered_reply(conn) or (yield from read_reply(conn))
             ok = _envelope_ok(result)
             outcome: TransactionResult | SMTPException | None = None
             if not ok:
@@ -895,20 +907,14 @@ def _bdat_pipeline(
 def _reply_or_wait(conn: ClientConnection, before_wait: Callable[[], Flow[None]]) -> Flow[Reply]:
     """The next reply; ``before_wait()`` runs whenever the flow is about to wait for bytes."""
     while True:
-        event = conn.next_event()
-        if event is NEED_DATA:
+        reply = conn.next_reply()
+        if reply is NEED_DATA:
             yield from before_wait()
             data = yield READ_OR_WAKE
             if data is not None:  # None: woken, new work may have come
                 conn.receive_data(data)
             continue
-        if type(event) is CommandReply:
-            _trace_reply(event.reply)
-            return event.reply
-        if isinstance(event, ConnectionClosed):
-            trace_logger.debug("S: <connection closed>")
-            raise SMTPServerDisconnected("Unexpected EOF received")
-        raise AssertionError(f"unexpected event {event!r}")  # pragma: no cover
+        return _reply_of(reply)
 
 
 BatchOutcome = TransactionResult | Exception

@@ -128,6 +128,49 @@ def test_pipelined_transaction() -> None:
     assert isinstance(mail, CommandReply) and isinstance(mail.command, Mail)
 
 
+@pytest.mark.parametrize("mail_code", [b"250", b"451"])
+def test_next_reply_moves_the_machine_as_next_event_does(mail_code: bytes) -> None:
+    """The same session read with next_reply() and next_event(): same replies, same states."""
+    incoming = [
+        b"220 smtp.test ESMTP\r\n",
+        EHLO_REPLY,
+        mail_code + b" 2.1.0 sender\r\n250 2.1.5 ok\r\n550 5.1.1 no\r\n354 go\r\n",
+        b"250 2.0.0 queued\r\n",
+        b"221 bye\r\n",
+        b"",
+    ]
+    sends: list[list[Sendable]] = [
+        [Ehlo("client.test")],
+        [Mail("a@b.org"), Rcpt("b@c.org"), Rcpt("x@c.org"), Data()],
+        [Content(b"hi\r\n"), EndOfData()],
+        [Quit()],
+        [],
+        [],
+    ]
+    traces = []
+    for use_next_reply in (False, True):
+        conn = ClientConnection(local_hostname="client.test")
+        trace: list[object] = []
+        for data, items in zip(incoming, sends, strict=True):
+            conn.receive_data(data)
+            while True:
+                if use_next_reply:
+                    item = conn.next_reply()
+                else:
+                    event = conn.next_event()
+                    item = event.reply if isinstance(event, (Greeting, CommandReply)) else event
+                if item is NEED_DATA:
+                    break
+                trace.append((item, conn.state, conn.awaiting_replies))
+                if isinstance(item, ConnectionClosed):
+                    break
+            for sendable in items:
+                conn.send(sendable)
+        traces.append(trace)
+    assert traces[0] == traces[1]
+    assert traces[0][-1] == (ConnectionClosed(expected=True), State.CLOSED, 0)
+
+
 def test_without_pipelining_one_command_at_a_time() -> None:
     conn = ready(b"250-smtp.test\r\n250 8BITMIME\r\n")
     conn.send(Mail("a@b.org"))

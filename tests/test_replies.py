@@ -155,20 +155,17 @@ def test_buffer_limit() -> None:
 
 
 def test_byte_at_a_time_is_linear() -> None:
-    """Each new byte is searched once: the buffer remembers where it stopped looking."""
-    searched: list[int] = []
+    """Each new byte is looked at once: the incomplete line grows in place, never copied."""
     buffer = ReceiveBuffer()
-    original = buffer.extract_line
-
     line = b"250 " + b"x" * 20_000 + b"\r\n"
-    for i in range(len(line)):
+    tail = buffer._tail
+    for i in range(len(line) - 1):
         buffer.append(line[i : i + 1])
-        before = buffer._searched
-        result = original()
-        searched.append(buffer._searched - before if result is None else 0)
-    # Every call advanced the search point by exactly the one new byte.
-    assert all(step <= 1 for step in searched)
-    assert sum(searched) == len(line) - 1
+        assert buffer.extract_line() is None
+        assert buffer._tail is tail and len(tail) == i + 1 and not buffer._lines
+    buffer.append(b"\n")
+    assert buffer.extract_line() == line[:-2]
+    assert not buffer and not buffer._tail
 
 
 def test_consumed_bytes_are_dropped() -> None:
@@ -176,7 +173,31 @@ def test_consumed_bytes_are_dropped() -> None:
     for _ in range(10_000):
         buffer.append(b"250 ok\r\n")
         assert buffer.extract_line() == b"250 ok"
-    assert len(buffer._data) < 8192
+    assert len(buffer._lines) <= 1 and not buffer
+
+
+def test_lines_kept_while_not_consumed_stay_linear() -> None:
+    """Lines that arrive while earlier ones wait are appended, consumed ones dropped in bulk."""
+    buffer = ReceiveBuffer()
+    for index in range(10_000):
+        buffer.append(b"250 %d\r\n" % index)
+        if index % 3 == 0:
+            buffer.extract_line()
+    assert len(buffer._lines) - buffer._next == len(buffer.take_all().splitlines())
+    assert not buffer
+
+
+def test_unconsumed_bytes_are_given_back_exactly() -> None:
+    buffer = ReceiveBuffer()
+    data = b"250-a\r\n250 b\n\r\n354 \rgo\r\npartial\r"
+    buffer.append(data[:9])
+    buffer.append(data[9:])
+    assert len(buffer) == len(data) and buffer.peek(7) == data[:7]
+    assert buffer.extract_line() == b"250-a"
+    assert buffer.peek(100) == data[7:]
+    assert [buffer.extract_line() for _ in range(4)] == [b"250 b", b"", b"354 \rgo", None]
+    assert buffer.take_all() == b"partial\r"
+    assert not buffer and buffer.peek(1) == b""
 
 
 @given(st.binary(max_size=300), st.lists(st.integers(min_value=1, max_value=50), max_size=20))
@@ -201,6 +222,19 @@ def test_repeated_single_line_replies_are_parsed_once() -> None:
     first, second = parser.next_reply(), parser.next_reply()
     assert first is second  # immutable, shared
     assert first == Reply(250, ("2.1.0 Ok",))
+
+
+def test_a_line_parsed_on_one_connection_is_not_parsed_again_on_the_next() -> None:
+    replies = []
+    for enhanced in (False, False, True, True):
+        parser = ReplyParser()
+        parser.parse_enhanced_codes = enhanced
+        parser.feed(b"250 2.1.0 Sender ok\r\n")
+        replies.append(parser.next_reply())
+    plain, plain_again, enhanced_reply, enhanced_again = replies
+    assert plain is plain_again and enhanced_reply is enhanced_again
+    assert plain is not None and plain.enhanced_codes == ()
+    assert enhanced_reply is not None and str(enhanced_reply.enhanced_status) == "2.1.0"
 
 
 def test_enhanced_codes_switch_does_not_reuse_replies_parsed_without_them() -> None:
@@ -231,4 +265,4 @@ def test_long_reply_lines_are_not_kept() -> None:
     parser.feed(line * 2)
     first, second = parser.next_reply(), parser.next_reply()
     assert first == second and first is not second
-    assert not parser._single_line_replies
+    assert line.rstrip(b"\r\n") not in parser._single_line_replies

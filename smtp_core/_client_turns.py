@@ -24,7 +24,7 @@ import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn, Protocol, TypeVar
+from typing import Any, Final, Literal, NoReturn, Protocol, TypeVar
 
 from ._connection import ClientConnection
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -48,10 +48,13 @@ T = TypeVar("T")
 Timeout = float | Literal[Default.token] | None
 
 # States in which, with no command awaiting a reply, the server has nothing to say.
-_OWED_NOTHING = frozenset(
+_OWED_NOTHING: Final = frozenset(
     {State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT, State.AUTH_CHALLENGE}
 )
-_CLEAN = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT})
+_CLEAN: Final = frozenset({State.HELLO, State.READY, State.MAIL, State.RCPT, State.BDAT})
+# Module constants: an enum member read through its class costs a lookup each time.
+_ENDED: Final = frozenset({State.CLOSED, State.ERROR})
+_HELLO: Final = State.HELLO
 
 # The clients whose connection the current task holds (so that a public method called
 # by another, inside one turn, does not wait for itself).
@@ -283,7 +286,7 @@ class TurnsBase(abc.ABC):
         return (
             self._transport is not None
             and self._conn is not None
-            and self._conn.state not in (State.CLOSED, State.ERROR)
+            and self._conn.state not in _ENDED
         )
 
     def _require_connection(self, message: str = "Server not connected") -> ClientConnection:
@@ -379,7 +382,7 @@ class TurnsBase(abc.ABC):
                 head = next((op for op in self._queue if not op.gone), None)
                 if head is None or head.envelope is None:
                     return  # a turn of commands comes first (maybe ``mine``)
-                if self._conn is not None and self._conn.state is State.HELLO:
+                if self._conn is not None and self._conn.state is _HELLO:
                     # A turn the messages waited behind (STARTTLS) left the session
                     # needing EHLO again: say it before their MAIL.
                     await self._ehlo_or_helo_if_needed(timeout)

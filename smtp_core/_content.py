@@ -16,6 +16,7 @@ __all__ = [
     "unstuff",
     "normalize_line_endings",
     "is_8bit",
+    "line_ending_counts",
 ]
 
 BareLineEndings = Literal["normalize", "reject"]
@@ -29,8 +30,32 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 
 def _has_bare_line_ending(data: bytes) -> bool:
-    crlf = data.count(b"\r\n")
-    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+    crlf, cr, lf = line_ending_counts(data)
+    return cr != crlf or lf != crlf
+
+
+_COUNTS_KEPT = 256 * 1024
+"""Content up to this size has its counts kept (see :func:`line_ending_counts`)."""
+
+_last_counts: tuple[bytes, int, int, int] | None = None
+
+
+def line_ending_counts(data: bytes) -> tuple[int, int, int]:
+    """How many CRLF, CR and LF ``data`` holds.
+
+    The SIZE estimate and the encoder both need them for the same message: the counts
+    of the last one (if not larger than ``_COUNTS_KEPT``) are kept, so that a message
+    is scanned once, not twice. Bytes are immutable, so the same object has the same
+    counts.
+    """
+    global _last_counts
+    last = _last_counts
+    if last is not None and last[0] is data:
+        return last[1], last[2], last[3]
+    crlf, cr, lf = data.count(b"\r\n"), data.count(b"\r"), data.count(b"\n")
+    if type(data) is bytes and len(data) <= _COUNTS_KEPT:
+        _last_counts = (data, crlf, cr, lf)
+    return crlf, cr, lf
 
 
 def is_8bit(data: bytes) -> bool:

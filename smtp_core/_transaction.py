@@ -28,6 +28,7 @@ from typing import Any, Final, TypeVar
 
 from ._commands import Bdat, Command, Data, Mail, Quit, Rcpt, Rset
 from ._connection import ClientConnection
+from ._content import line_ending_counts
 from ._events import NEED_DATA, Content, EndOfData
 from ._exceptions import (
     SMTPDataError,
@@ -89,8 +90,8 @@ def content_size(data: bytes, *, bdat: bool = False) -> int:
     With DATA a final CRLF is added when the content lacks one; neither the terminating
     dot nor dot-stuffing counts. With BDAT (``bdat=True``) nothing is added.
     """
-    crlf = data.count(b"\r\n")
-    size = len(data) + data.count(b"\n") + data.count(b"\r") - 2 * crlf
+    crlf, cr, lf = line_ending_counts(data)
+    size = len(data) + lf + cr - 2 * crlf
     if not bdat and data and not data.endswith((b"\n", b"\r")):
         size += 2
     return size

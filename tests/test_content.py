@@ -114,3 +114,18 @@ def test_large_content_is_processed_chunk_by_chunk() -> None:
         total += len(out)
     total += len(encoder.finish())
     assert total == 320 * 6554 * 12 + 3
+
+
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"x", b"\r\n")), max_size=6))
+def test_line_ending_counts_of_one_message_are_kept_and_right_for_each(parts: list[bytes]) -> None:
+    """The SIZE estimate and the encoder share one scan per message, never a stale one."""
+    from smtp_core._content import line_ending_counts
+    from smtp_core._transaction import content_size
+
+    for data in parts:
+        expected = (data.count(b"\r\n"), data.count(b"\r"), data.count(b"\n"))
+        assert line_ending_counts(data) == expected
+        assert line_ending_counts(data) == expected  # kept: the same object, again
+        assert line_ending_counts(bytearray(data)) == expected  # mutable: counted afresh
+        wire = normalize_line_endings(data)
+        assert content_size(data, bdat=True) == len(wire)

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import smtp_core
 from smtp_core import ClientConnection, CommandReply, ConnectionClosed, RemoteProtocolError, State
+from smtp_core._native import caused_by
 from smtp_core.flows import Flow, NextChunk, Progress, Read, Stage, UpgradeTLS, Write
 
 from ._exceptions import SMTPServerDisconnected, SMTPTimeoutError, convert
@@ -236,19 +237,23 @@ class Channel:
         except smtp_core.SMTPException as exc:
             if isinstance(exc, smtp_core.SMTPServerDisconnected):
                 self.close()
-            raise convert(exc) from exc
+            raise caused_by(convert(exc), exc)  # noqa: B904 - mypyc ignores ``from``
         except RemoteProtocolError as exc:
             self.close()
-            raise convert(exc) from exc
+            raise caused_by(convert(exc), exc)  # noqa: B904 - mypyc ignores ``from``
         except ssl.SSLCertVerificationError:
             self.close()
             raise  # as smtplib: the certificate was refused
         except TimeoutError as exc:
             self.close()
-            raise SMTPTimeoutError("Timed out waiting for the server") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPTimeoutError("Timed out waiting for the server"), exc
+            )
         except OSError as exc:
             self.close()
-            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}"), exc
+            )
         finally:
             if self._armed:
                 self._disarm()
@@ -382,15 +387,13 @@ class Channel:
                 return b""  # a TLS record without data (a session ticket)
             finally:
                 sock.settimeout(self.timeout)
-        elif self._plain:
-            try:
-                data = sock.recv(READ_SIZE)
-            except BlockingIOError:
-                return b""
-        else:  # pragma: no cover - Windows
+        else:
             if not self._readable_now():
                 return b""
-            data = sock.recv(READ_SIZE)
+            try:
+                data = sock.recv(READ_SIZE)
+            except BlockingIOError:  # pragma: no cover - a spurious readiness
+                return b""
         if not data:
             raise SMTPServerDisconnected("Server closed the connection")
         return data
@@ -414,8 +417,7 @@ class Channel:
             return
         try:
             poller = self._poller
-            # Something may be waiting (a non-blocking recv is as cheap as a poll).
-            if self._tls or self._plain or poller is None or poller.poll(0):
+            if self._tls or poller is None or poller.poll(0):  # something may be waiting
                 early = self._take_waiting()
                 if early:
                     conn.receive_data(early)
@@ -427,10 +429,12 @@ class Channel:
             self.close()
             if isinstance(exc, SMTPServerDisconnected):
                 raise
-            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}"), exc
+            )
         except RemoteProtocolError as exc:
             self.close()
-            raise convert(exc) from exc
+            raise caused_by(convert(exc), exc)  # noqa: B904 - mypyc ignores ``from``
         if isinstance(event, CommandReply) and event.command is None:
             self.close()
             reply = event.reply

@@ -416,7 +416,9 @@ class Channel:
         if conn.awaiting_replies or conn.state not in _OWED_NOTHING:
             return
         try:
-            poller = self._poller
+            poller = self._sock_poller  # the socket alone: a wake-up left pending is no news
+            if poller is not None:
+                poller.register(self._sock_fd, select.POLLIN)
             if self._tls or poller is None or poller.poll(0):  # something may be waiting
                 early = self._take_waiting()
                 if early:

@@ -1,4 +1,4 @@
-"""The optional compiled build: smtp_core's hot modules compiled with mypyc.
+"""The optional compiled build: smtp_core's (and smtp_sync's) hot modules compiled with mypyc.
 
 Off by default, so ``pip install .`` needs no compiler and ships pure Python. To build
 and install the compiled wheel (a C compiler and the Python headers needed)::
@@ -45,7 +45,12 @@ HOT_MODULES = [
     "smtp_core/_client_auth.py",
     "smtp_core/_client_send.py",
     "smtp_core/_client.py",
+    # smtp_sync's blocking driver and its turns: the trampoline every message runs.
+    "smtp_sync/_driver.py",
+    "smtp_sync/_turns.py",
 ]
+# The packages those modules are in: copied whole for mypyc, their extensions shipped.
+PACKAGES = sorted({module.split("/")[0] for module in HOT_MODULES})
 
 
 class CompiledCore(BuildHookInterface):  # type: ignore[misc]
@@ -57,10 +62,11 @@ class CompiledCore(BuildHookInterface):  # type: ignore[misc]
         work = self._compiled(Path(self.root))
         for built in sorted(work.glob("*.so")) + sorted(work.glob("*.pyd")):
             build_data["force_include"][str(built)] = built.name  # mypyc's shared runtime
-        for built in sorted((work / "smtp_core").glob("*.so")) + sorted(
-            (work / "smtp_core").glob("*.pyd")
-        ):
-            build_data["force_include"][str(built)] = f"smtp_core/{built.name}"
+        for package in PACKAGES:
+            for built in sorted((work / package).glob("*.so")) + sorted(
+                (work / package).glob("*.pyd")
+            ):
+                build_data["force_include"][str(built)] = f"{package}/{built.name}"
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
 
@@ -84,9 +90,10 @@ class CompiledCore(BuildHookInterface):  # type: ignore[misc]
             *HOT_MODULES,
         ):
             key.update(part.encode() + b"\0")
-        for source in sorted((root / "smtp_core").rglob("*.py")):
-            key.update(source.relative_to(root).as_posix().encode() + b"\0")
-            key.update(source.read_bytes() + b"\0")
+        for package in PACKAGES:
+            for source in sorted((root / package).rglob("*.py")):
+                key.update(source.relative_to(root).as_posix().encode() + b"\0")
+                key.update(source.read_bytes() + b"\0")
         cache = root / "build" / "mypyc"
         work = cache / key.hexdigest()[:20]
         if (work / "complete").exists():
@@ -96,7 +103,8 @@ class CompiledCore(BuildHookInterface):  # type: ignore[misc]
         building = Path(tempfile.mkdtemp(prefix="building-", dir=cache))
         try:
             built = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__")
-            shutil.copytree(root / "smtp_core", building / "smtp_core", ignore=built)
+            for package in PACKAGES:
+                shutil.copytree(root / package, building / package, ignore=built)
             subprocess.run([sys.executable, "-m", "mypyc", *HOT_MODULES], cwd=building, check=True)
             (building / "complete").touch()
             shutil.rmtree(work, ignore_errors=True)

@@ -9,6 +9,12 @@ figures are medians, and smtp_sync's ratio to smtplib is computed within each ro
     python benchmarks/sync_bench.py --rounds 5 --scenario sequential
     python benchmarks/sync_bench.py --rtt 2 --count 2000   # over a 2 ms round trip
     python benchmarks/sync_bench.py --baseline /tmp/before  # also another checkout's smtp_sync
+    python benchmarks/sync_bench.py --server 2525 --rtt 10 --count 50 --scenario sequential
+
+``--server PORT`` sends to an SMTP server already listening on 127.0.0.1:PORT (Postfix's
+``smtpd``, which offers CHUNKING, where smtp-sink does not) instead of smtp-sink. With
+``--rtt``, each client's round trips per message are estimated as its seconds per
+message over the round-trip time (the CPU's share counts as a fraction of one).
 
 ``--calls`` counts instead, with cProfile (which does not depend on the machine's load),
 the Python function calls per ``sendmail`` on one connection: smtp_sync's (and the
@@ -356,6 +362,10 @@ def main() -> int:
         "--calls", action="store_true",
         help="count Python function calls per sendmail with cProfile instead of timing",
     )
+    parser.add_argument(
+        "--server", type=int, metavar="PORT",
+        help="an SMTP server already listening on 127.0.0.1:PORT instead of smtp-sink",
+    )
     parser.add_argument("--child", nargs=4, metavar=("CLIENT", "SCENARIO", "PORT", "COUNT"))
     parser.add_argument("--proxy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -373,16 +383,23 @@ def main() -> int:
         result["imported"] = str(Path(smtp_sync.__file__).resolve().parent.parent)
         print(json.dumps(result))
         return 0
-    if not os.path.exists(SINK):
+    sink = None
+    if args.server:
+        port = args.server
+    elif not os.path.exists(SINK):
         print(f"{SINK} is missing (Debian package postfix)", file=sys.stderr)
         return 2
-    port = _free_port()
-    sink = _start_sink(port)
+    else:
+        port = _free_port()
+        sink = _start_sink(port)
     relay = None
     if args.rtt:
         sink_port, port = port, _free_port()
         relay = _start_proxy(port, sink_port, args.rtt)
         print(f"round-trip time added by a proxy: {args.rtt} ms")
+    header = f"{'client':<10} {'msgs/s':>9} {'MB/s':>8} {'CPU ms/msg':>11} {'RSS+ MiB':>9}"
+    if args.rtt:
+        header += f" {'RTT/msg':>8}"
     rounds = 1 if args.smoke else args.rounds
     clients = CLIENTS + (["baseline"] if args.baseline else [])
     baseline = str(Path(args.baseline).resolve()) if args.baseline else None
@@ -422,14 +439,17 @@ def main() -> int:
                     ratios["base cpu"].append(before["cpu_seconds"] / theirs["cpu_seconds"])
             each = runs["smtplib"][0]["bytes"] // count
             print(f"\n{scenario}: {count} message(s) of {each} bytes, {rounds} round(s)")
-            print(f"  {'client':<10} {'msgs/s':>9} {'MB/s':>8} {'CPU ms/msg':>11} {'RSS+ MiB':>9}")
+            print(f"  {header}")
             for c in clients:
                 seconds = statistics.median(r["seconds"] for r in runs[c])
                 cpu = statistics.median(r["cpu_seconds"] for r in runs[c])
                 rss = statistics.median(r["rss_growth_kib"] for r in runs[c]) / 1024
                 size = runs[c][0]["bytes"]
-                print(f"  {c:<10} {count / seconds:>9.0f} {size / seconds / 1e6:>8.1f} "
-                      f"{cpu / count * 1000:>11.3f} {rss:>9.1f}")
+                line = (f"  {c:<10} {count / seconds:>9.0f} {size / seconds / 1e6:>8.1f} "
+                        f"{cpu / count * 1000:>11.3f} {rss:>9.1f}")
+                if args.rtt:
+                    line += f" {seconds / count / (args.rtt / 1000):>8.2f}"
+                print(line)
             print(f"  smtp_sync vs smtplib: {statistics.median(ratios['speed']):.2f}x as fast, "
                   f"{statistics.median(ratios['cpu']):.2f}x the CPU (medians of per-round ratios)")
             if baseline is not None:

@@ -1,8 +1,15 @@
 """The blocking driver: smtp_core's flows performed with ``socket`` and ``ssl``.
 
-Everything here is transport: connecting, TLS, time limits (socket timeouts within a
-monotonic deadline) and turning ``OSError`` into smtplib's exceptions. What to send
-and how to read replies comes from the flows.
+Everything here is transport: connecting, TLS, time limits (within a monotonic
+deadline) and turning ``OSError`` into smtplib's exceptions. What to send and how to
+read replies comes from the flows.
+
+A plain TCP (or Unix) socket is driven non-blocking: a write that fits the socket's
+buffer is one ``send``, and a read is one ``poll`` (on the socket and, for a read the
+pipeline may cut short, the wake-up socket) and one ``recv``; ``poll`` is where every
+wait is bounded. (A socket with a timeout would poll before each ``send`` and ``recv``
+as well.) A TLS socket keeps a socket timeout, which ``ssl`` needs for its handshake and
+records.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import smtp_core
 from smtp_core import ClientConnection, CommandReply, ConnectionClosed, RemoteProtocolError, State
+from smtp_core._native import caused_by
 from smtp_core.flows import Flow, NextChunk, Progress, Read, Stage, UpgradeTLS, Write
 
 from ._exceptions import SMTPServerDisconnected, SMTPTimeoutError, convert
@@ -75,6 +83,11 @@ class Parked:
 
 _POLL = hasattr(select, "poll")
 
+# A reply usually arrives while the flow is still busy with what it wrote: a read tries
+# ``recv`` first (one system call). When that finds nothing (other threads hold the
+# CPU, the network has a round trip), the next reads poll first, as this many.
+_POLL_FIRST = 8
+
 
 def _milliseconds(timeout: float | None) -> int | None:
     """A socket timeout as poll() takes it (None: no limit)."""
@@ -109,20 +122,29 @@ class Channel:
         self.command_limit = command
         self.data_limit = data
         self.tls_context: ssl.SSLContext | None = None
-        self._armed = False  # the socket's timeout is not ``timeout`` just now
-        sock.settimeout(timeout)
-        self._poll_ms = _milliseconds(timeout)  # the socket's timeout, for poll()
+        self._armed = False  # the wait limit is not ``timeout`` just now
+        self._limit = timeout  # the limit of each wait (seconds; None: none)
+        self._poll_ms = _milliseconds(timeout)  # the same, for poll()
         self._tls = isinstance(sock, ssl.SSLSocket)
+        # Non-blocking: this driver polls, and only when a send or recv would block.
+        self._plain = _POLL and not self._tls
+        self._poll_first = 0  # reads left that poll before recv (see _POLL_FIRST)
+        if self._plain:
+            sock.setblocking(False)
+        else:
+            sock.settimeout(timeout)
         # Another thread ends a wakeable read early by writing a byte here (wake()).
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sock_fd = sock.fileno()  # the same once TLS wraps it
-        self._poller: Any = None
+        self._poller: Any = None  # the socket and the wake-up
+        self._sock_poller: Any = None  # the socket alone
         if _POLL:
             self._poller = select.poll()
             self._poller.register(self._sock_fd, select.POLLIN)
             self._poller.register(self._wake_r.fileno(), select.POLLIN)
+            self._sock_poller = select.poll()
 
     # -- the trampoline ----------
 
@@ -152,14 +174,33 @@ class Channel:
                 if kind is Write:
                     if limit is not None:
                         self._arm(limit)
-                    self.sock.sendall(request.data)
+                    data = request.data
+                    if not self._plain:
+                        self.sock.sendall(data)
+                    else:
+                        try:
+                            sent = self.sock.send(data)
+                        except BlockingIOError:
+                            sent = 0
+                        if sent != len(data):
+                            self._send_rest(data, sent)
                     value: Any = None
                 elif kind is Read:
                     if limit is not None:
                         self._arm(limit)
-                    value = (
-                        self._read_or_wake() if request.wakeable else self.sock.recv(READ_SIZE)
-                    )
+                    if not self._plain:
+                        value = (
+                            self._read_or_wake() if request.wakeable else self.sock.recv(READ_SIZE)
+                        )
+                    elif self._poll_first:
+                        self._poll_first -= 1
+                        value = self._poll_and_read(request.wakeable)
+                    else:
+                        try:
+                            value = self.sock.recv(READ_SIZE)  # the reply is there already
+                        except BlockingIOError:
+                            self._poll_first = _POLL_FIRST
+                            value = self._poll_and_read(request.wakeable)
                 elif kind is Stage:
                     seconds = (
                         self.command_limit
@@ -196,19 +237,23 @@ class Channel:
         except smtp_core.SMTPException as exc:
             if isinstance(exc, smtp_core.SMTPServerDisconnected):
                 self.close()
-            raise convert(exc) from exc
+            raise caused_by(convert(exc), exc)  # noqa: B904 - mypyc ignores ``from``
         except RemoteProtocolError as exc:
             self.close()
-            raise convert(exc) from exc
+            raise caused_by(convert(exc), exc)  # noqa: B904 - mypyc ignores ``from``
         except ssl.SSLCertVerificationError:
             self.close()
             raise  # as smtplib: the certificate was refused
         except TimeoutError as exc:
             self.close()
-            raise SMTPTimeoutError("Timed out waiting for the server") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPTimeoutError("Timed out waiting for the server"), exc
+            )
         except OSError as exc:
             self.close()
-            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}"), exc
+            )
         finally:
             if self._armed:
                 self._disarm()
@@ -219,9 +264,50 @@ class Channel:
             raise TimeoutError("deadline passed")
         if self.timeout is not None and self.timeout < left:
             left = self.timeout
-        self.sock.settimeout(left)
+        if not self._plain:
+            self.sock.settimeout(left)
         self._poll_ms = _milliseconds(left)
+        self._limit = left
         self._armed = True
+
+    # -- a plain socket, non-blocking ----------
+
+    def _wait(self, events: int) -> None:
+        """Wait until the socket is ready for ``events``, within the limit."""
+        poller = self._sock_poller
+        poller.register(self._sock_fd, events)
+        if not poller.poll(self._poll_ms):
+            raise TimeoutError("timed out")
+
+    def _send_rest(self, data: bytes, sent: int) -> None:
+        """The rest of ``data`` after ``sent`` bytes, as the socket's buffer drains."""
+        sock = self.sock
+        view = memoryview(data)[sent:]
+        while view:
+            self._wait(select.POLLOUT)
+            with contextlib.suppress(BlockingIOError):
+                view = view[sock.send(view) :]
+
+    def _poll_and_read(self, wakeable: bool) -> bytes | None:
+        """Bytes from the server once they come; with ``wakeable``, None when
+        :meth:`wake` was called first."""
+        if wakeable:
+            events = self._poller.poll(self._poll_ms)
+            if not events:
+                raise TimeoutError("timed out")
+            if len(events) > 1 or events[0][0] != self._sock_fd:  # woken
+                self._drain_wakes()
+                if len(events) == 1:
+                    return None
+        else:
+            self._wait(select.POLLIN)
+        while True:
+            try:
+                return self.sock.recv(READ_SIZE)
+            except BlockingIOError:  # pragma: no cover - a spurious readiness
+                self._wait(select.POLLIN)
+
+    # -- either socket ----------
 
     def wake(self) -> None:
         """End a wakeable read under way (or the next one) early: a message came that
@@ -229,8 +315,14 @@ class Channel:
         with contextlib.suppress(OSError):  # BlockingIOError: a wake is pending already
             self._wake_w.send(b"\0")
 
+    def _drain_wakes(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(64):
+                pass
+
     def _read_or_wake(self) -> bytes | None:
-        """Bytes from the server, or None when :meth:`wake` was called first.
+        """A TLS socket's (or one without poll()'s) bytes from the server, or None when
+        :meth:`wake` was called first.
 
         Waits for the socket or the wake-up within the socket's timeout, then reads.
         """
@@ -248,9 +340,7 @@ class Channel:
             readable = select.select([sock, self._wake_r], [], [], sock.gettimeout())[0]
             sock_ready, woken = sock in readable, self._wake_r in readable
         if woken:
-            with contextlib.suppress(OSError):
-                while self._wake_r.recv(64):
-                    pass
+            self._drain_wakes()
             if not sock_ready:
                 return None
         elif not sock_ready:
@@ -260,8 +350,10 @@ class Channel:
     def _disarm(self) -> None:
         self._armed = False
         self._poll_ms = _milliseconds(self.timeout)
-        with contextlib.suppress(OSError):
-            self.sock.settimeout(self.timeout)
+        self._limit = self.timeout
+        if not self._plain:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(self.timeout)
 
     def _upgrade(self, server_hostname: str | None) -> None:
         # TLS clients speak first: any byte already waiting is plaintext the server
@@ -270,8 +362,11 @@ class Channel:
         if early:
             self.conn.receive_data(early)
         context = self.tls_context or ssl.create_default_context()
+        # ssl's handshake and records need a socket timeout: the armed limit, if any.
+        self.sock.settimeout(self._limit)
         self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
         self._tls = True
+        self._plain = False
 
     # -- between operations ----------
 
@@ -295,7 +390,10 @@ class Channel:
         else:
             if not self._readable_now():
                 return b""
-            data = sock.recv(READ_SIZE)
+            try:
+                data = sock.recv(READ_SIZE)
+            except BlockingIOError:  # pragma: no cover - a spurious readiness
+                return b""
         if not data:
             raise SMTPServerDisconnected("Server closed the connection")
         return data
@@ -318,7 +416,9 @@ class Channel:
         if conn.awaiting_replies or conn.state not in _OWED_NOTHING:
             return
         try:
-            poller = self._poller
+            poller = self._sock_poller  # the socket alone: a wake-up left pending is no news
+            if poller is not None:
+                poller.register(self._sock_fd, select.POLLIN)
             if self._tls or poller is None or poller.poll(0):  # something may be waiting
                 early = self._take_waiting()
                 if early:
@@ -331,10 +431,12 @@ class Channel:
             self.close()
             if isinstance(exc, SMTPServerDisconnected):
                 raise
-            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}"), exc
+            )
         except RemoteProtocolError as exc:
             self.close()
-            raise convert(exc) from exc
+            raise caused_by(convert(exc), exc)  # noqa: B904 - mypyc ignores ``from``
         if isinstance(event, CommandReply) and event.command is None:
             self.close()
             reply = event.reply
@@ -352,6 +454,6 @@ class Channel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-        self._poller = None
+        self._poller = self._sock_poller = None
         self._wake_r.close()
         self._wake_w.close()

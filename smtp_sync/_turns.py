@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from smtp_core import ClientConnection, Outcome, SMTPException, State
+from smtp_core._native import caused_by, mypyc_attr
 from smtp_core.flows import Envelope, lost, mail_pipeline
 
 from ._driver import Channel, Parked
@@ -108,7 +109,7 @@ class _Turn:
             client._abandon([op])
             exc = SMTPTimeoutError("Timed out: the message was not sent within its total deadline")
             exc.outcome = Outcome.NEVER_SENT
-            raise exc from None
+            raise caused_by(exc, None)  # noqa: B904 - mypyc ignores ``from``
         except BaseException:
             client._abandon([op])
             raise
@@ -130,6 +131,7 @@ class _Turn:
 _NOTHING = contextlib.nullcontext()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Turns:
     """The queue, the baton and the mail pipeline of one client."""
 
@@ -335,6 +337,10 @@ class Turns:
         lock, cv, sleepers, queue = self._lock, self._cv, self._sleepers, self._queue
 
         def take() -> Envelope | None:
+            if not queue:
+                # Nothing to take (a message queued just now waits for the next reply
+                # or for the baton, as one queued a moment later would).
+                return None
             with lock:
                 while queue and queue[0].gone and queue[0].envelope is not None:
                     queue.popleft()  # its thread left before it was sent

@@ -53,6 +53,33 @@ def test_the_client_is_compiled() -> None:
         assert f"smtp_core/{room}.py" in HOT_MODULES, room
 
 
+def test_smtp_syncs_trampoline_is_compiled() -> None:
+    """smtp_sync's driver (the trampoline, the socket, the time limits) and its turns
+    (the baton and the mail pipeline) run for every message: compiled too."""
+    for room in ("_driver", "_turns"):
+        assert f"smtp_sync/{room}.py" in HOT_MODULES, room
+
+
+def test_smtplib_style_subclasses_keep_working(smtpd: Any) -> None:
+    """Code written for smtplib subclasses ``SMTP``: in the compiled build its classes
+    sit on compiled ones, and an override is still what the compiled code calls."""
+    import smtp_sync
+
+    class Counting(smtp_sync.SMTP):
+        hellos = 0
+
+        def ehlo_or_helo_if_needed(self) -> None:
+            self.hellos += 1
+            super().ehlo_or_helo_if_needed()
+
+    server = smtpd()
+    with Counting(server.host, server.port, local_hostname="client.test") as smtp:
+        smtp.extra = "anything"  # an smtplib subclass's own attribute
+        assert smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: x\r\n\r\nx\r\n") == {}
+        assert smtp.hellos >= 1
+    assert len(server.messages) == 1
+
+
 # -- what mypyc needs of the sources -------------------------------------------------
 
 

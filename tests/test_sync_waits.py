@@ -145,3 +145,49 @@ def test_a_pools_stalled_handshakes_end_at_its_deadline(scripted: Any, certs: Ce
         pool.close()
         assert isinstance(error, smtp_core.SMTPTimeoutError), (options, error)
         assert took < deadline + SLACK, options
+
+
+def test_content_a_server_stops_reading_ends_within_the_data_limit() -> None:
+    """A message larger than the sockets' buffers, to a server that stops reading after
+    its 354: the write that no longer fits waits, and that wait ends by Timeouts.data
+    (the socket timeout is 30 s). The message's fate is unknown: content went out."""
+    data_limit = 0.5
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 hi\r\n")
+            lines.readline()
+            conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            for _ in range(3):  # MAIL, RCPT, DATA
+                lines.readline()
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            done.wait(10)  # and read nothing more
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    smtp = smtp_sync.SMTP(
+        "127.0.0.1", listener.getsockname()[1], timeout=30,
+        timeouts=smtp_sync.Timeouts(data=data_limit),
+    )
+    content = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * (16 * 1024 * 1024 // 80)
+    started = time.monotonic()
+    try:
+        smtp.sendmail("a@example.org", ["b@example.org"], content)
+    except smtp_sync.SMTPTimeoutError as exc:
+        error: BaseException | None = exc
+    else:
+        error = None
+    took = time.monotonic() - started
+    try:
+        assert isinstance(error, smtp_sync.SMTPTimeoutError)
+        assert getattr(error, "outcome", None) is smtp_core.Outcome.UNKNOWN
+        assert took < data_limit + SLACK
+        assert smtp.sock is None
+    finally:
+        smtp.close()
+        done.set()
+        server.join(5)
+        listener.close()

@@ -454,6 +454,7 @@ class Channel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-        self._poller = self._sock_poller = None
+        # The pollers stay: a thread waiting in one sees the closed socket (POLLNVAL),
+        # and its read then fails as a lost connection.
         self._wake_r.close()
         self._wake_w.close()

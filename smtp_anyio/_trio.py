@@ -111,6 +111,7 @@ class TrioTransport(AnyioTransport):
             return await super().write(data)
         await checkpoint_if_cancelled()
         view = memoryview(data)
+        waited = False
         while view:
             try:
                 view = view[sock.send(view) :]
@@ -121,8 +122,14 @@ class TrioTransport(AnyioTransport):
                 raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
             try:
                 await wait_writable(sock)
+                waited = True
             except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
                 raise SMTPServerDisconnected(f"Connection lost: {exc!r}") from exc
+        if not waited:
+            # A write is a checkpoint, as trio's own sockets make it: the other tasks
+            # run first, and the server's reply is usually there by the time this task
+            # reads it (no wait for readability, a system call and a wake-up fewer).
+            await cancel_shielded_checkpoint()
 
     def peer_closed(self) -> bool:
         sock = self._sock

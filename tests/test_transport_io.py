@@ -212,3 +212,28 @@ def test_a_connection_the_server_closed_while_idle_is_not_connected(
         assert adapter.run(main)
     finally:
         release.set()
+
+
+def test_a_write_on_trio_is_a_checkpoint(scripted: Any) -> None:
+    """As with trio's own sockets, a write lets the other tasks run: over many
+    connections the server's reply is then usually there when it is read."""
+    import trio
+    import trio.testing
+
+    import smtp_anyio
+    from smtp_anyio._trio import TrioTransport
+
+    server = scripted([*session_prefix("PIPELINING"), Expect(b"NOOP"), Close()])
+
+    async def main() -> None:
+        smtp = smtp_anyio.SMTP(
+            hostname="127.0.0.1", port=server.port, timeout=60, local_hostname="client.test"
+        )
+        await smtp.connect()
+        transport = smtp._transport
+        assert isinstance(transport, TrioTransport) and transport._sock is not None
+        with trio.testing.assert_checkpoints():
+            await transport.write(b"NOOP\r\n")
+        smtp.close()
+
+    trio.run(main)

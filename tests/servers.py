@@ -380,6 +380,14 @@ def session_prefix(*capabilities: str, greeting: bytes = b"220 scripted ESMTP\r\
     return [Send(greeting), Expect(b"EHLO"), Send(reply)]
 
 
+def greet_pipelining(conn: socket.socket, lines: Any) -> None:
+    """A hand-written server's opening: its greeting, the client's EHLO (read from
+    ``lines``, the connection's file) and a reply offering PIPELINING."""
+    conn.sendall(b"220 hi\r\n")
+    lines.readline()  # EHLO
+    conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+
+
 @dataclass
 class ScriptedServer:
     """A real TCP server on loopback that plays ``script`` to each client, in a thread."""

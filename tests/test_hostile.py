@@ -20,6 +20,7 @@ from .servers import (
     Reset,
     Send,
     StartTLS,
+    greet_pipelining,
     session_prefix,
 )
 from .sync_facade import refusals
@@ -222,9 +223,7 @@ def _idle_then(adapter: Adapter, sent_while_idle: bytes, next_step: Any) -> list
 
     def server() -> None:
         with server_side, server_side.makefile("rb") as lines:
-            server_side.sendall(b"220 hi\r\n")
-            lines.readline()  # EHLO
-            server_side.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            greet_pipelining(server_side, lines)
             go.wait(5)
             server_side.sendall(sent_while_idle)
             sent.set()

@@ -29,6 +29,7 @@ from .servers import (
     Hang,
     Send,
     SendSlowly,
+    greet_pipelining,
     session_prefix,
 )
 
@@ -433,9 +434,7 @@ def _idle_then(sent_while_idle: bytes, step: Callable[[smtp_sync.SMTP], None]) -
     def serve() -> None:
         conn, _ = listener.accept()
         with conn, conn.makefile("rb") as lines:
-            conn.sendall(b"220 hi\r\n")
-            lines.readline()
-            conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            greet_pipelining(conn, lines)
             go.wait(5)
             conn.sendall(sent_while_idle)
             sent.set()
@@ -631,9 +630,7 @@ def test_threads_sharing_a_client_share_round_trips() -> None:
                 while lines.readline() != b".\r\n":
                     pass
 
-            conn.sendall(b"220 hi\r\n")
-            lines.readline()
-            conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            greet_pipelining(conn, lines)
             seen["first"] = [lines.readline() for _ in range(3)]  # MAIL, RCPT, DATA
             in_flight.set()
             release.wait(5)  # two more messages are queued by now

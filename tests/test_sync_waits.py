@@ -12,7 +12,7 @@ import smtp_core
 import smtp_sync
 
 from .conftest import Certs
-from .servers import Expect, Hang, Send, session_prefix
+from .servers import Expect, Hang, Send, greet_pipelining, session_prefix
 
 MESSAGE = b"Subject: held\r\n\r\nhello\r\n"
 SLACK = 0.5  # scheduling on a loaded machine; far below the socket timeouts used here
@@ -31,9 +31,7 @@ def test_a_pipeline_left_by_a_caller_that_gave_up_drains_within_its_stage_limit(
     def serve() -> None:
         conn, _ = listener.accept()
         with conn, conn.makefile("rb") as lines:
-            conn.sendall(b"220 hi\r\n")
-            lines.readline()
-            conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            greet_pipelining(conn, lines)
             for _ in range(3):  # A's MAIL, RCPT, DATA
                 lines.readline()
             envelope_read.set()
@@ -158,9 +156,7 @@ def test_content_a_server_stops_reading_ends_within_the_data_limit() -> None:
     def serve() -> None:
         conn, _ = listener.accept()
         with conn, conn.makefile("rb") as lines:
-            conn.sendall(b"220 hi\r\n")
-            lines.readline()
-            conn.sendall(b"250-smtp.test\r\n250 PIPELINING\r\n")
+            greet_pipelining(conn, lines)
             for _ in range(3):  # MAIL, RCPT, DATA
                 lines.readline()
             conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")

@@ -250,18 +250,17 @@ class ClientConnection:
         code = reply.code
         if pending and code != 421 and self._state is not _GREETING:
             # The replies of a mail transaction first: they are the most frequent, and
-            # a successful one moves nothing.
+            # a successful one moves nothing. (The only place they are handled.)
             command = pending[0]
-            kind = type(command)
-            if kind is Rcpt:
+            if isinstance(command, Rcpt):
                 pending.popleft()
                 if 200 <= code < 300:
                     self._accepted_rcpts += 1
                 return command
-            if kind is EndOfData:
+            if isinstance(command, EndOfData):
                 pending.popleft()
                 return command
-            if kind is Mail:
+            if isinstance(command, Mail):
                 pending.popleft()
                 self._pending_starts -= 1
                 if not 200 <= code < 300 and not self._pending_starts:
@@ -304,15 +303,8 @@ class ClientConnection:
         return command
 
     def _reply_trigger(self, command: _Pending, reply: Reply) -> Trigger | None:
-        # The commands of a mail transaction first: they are the most frequent.
-        if isinstance(command, Rcpt):
-            if reply.is_success:
-                self._accepted_rcpts += 1
-            return None
-        if isinstance(command, Mail):
-            return None if reply.is_success else Trigger.MAIL_FAILED
-        if isinstance(command, EndOfData):
-            return None
+        """The trigger of a reply to any command but MAIL, RCPT and the end of data
+        (handled in :meth:`_handle_reply`)."""
         if isinstance(command, _HELLO):
             if not reply.is_success:
                 return Trigger.HELLO_FAILED
@@ -470,9 +462,7 @@ class ClientConnection:
         return max(1, self._accepted_rcpts)
 
     def _send_trigger(self, item: Sendable) -> Trigger:
-        trigger = _TRIGGER_BY_TYPE.get(type(item))
-        if trigger is not None:
-            return trigger
+        """The trigger of an item whose exact type ``_TRIGGER_BY_TYPE`` does not name."""
         if isinstance(item, Content):
             return Trigger.SEND_CONTENT
         if isinstance(item, EndOfData):

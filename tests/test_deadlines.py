@@ -101,6 +101,33 @@ STALLS: dict[str, tuple[list[Any], str, Any]] = {
 }
 
 
+@pytest.mark.parametrize("limit", ["timeout", "command"])
+@pytest.mark.not_on_sync("per-call timeout= is aiosmtplib's; smtp_sync's limits are tested in tests/test_timeouts.py")
+def test_a_message_limit_shorter_than_its_total_deadline_still_ends_it(
+    adapter: Adapter, scripted: Any, limit: str
+) -> None:
+    """Under a total deadline a message's own limit (``timeout=``, or a stage's) still
+    bounds it when it is the shorter: the total one alone is used only when it cannot
+    pass later than the message's own."""
+    server = scripted([*session_prefix("PIPELINING"), Expect(b"MAIL"), Hang()])
+    mod = adapter.module
+
+    async def main() -> None:
+        timeouts = mod.Timeouts(total=SLOW, **({"command": DEADLINE} if limit == "command" else {}))
+        smtp = mod.SMTP(hostname="127.0.0.1", port=server.port, timeout=SLOW, timeouts=timeouts, local_hostname="client.test")
+        await smtp.connect()
+        per_call = {"timeout": DEADLINE} if limit == "timeout" else {}
+        exc = await timed(
+            lambda: smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE, **per_call),
+            mod.SMTPReadTimeoutError,
+            DEADLINE,
+        )
+        assert "total deadline" not in exc.message
+        assert exc.outcome is mod.Outcome.NEVER_SENT
+
+    adapter.run(main)
+
+
 @pytest.mark.parametrize("stall", sorted(STALLS))
 @pytest.mark.not_on_sync(
     "per-call timeout= is aiosmtplib's; smtp_sync's limits are the client's timeout (per socket operation, as smtplib's) and Timeouts (tests/test_timeouts.py); and sendmail() does not connect by itself (smtplib's raises SMTPServerDisconnected)"

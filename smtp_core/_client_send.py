@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextvars
 import email.message
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,24 +124,15 @@ class SendingMixin(AuthMixin):
         if not recipients_list:
             raise ValueError("No recipients given")
         content: Any = message.encode("ascii") if isinstance(message, str) else message
-        prepared: list[Envelope] = []
-
-        covered = False
-
-        async def now(restart: Callable[[float | None], None] | None = None) -> Any:
-            conn = await self._ensure_session(timeout)
-            envelope = prepare_envelope(conn, mail, rcpts, content, extensions)
-            envelope.progress = progress
-            prepared.append(envelope)
-            [outcome] = await self._submit([envelope], timeout, covered)
-            return outcome
 
         total = self.timeouts.total
         left = call_deadline.get()
         if left is not None and (total is None or left < total):
             total = left
         if total is None:
-            return await now()
+            return await self._send_one(
+                mail, rcpts, content, extensions, progress, timeout, False, None
+            )
         # The message's own deadline can only pass after the total one (it starts later,
         # and only stage limits shorten it): the total one alone bounds the pipeline.
         stage = self._timeout(timeout)
@@ -150,6 +141,13 @@ class SendingMixin(AuthMixin):
             and self.timeouts.command is None
             and self.timeouts.data is None
         )
+        prepared: list[Envelope] = []
+
+        def now(restart: Callable[[float | None], None]) -> Awaitable[Any]:
+            return self._send_one(
+                mail, rcpts, content, extensions, progress, timeout, covered, prepared
+            )
+
         try:
             return await self._within(total, now)
         except SMTPTimeoutError as exc:
@@ -167,6 +165,27 @@ class SendingMixin(AuthMixin):
             timed_out.outcome = fate
             timed_out.content_started = bool(prepared) and prepared[0].content_sent
             raise caused_by(timed_out, exc)  # noqa: B904 - mypyc ignores ``from``
+
+    async def _send_one(
+        self,
+        mail: Mail,
+        rcpts: list[Rcpt],
+        content: Any,
+        extensions: _Extensions | None,
+        progress: ProgressCallback | None,
+        timeout: Timeout,
+        covered: bool,
+        prepared: list[Envelope] | None,
+    ) -> Any:
+        """Connect if needed, check the envelope against the session, send it: its
+        outcome. ``prepared`` (when given) is told the envelope once it is built."""
+        conn = await self._ensure_session(timeout)
+        envelope = prepare_envelope(conn, mail, rcpts, content, extensions)
+        envelope.progress = progress
+        if prepared is not None:
+            prepared.append(envelope)
+        [outcome] = await self._submit([envelope], timeout, covered)
+        return outcome
 
     async def sendmail_detailed(
         self,

@@ -379,7 +379,7 @@ class TurnsBase(abc.ABC):
         """
         while not _all_done(mine):
             if self._pipe is None:
-                head = next((op for op in self._queue if not op.gone), None)
+                head = _first_waiting(self._queue)
                 if head is None or head.envelope is None:
                     return  # a turn of commands comes first (maybe ``mine``)
                 if self._conn is not None and self._conn.state is _HELLO:
@@ -605,7 +605,7 @@ class TurnsBase(abc.ABC):
             self._transport.wake()
         try:
             while not _all_done(ops):
-                waiting = next(op for op in ops if not op.done)
+                waiting = _first_pending(ops)
                 if self._holder is None and self._next_owner() is waiting:
                     self._holder = waiting  # nobody drives: no wait
                 else:
@@ -742,6 +742,22 @@ def _all_done(ops: list[_Op]) -> bool:
         if not op.done:
             return False
     return True
+
+
+def _first_pending(ops: list[_Op]) -> _Op:
+    """The first of ``ops`` not yet done (there is one)."""
+    for op in ops:
+        if not op.done:
+            return op
+    raise AssertionError("every operation is done")  # pragma: no cover
+
+
+def _first_waiting(queue: deque[_Op]) -> _Op | None:
+    """The first queued operation whose caller still waits for it."""
+    for op in queue:
+        if not op.gone:
+            return op
+    return None
 
 
 def _mapped(exc: BaseException) -> BaseException:

@@ -101,14 +101,22 @@ trace_logger = logging.getLogger("smtp_sansio.protocol")
 """The protocol trace: DEBUG records ``C: <line>`` and ``S: <line>``."""
 
 
-@dataclass(frozen=True, slots=True)
+# The requests are frozen dataclasses whose ``__init__`` is written out: a flow builds
+# a few for every message, and the generated one would run interpreted in the compiled
+# build (where ``object.__setattr__`` on ``self`` in ``__init__`` is a plain store).
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Write:
     """Request: write these bytes."""
 
     data: bytes
 
+    def __init__(self, data: bytes) -> None:
+        object.__setattr__(self, "data", data)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Read:
     """Request: read some bytes (``b""`` at end of stream).
 
@@ -119,23 +127,32 @@ class Read:
 
     wakeable: bool = False
 
+    def __init__(self, wakeable: bool = False) -> None:
+        object.__setattr__(self, "wakeable", wakeable)
+
 
 READ: Final = Read()
 READ_OR_WAKE: Final = Read(wakeable=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class UpgradeTLS:
     """Request: start TLS on the transport, checking ``server_hostname``."""
 
     server_hostname: str | None
 
+    def __init__(self, server_hostname: str | None) -> None:
+        object.__setattr__(self, "server_hostname", server_hostname)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class NextChunk:
     """Request: the next chunk of an async iterable of message content (None at its end)."""
 
     source: Any
+
+    def __init__(self, source: Any) -> None:
+        object.__setattr__(self, "source", source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +163,15 @@ class Progress:
 PROGRESS: Final = Progress()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Stage:
     """Request: the flow enters a stage (``"command"`` or ``"data"``) that may have its
     own time limit; the adapter sends back None. Drivers without limits can ignore it."""
 
     name: str
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "name", name)
 
 
 COMMAND_STAGE: Final = Stage("command")

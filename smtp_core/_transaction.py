@@ -97,7 +97,12 @@ def content_size(data: bytes, *, bdat: bool = False) -> int:
     return size
 
 
-@dataclass
+# The results and the envelope are dataclasses whose ``__init__`` is written out: every
+# message builds one of each, and the generated one would run interpreted in the
+# compiled build.
+
+
+@dataclass(init=False)
 class TransactionResult:
     """What happened to one mail transaction."""
 
@@ -111,6 +116,24 @@ class TransactionResult:
     """The refusal this transaction ended with, if any (also raised by ``sendmail``)."""
     outcome: Outcome = Outcome.DONE
     """:attr:`Outcome.DONE` once the server answered; see :class:`Outcome`."""
+
+    def __init__(
+        self,
+        sender: str,
+        mail_reply: Reply,
+        recipient_replies: dict[str, Reply] | None = None,
+        data_reply: Reply | None = None,
+        delivery_replies: dict[str, Reply] | None = None,
+        error: Exception | None = None,
+        outcome: Outcome = Outcome.DONE,
+    ) -> None:
+        self.sender = sender
+        self.mail_reply = mail_reply
+        self.recipient_replies = {} if recipient_replies is None else recipient_replies
+        self.data_reply = data_reply
+        self.delivery_replies = {} if delivery_replies is None else delivery_replies
+        self.error = error
+        self.outcome = outcome
 
     @property
     def refused(self) -> dict[str, Reply]:
@@ -144,13 +167,20 @@ class TransactionResult:
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RecipientResult:
     """What happened to one recipient: its RCPT reply and, for LMTP, its delivery reply."""
 
     recipient: str
     rcpt_reply: Reply
     delivery_reply: Reply | None = None
+
+    def __init__(
+        self, recipient: str, rcpt_reply: Reply, delivery_reply: Reply | None = None
+    ) -> None:
+        object.__setattr__(self, "recipient", recipient)
+        object.__setattr__(self, "rcpt_reply", rcpt_reply)
+        object.__setattr__(self, "delivery_reply", delivery_reply)
 
     @property
     def reply(self) -> Reply:
@@ -189,7 +219,7 @@ ProgressCallback = Callable[[int, "int | None"], None]
 """Called as ``progress(bytes_sent, total_bytes_or_None)`` while content is sent."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class Envelope:
     """One message for :func:`mail_pipeline`: sender, recipients, content and options.
 
@@ -212,14 +242,34 @@ class Envelope:
     context: Any = None
     """For the caller's own bookkeeping; the flows never look at it."""
 
-    def __post_init__(self) -> None:
-        if self.commands is None:
-            self.commands = [
-                Mail(self.sender, tuple(self.mail_options)),
-                *(Rcpt(r, tuple(self.rcpt_options)) for r in self.recipients),
+    def __init__(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        content: MessageSource,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+        commands: Sequence[Command] | None = None,
+        progress: ProgressCallback | None = None,
+        content_sent: bool = False,
+        context: Any = None,
+    ) -> None:
+        if commands is None:
+            commands = [
+                Mail(sender, tuple(mail_options)),
+                *(Rcpt(r, tuple(rcpt_options)) for r in recipients),
             ]
-        if len(self.commands) < 2:
+        if len(commands) < 2:
             raise ValueError("at least one recipient is required")
+        self.sender = sender
+        self.recipients = recipients
+        self.content = content
+        self.mail_options = mail_options
+        self.rcpt_options = rcpt_options
+        self.commands = commands
+        self.progress = progress
+        self.content_sent = content_sent
+        self.context = context
 
     @property
     def mail(self) -> Mail:

@@ -183,8 +183,21 @@ Flow = Generator[Request, Any, T]
 """A flow yields requests, receives their outcomes, and returns a ``T``."""
 
 
+# Whether the trace is on, as last asked. Asking the logger costs a call, and a message
+# would ask for every line: it is asked once per write, and the replies that write
+# brings back are traced by that answer (the greeting, which no write precedes, asks).
+_TRACING: Final = [False]
+
+
+def _tracing() -> bool:
+    """Whether the protocol trace is on, asked now (and remembered for the replies)."""
+    on = trace_logger.isEnabledFor(logging.DEBUG)
+    _TRACING[0] = on
+    return on
+
+
 def _trace_reply(reply: Reply) -> None:
-    if not trace_logger.isEnabledFor(logging.DEBUG):
+    if not _TRACING[0]:
         return
     last = len(reply.lines) - 1
     for index, line in enumerate(reply.lines):
@@ -193,7 +206,8 @@ def _trace_reply(reply: Reply) -> None:
 
 
 def _trace_sent(item: Command | Content | EndOfData) -> None:
-    if not trace_logger.isEnabledFor(logging.DEBUG):
+    """Trace a line sent, when the trace is on (as :func:`_tracing` last found)."""
+    if not _TRACING[0]:
         return
     if isinstance(item, Content):
         trace_logger.debug("C: <%d bytes of message content>", len(item.data))
@@ -204,7 +218,7 @@ def _trace_sent(item: Command | Content | EndOfData) -> None:
 def send(conn: ClientConnection, *items: Command | Content | EndOfData) -> Flow[None]:
     """Send ``items`` in one write."""
     data = [conn.send(item) for item in items]
-    if trace_logger.isEnabledFor(logging.DEBUG):
+    if _tracing():
         for item in items:
             _trace_sent(item)
     yield COMMAND_STAGE
@@ -251,6 +265,7 @@ def command(conn: ClientConnection, cmd: Command) -> Flow[Reply]:
 
 def greeting(conn: ClientConnection) -> Flow[Reply]:
     """Read the greeting; a refusal raises ``SMTPConnectResponseError``."""
+    _tracing()
     reply = yield from read_reply(conn)
     if reply.code != 220:
         raise SMTPConnectResponseError(reply.code, reply.message)

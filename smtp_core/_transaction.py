@@ -48,6 +48,7 @@ from ._flows import (
     _buffered_reply,
     _reply_of,
     _trace_sent,
+    _tracing,
     command,
     read_reply,
     send,
@@ -372,6 +373,7 @@ def _send_content(
     envelope (None for empty content ending a refused envelope) hears of its progress.
     """
     progress = envelope.progress if envelope is not None else None
+    _tracing()  # once for the content, its end and what follows it
     yield DATA_STAGE
     pending: list[bytes] = []
     sent = 0
@@ -396,6 +398,7 @@ def _send_content(
                 if envelope is not None:
                     envelope.content_sent = True
                 yield Write(b"".join(pending))
+                _tracing()  # asked again for each write
                 sent += size
                 pending, size = [], 0
                 if progress is not None:
@@ -707,7 +710,8 @@ class _BdatTxn:
             following = yield from self.source.next()
             item = Bdat(chunk, last=following is None)
             data = conn.send(item)
-            _trace_sent(item)
+            if _tracing():
+                _trace_sent(item)
             self.due += 1
             yield Write(data)
             self._progress(len(chunk))

@@ -124,7 +124,7 @@ def validate_domain(domain: str, what: str = "domain") -> str:
     return domain
 
 
-def validate_address(address: str, *, allow_null: bool = False) -> str:
+def validate_address(address: Any, *, allow_null: bool = False) -> str:
     """Validate an RFC 5321 / RFC 6531 mailbox and return its path contents.
 
     ``address`` is ``local@domain`` or ``<local@domain>``. Display names, comments,
@@ -233,7 +233,7 @@ def xtext_decode(value: str) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _parse_params(parameters: Iterable[str], what: str) -> tuple[tuple[str, str | None], ...]:
+def _parse_params(parameters: Iterable[Any], what: str) -> tuple[tuple[str, str | None], ...]:
     parsed: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for param in parameters:
@@ -262,7 +262,7 @@ def _parse_params(parameters: Iterable[str], what: str) -> tuple[tuple[str, str 
     return tuple(parsed)
 
 
-def parameter_extensions(parameters: Iterable[str], what: str = "MAIL") -> frozenset[str]:
+def parameter_extensions(parameters: Iterable[Any], what: str = "MAIL") -> frozenset[str]:
     """EHLO keywords the given ESMTP parameters need (validating them on the way)."""
     return frozenset(_param_extensions(_parse_params(parameters, what)))
 
@@ -693,7 +693,7 @@ class RawCommand(Command):
         return self.line
 
 
-def _decode_arg(arg: str | bytes) -> str:
+def _decode_arg(arg: Any) -> str:
     if isinstance(arg, str):
         return arg
     try:

@@ -34,6 +34,7 @@ HOT_MODULES = [
     "smtp_core/_content.py",
     "smtp_core/_state.py",
     "smtp_core/_events.py",
+    "smtp_core/_commands.py",
     "smtp_core/_capabilities.py",
     "smtp_core/_connection.py",
     "smtp_core/_outcome.py",

@@ -40,19 +40,24 @@ class ReceiveBuffer:
         A line ends with CRLF; a bare LF is also accepted as a line ending (a CR before
         it is stripped, a lone CR elsewhere is kept as data).
         """
-        search_from = max(self._searched, self._start)
-        end = self._data.find(b"\n", search_from)
+        data = self._data
+        start = self._start
+        size = len(data)
+        if start >= size:
+            return None  # everything consumed: nothing to search (the usual last call)
+        searched = self._searched
+        end = data.find(b"\n", searched if searched > start else start)
         if end < 0:
-            self._searched = len(self._data)
+            self._searched = size
             return None
-        stop = end - 1 if end > self._start and self._data[end - 1] == 0x0D else end
-        line = bytes(self._data[self._start : stop])
-        self._start = end + 1
-        self._searched = self._start
-        if self._start > 4096 and self._start * 2 > len(self._data):
-            del self._data[: self._start]
-            self._searched -= self._start
-            self._start = 0
+        stop = end - 1 if end > start and data[end - 1] == 0x0D else end
+        line = bytes(data[start:stop])
+        start = end + 1
+        if start > 4096 and start * 2 > size:
+            del data[:start]
+            start = 0
+        self._start = start
+        self._searched = start
         return line
 
     def peek(self, size: int) -> bytes:

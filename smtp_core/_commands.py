@@ -14,9 +14,10 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ._errors import LocalProtocolError
+from ._native import caused_by, mypyc_attr
 
 __all__ = [
     "Command",
@@ -98,7 +99,9 @@ def validate_domain(domain: str, what: str = "domain") -> str:
             try:
                 ipaddress.IPv6Address(inner[5:])
             except ValueError:
-                raise LocalProtocolError(f"{what} {domain!r}: invalid IPv6 literal") from None
+                raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                    LocalProtocolError(f"{what} {domain!r}: invalid IPv6 literal"), None
+                )
             return domain
         try:
             ipaddress.IPv4Address(inner)
@@ -121,7 +124,7 @@ def validate_domain(domain: str, what: str = "domain") -> str:
     return domain
 
 
-def validate_address(address: str, *, allow_null: bool = False) -> str:
+def validate_address(address: Any, *, allow_null: bool = False) -> str:
     """Validate an RFC 5321 / RFC 6531 mailbox and return its path contents.
 
     ``address`` is ``local@domain`` or ``<local@domain>``. Display names, comments,
@@ -230,7 +233,7 @@ def xtext_decode(value: str) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _parse_params(parameters: Iterable[str], what: str) -> tuple[tuple[str, str | None], ...]:
+def _parse_params(parameters: Iterable[Any], what: str) -> tuple[tuple[str, str | None], ...]:
     parsed: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for param in parameters:
@@ -259,7 +262,7 @@ def _parse_params(parameters: Iterable[str], what: str) -> tuple[tuple[str, str 
     return tuple(parsed)
 
 
-def parameter_extensions(parameters: Iterable[str], what: str = "MAIL") -> frozenset[str]:
+def parameter_extensions(parameters: Iterable[Any], what: str = "MAIL") -> frozenset[str]:
     """EHLO keywords the given ESMTP parameters need (validating them on the way)."""
     return frozenset(_param_extensions(_parse_params(parameters, what)))
 
@@ -280,7 +283,15 @@ def _param_extensions(params: tuple[tuple[str, str | None], ...]) -> set[str]:
     return needed
 
 
-@dataclass(frozen=True, slots=True)
+# The commands are frozen dataclasses (equality, hash, repr, ``dataclasses.fields`` and
+# ``replace``) whose ``__init__`` is written out: the generated one would run
+# interpreted in the compiled build (see hatch_build.py), where ``object.__setattr__``
+# on ``self`` in ``__init__`` is a plain store. Each validates its arguments before
+# storing them.
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Command:
     """Base class of all commands."""
 
@@ -288,6 +299,9 @@ class Command:
     group_last: ClassVar[bool] = True
     """True when RFC 2920 says the command must end a PIPELINING group."""
     _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_wire", None)
 
     def to_bytes(self) -> bytes:
         """The command line as sent, ending with CRLF."""
@@ -316,39 +330,53 @@ class Command:
         return _NOTHING
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class _Hello(Command):
     hostname: str
 
-    def __post_init__(self) -> None:
-        validate_domain(self.hostname, f"{self.verb} host name")
+    def __init__(self, hostname: str) -> None:
+        validate_domain(hostname, f"{self.verb} host name")
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "hostname", hostname)
 
     def _line(self) -> str:
         return f"{self.verb} {self.hostname}"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Ehlo(_Hello):
     """EHLO (RFC 5321 4.1.1.1)."""
 
     verb: ClassVar[str] = "EHLO"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Helo(_Hello):
     """HELO (RFC 5321 4.1.1.1)."""
 
     verb: ClassVar[str] = "HELO"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Lhlo(_Hello):
     """LHLO (RFC 2033, LMTP)."""
 
     verb: ClassVar[str] = "LHLO"
 
 
-@dataclass(frozen=True, slots=True)
+def _parameter_tuple(parameters: Any) -> tuple[str, ...]:
+    """The parameters as a tuple (a single str is one parameter)."""
+    if isinstance(parameters, str):
+        return (parameters,)
+    return tuple(parameters)
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Mail(Command):
     """MAIL FROM:<sender> [parameters] (RFC 5321 4.1.1.2)."""
 
@@ -363,11 +391,18 @@ class Mail(Command):
     verb: ClassVar[str] = "MAIL"
     group_last: ClassVar[bool] = False
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", validate_address(self.sender, allow_null=True))
-        parameters = (self.parameters,) if isinstance(self.parameters, str) else self.parameters
-        object.__setattr__(self, "parameters", tuple(parameters))
-        object.__setattr__(self, "params", _parse_params(self.parameters, "MAIL"))
+    def __init__(
+        self, sender: Any, parameters: Iterable[str] = (), advertised_only: bool = True
+    ) -> None:
+        path = validate_address(sender, allow_null=True)
+        checked = _parameter_tuple(parameters)
+        params = _parse_params(checked, "MAIL")
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "sender", sender)
+        object.__setattr__(self, "parameters", checked)
+        object.__setattr__(self, "advertised_only", advertised_only)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "path", path)
 
     @property
     def requires_smtputf8(self) -> bool:
@@ -375,16 +410,8 @@ class Mail(Command):
         return not self.sender.isascii() or not all(p.isascii() for p in self.parameters)
 
     def with_parameters(self, parameters: Iterable[str]) -> Mail:
-        """The same sender with other parameters (only the parameters are validated again)."""
-        mail = object.__new__(Mail)
-        parameters = tuple(parameters)
-        object.__setattr__(mail, "_wire", None)
-        object.__setattr__(mail, "sender", self.sender)
-        object.__setattr__(mail, "advertised_only", self.advertised_only)
-        object.__setattr__(mail, "path", self.path)
-        object.__setattr__(mail, "parameters", parameters)
-        object.__setattr__(mail, "params", _parse_params(parameters, "MAIL"))
-        return mail
+        """The same sender with other parameters (validated as a new command)."""
+        return Mail(self.sender, tuple(parameters), advertised_only=self.advertised_only)
 
     def _line(self) -> str:
         return " ".join([f"MAIL FROM:<{self.path}>", *self.parameters])
@@ -400,7 +427,19 @@ class Mail(Command):
         return frozenset(needed)
 
 
-@dataclass(frozen=True, slots=True)
+def _forward_path(recipient: Any) -> str:
+    """RCPT's path: the address validated, or the special ``postmaster`` (RFC 5321)."""
+    if isinstance(recipient, str):
+        inner = str.__getitem__(recipient, slice(None))  # a plain str, as sent
+        if inner.startswith("<") and inner.endswith(">"):
+            inner = inner[1:-1]
+        if inner.lower() == "postmaster":
+            return inner
+    return validate_address(recipient)
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Rcpt(Command):
     """RCPT TO:<recipient> [parameters] (RFC 5321 4.1.1.3)."""
 
@@ -415,20 +454,18 @@ class Rcpt(Command):
     verb: ClassVar[str] = "RCPT"
     group_last: ClassVar[bool] = False
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", self._path())
-        parameters = (self.parameters,) if isinstance(self.parameters, str) else self.parameters
-        object.__setattr__(self, "parameters", tuple(parameters))
-        object.__setattr__(self, "params", _parse_params(self.parameters, "RCPT"))
-
-    def _path(self) -> str:
-        if isinstance(self.recipient, str):
-            inner = str.__getitem__(self.recipient, slice(None))  # a plain str, as sent
-            if inner.startswith("<") and inner.endswith(">"):
-                inner = inner[1:-1]
-            if inner.lower() == "postmaster":
-                return inner
-        return validate_address(self.recipient)
+    def __init__(
+        self, recipient: Any, parameters: Iterable[str] = (), advertised_only: bool = True
+    ) -> None:
+        path = _forward_path(recipient)
+        checked = _parameter_tuple(parameters)
+        params = _parse_params(checked, "RCPT")
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "recipient", recipient)
+        object.__setattr__(self, "parameters", checked)
+        object.__setattr__(self, "advertised_only", advertised_only)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "path", path)
 
     @property
     def requires_smtputf8(self) -> bool:
@@ -449,14 +486,16 @@ class Rcpt(Command):
         return frozenset(needed)
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Data(Command):
     """DATA (RFC 5321 4.1.1.4); the content follows the 354 reply."""
 
     verb: ClassVar[str] = "DATA"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Bdat(Command):
     """BDAT <size> [LAST] followed by the payload (RFC 3030 CHUNKING)."""
 
@@ -466,10 +505,12 @@ class Bdat(Command):
     verb: ClassVar[str] = "BDAT"
     group_last: ClassVar[bool] = False
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.payload, (bytes, bytearray, memoryview)):
+    def __init__(self, payload: Any = b"", last: bool = False) -> None:
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise LocalProtocolError("BDAT payload must be bytes")
-        object.__setattr__(self, "payload", bytes(self.payload))
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "payload", bytes(payload))
+        object.__setattr__(self, "last", last)
 
     def _line(self) -> str:
         return f"BDAT {len(self.payload)}" + (" LAST" if self.last else "")
@@ -481,7 +522,8 @@ class Bdat(Command):
         return frozenset({"CHUNKING"})
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Rset(Command):
     """RSET (RFC 5321 4.1.1.5)."""
 
@@ -489,14 +531,16 @@ class Rset(Command):
     group_last: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Quit(Command):
     """QUIT (RFC 5321 4.1.1.10)."""
 
     verb: ClassVar[str] = "QUIT"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class StartTLS(Command):
     """STARTTLS (RFC 3207)."""
 
@@ -506,40 +550,48 @@ class StartTLS(Command):
         return frozenset({"STARTTLS"})
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class _OptionalArgument(Command):
     argument: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.argument is not None:
-            _check_text(self.argument, f"{self.verb} argument")
+    def __init__(self, argument: Any = None) -> None:
+        if argument is not None:
+            _check_text(argument, f"{self.verb} argument")
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "argument", argument)
 
     def _line(self) -> str:
         return self.verb if not self.argument else f"{self.verb} {self.argument}"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Noop(_OptionalArgument):
     """NOOP (RFC 5321 4.1.1.9)."""
 
     verb: ClassVar[str] = "NOOP"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Help(_OptionalArgument):
     """HELP (RFC 5321 4.1.1.8)."""
 
     verb: ClassVar[str] = "HELP"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class _Query(Command):
     argument: str
 
-    def __post_init__(self) -> None:
-        _check_text(self.argument, f"{self.verb} argument")
-        if not self.argument.strip():
+    def __init__(self, argument: Any) -> None:
+        _check_text(argument, f"{self.verb} argument")
+        if not argument.strip():
             raise LocalProtocolError(f"{self.verb} needs an argument")
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "argument", argument)
 
     def _line(self) -> str:
         return f"{self.verb} {self.argument}"
@@ -548,21 +600,24 @@ class _Query(Command):
         return frozenset() if self.argument.isascii() else frozenset({"SMTPUTF8"})
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Vrfy(_Query):
     """VRFY (RFC 5321 4.1.1.6)."""
 
     verb: ClassVar[str] = "VRFY"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Expn(_Query):
     """EXPN (RFC 5321 4.1.1.7)."""
 
     verb: ClassVar[str] = "EXPN"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Auth(Command):
     """AUTH <mechanism> [initial-response] (RFC 4954); an empty response is sent as ``=``."""
 
@@ -571,9 +626,12 @@ class Auth(Command):
 
     verb: ClassVar[str] = "AUTH"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.mechanism, str) or _MECH_RE.match(self.mechanism) is None:
-            raise LocalProtocolError(f"invalid SASL mechanism name {self.mechanism!r}")
+    def __init__(self, mechanism: Any, initial_response: bytes | None = None) -> None:
+        if not isinstance(mechanism, str) or _MECH_RE.match(mechanism) is None:
+            raise LocalProtocolError(f"invalid SASL mechanism name {mechanism!r}")
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "mechanism", mechanism)
+        object.__setattr__(self, "initial_response", initial_response)
 
     def _line(self) -> str:
         line = f"AUTH {self.mechanism.upper()}"
@@ -590,12 +648,18 @@ class Auth(Command):
         return frozenset({"AUTH"})
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class AuthResponse(Command):
     """A response to a 334 AUTH challenge, base64-encoded; ``cancel`` sends ``*``."""
 
     data: bytes = field(default=b"", repr=False)
     cancel: bool = False
+
+    def __init__(self, data: bytes = b"", cancel: bool = False) -> None:
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "cancel", cancel)
 
     def _line(self) -> str:
         return "*" if self.cancel else base64.b64encode(self.data).decode("ascii")
@@ -604,18 +668,21 @@ class AuthResponse(Command):
         return "*" if self.cancel else "<redacted>"
 
 
-@dataclass(frozen=True, slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RawCommand(Command):
     """A command line this library has no type for (sent as given, after validation)."""
 
     line: str
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.line, str):
+    def __init__(self, line: Any) -> None:
+        if not isinstance(line, str):
             raise LocalProtocolError("command line must be a str")
-        _check_text(self.line, "command line")
-        if not self.line.strip():
+        _check_text(line, "command line")
+        if not line.strip():
             raise LocalProtocolError("command line is empty")
+        object.__setattr__(self, "_wire", None)
+        object.__setattr__(self, "line", line)
 
     @property
     def verb(self) -> str:  # type: ignore[override]
@@ -626,13 +693,15 @@ class RawCommand(Command):
         return self.line
 
 
-def _decode_arg(arg: str | bytes) -> str:
+def _decode_arg(arg: Any) -> str:
     if isinstance(arg, str):
         return arg
     try:
         return bytes(arg).decode("utf-8")
     except UnicodeDecodeError:
-        raise LocalProtocolError(f"command argument {arg!r} is not valid UTF-8") from None
+        raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+            LocalProtocolError(f"command argument {arg!r} is not valid UTF-8"), None
+        )
 
 
 def _split_path(rest: str, keyword: str, line: str) -> tuple[str, tuple[str, ...]]:
@@ -704,7 +773,9 @@ def parse_command(*args: str | bytes) -> Command:
         try:
             return Auth(mechanism, base64.b64decode(initial, validate=True))
         except (binascii.Error, ValueError):
-            raise LocalProtocolError(f"AUTH initial response {initial!r}: invalid base64") from None
+            raise caused_by(  # noqa: B904 - mypyc ignores ``from``
+                LocalProtocolError(f"AUTH initial response {initial!r}: invalid base64"), None
+            )
     if verb == "BDAT":
         raise LocalProtocolError("BDAT needs its payload: send a Bdat command")
     return RawCommand(line)

@@ -34,11 +34,19 @@ class Event:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+# The events are frozen dataclasses whose ``__init__`` is written out: the generated
+# one would run interpreted in the compiled build (where ``object.__setattr__`` on
+# ``self`` in ``__init__`` is a plain store).
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Greeting(Event):
     """The server's opening reply (220 on success, 554 or 421 when it refuses)."""
 
     reply: Reply
+
+    def __init__(self, reply: Reply) -> None:
+        object.__setattr__(self, "reply", reply)
 
     @property
     def code(self) -> int:
@@ -46,7 +54,7 @@ class Greeting(Event):
         return self.reply.code
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class CommandReply(Event):
     """The reply to ``command``.
 
@@ -58,21 +66,28 @@ class CommandReply(Event):
     command: Command | EndOfData | None
     reply: Reply
 
+    def __init__(self, command: Command | EndOfData | None, reply: Reply) -> None:
+        object.__setattr__(self, "command", command)
+        object.__setattr__(self, "reply", reply)
+
     @property
     def code(self) -> int:
         """The reply code."""
         return self.reply.code
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ConnectionClosed(Event):
     """The server closed the connection (``receive_data(b"")``)."""
 
     expected: bool
     """True after QUIT or a 421/221 reply; False when the server closed unannounced."""
 
+    def __init__(self, expected: bool) -> None:
+        object.__setattr__(self, "expected", expected)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Content:
     """A chunk of message content, sent after DATA's 354 reply.
 
@@ -81,6 +96,9 @@ class Content:
     """
 
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        object.__setattr__(self, "data", data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,14 +101,22 @@ trace_logger = logging.getLogger("smtp_sansio.protocol")
 """The protocol trace: DEBUG records ``C: <line>`` and ``S: <line>``."""
 
 
-@dataclass(frozen=True, slots=True)
+# The requests are frozen dataclasses whose ``__init__`` is written out: a flow builds
+# a few for every message, and the generated one would run interpreted in the compiled
+# build (where ``object.__setattr__`` on ``self`` in ``__init__`` is a plain store).
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Write:
     """Request: write these bytes."""
 
     data: bytes
 
+    def __init__(self, data: bytes) -> None:
+        object.__setattr__(self, "data", data)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Read:
     """Request: read some bytes (``b""`` at end of stream).
 
@@ -119,23 +127,32 @@ class Read:
 
     wakeable: bool = False
 
+    def __init__(self, wakeable: bool = False) -> None:
+        object.__setattr__(self, "wakeable", wakeable)
+
 
 READ: Final = Read()
 READ_OR_WAKE: Final = Read(wakeable=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class UpgradeTLS:
     """Request: start TLS on the transport, checking ``server_hostname``."""
 
     server_hostname: str | None
 
+    def __init__(self, server_hostname: str | None) -> None:
+        object.__setattr__(self, "server_hostname", server_hostname)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class NextChunk:
     """Request: the next chunk of an async iterable of message content (None at its end)."""
 
     source: Any
+
+    def __init__(self, source: Any) -> None:
+        object.__setattr__(self, "source", source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +163,15 @@ class Progress:
 PROGRESS: Final = Progress()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Stage:
     """Request: the flow enters a stage (``"command"`` or ``"data"``) that may have its
     own time limit; the adapter sends back None. Drivers without limits can ignore it."""
 
     name: str
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "name", name)
 
 
 COMMAND_STAGE: Final = Stage("command")
@@ -163,8 +183,21 @@ Flow = Generator[Request, Any, T]
 """A flow yields requests, receives their outcomes, and returns a ``T``."""
 
 
+# Whether the trace is on, as last asked. Asking the logger costs a call, and a message
+# would ask for every line: it is asked once per write, and the replies that write
+# brings back are traced by that answer (the greeting, which no write precedes, asks).
+_TRACING: Final = [False]
+
+
+def _tracing() -> bool:
+    """Whether the protocol trace is on, asked now (and remembered for the replies)."""
+    on = trace_logger.isEnabledFor(logging.DEBUG)
+    _TRACING[0] = on
+    return on
+
+
 def _trace_reply(reply: Reply) -> None:
-    if not trace_logger.isEnabledFor(logging.DEBUG):
+    if not _TRACING[0]:
         return
     last = len(reply.lines) - 1
     for index, line in enumerate(reply.lines):
@@ -173,7 +206,8 @@ def _trace_reply(reply: Reply) -> None:
 
 
 def _trace_sent(item: Command | Content | EndOfData) -> None:
-    if not trace_logger.isEnabledFor(logging.DEBUG):
+    """Trace a line sent, when the trace is on (as :func:`_tracing` last found)."""
+    if not _TRACING[0]:
         return
     if isinstance(item, Content):
         trace_logger.debug("C: <%d bytes of message content>", len(item.data))
@@ -184,7 +218,7 @@ def _trace_sent(item: Command | Content | EndOfData) -> None:
 def send(conn: ClientConnection, *items: Command | Content | EndOfData) -> Flow[None]:
     """Send ``items`` in one write."""
     data = [conn.send(item) for item in items]
-    if trace_logger.isEnabledFor(logging.DEBUG):
+    if _tracing():
         for item in items:
             _trace_sent(item)
     yield COMMAND_STAGE
@@ -231,6 +265,7 @@ def command(conn: ClientConnection, cmd: Command) -> Flow[Reply]:
 
 def greeting(conn: ClientConnection) -> Flow[Reply]:
     """Read the greeting; a refusal raises ``SMTPConnectResponseError``."""
+    _tracing()
     reply = yield from read_reply(conn)
     if reply.code != 220:
         raise SMTPConnectResponseError(reply.code, reply.message)

@@ -17,7 +17,12 @@ _CACHED_LINE_LENGTH: Final = 128  # longer lines are parsed every time (bounds t
 _ENHANCED_RE = re.compile(rb"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 
 
-@dataclass(frozen=True, slots=True)
+# Replies and status codes are frozen dataclasses whose ``__init__`` is written out:
+# the generated one would run interpreted in the compiled build (where
+# ``object.__setattr__`` on ``self`` in ``__init__`` is a plain store).
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class EnhancedStatusCode:
     """An RFC 3463 enhanced status code, ``class.subject.detail``, e.g. ``5.1.1``."""
 
@@ -25,11 +30,16 @@ class EnhancedStatusCode:
     subject: int
     detail: int
 
+    def __init__(self, klass: int, subject: int, detail: int) -> None:
+        object.__setattr__(self, "klass", klass)
+        object.__setattr__(self, "subject", subject)
+        object.__setattr__(self, "detail", detail)
+
     def __str__(self) -> str:
         return f"{self.klass}.{self.subject}.{self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Reply:
     """One complete server reply.
 
@@ -42,6 +52,16 @@ class Reply:
     code: int
     lines: tuple[str, ...]
     enhanced_codes: tuple[EnhancedStatusCode | None, ...] = ()
+
+    def __init__(
+        self,
+        code: int,
+        lines: tuple[str, ...],
+        enhanced_codes: tuple[EnhancedStatusCode | None, ...] = (),
+    ) -> None:
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "lines", lines)
+        object.__setattr__(self, "enhanced_codes", enhanced_codes)
 
     @property
     def message(self) -> str:

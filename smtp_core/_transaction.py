@@ -48,6 +48,7 @@ from ._flows import (
     _buffered_reply,
     _reply_of,
     _trace_sent,
+    _tracing,
     command,
     read_reply,
     send,
@@ -97,7 +98,12 @@ def content_size(data: bytes, *, bdat: bool = False) -> int:
     return size
 
 
-@dataclass
+# The results and the envelope are dataclasses whose ``__init__`` is written out: every
+# message builds one of each, and the generated one would run interpreted in the
+# compiled build.
+
+
+@dataclass(init=False)
 class TransactionResult:
     """What happened to one mail transaction."""
 
@@ -111,6 +117,24 @@ class TransactionResult:
     """The refusal this transaction ended with, if any (also raised by ``sendmail``)."""
     outcome: Outcome = Outcome.DONE
     """:attr:`Outcome.DONE` once the server answered; see :class:`Outcome`."""
+
+    def __init__(
+        self,
+        sender: str,
+        mail_reply: Reply,
+        recipient_replies: dict[str, Reply] | None = None,
+        data_reply: Reply | None = None,
+        delivery_replies: dict[str, Reply] | None = None,
+        error: Exception | None = None,
+        outcome: Outcome = Outcome.DONE,
+    ) -> None:
+        self.sender = sender
+        self.mail_reply = mail_reply
+        self.recipient_replies = {} if recipient_replies is None else recipient_replies
+        self.data_reply = data_reply
+        self.delivery_replies = {} if delivery_replies is None else delivery_replies
+        self.error = error
+        self.outcome = outcome
 
     @property
     def refused(self) -> dict[str, Reply]:
@@ -144,13 +168,20 @@ class TransactionResult:
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RecipientResult:
     """What happened to one recipient: its RCPT reply and, for LMTP, its delivery reply."""
 
     recipient: str
     rcpt_reply: Reply
     delivery_reply: Reply | None = None
+
+    def __init__(
+        self, recipient: str, rcpt_reply: Reply, delivery_reply: Reply | None = None
+    ) -> None:
+        object.__setattr__(self, "recipient", recipient)
+        object.__setattr__(self, "rcpt_reply", rcpt_reply)
+        object.__setattr__(self, "delivery_reply", delivery_reply)
 
     @property
     def reply(self) -> Reply:
@@ -189,7 +220,7 @@ ProgressCallback = Callable[[int, "int | None"], None]
 """Called as ``progress(bytes_sent, total_bytes_or_None)`` while content is sent."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class Envelope:
     """One message for :func:`mail_pipeline`: sender, recipients, content and options.
 
@@ -212,14 +243,34 @@ class Envelope:
     context: Any = None
     """For the caller's own bookkeeping; the flows never look at it."""
 
-    def __post_init__(self) -> None:
-        if self.commands is None:
-            self.commands = [
-                Mail(self.sender, tuple(self.mail_options)),
-                *(Rcpt(r, tuple(self.rcpt_options)) for r in self.recipients),
+    def __init__(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        content: MessageSource,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+        commands: Sequence[Command] | None = None,
+        progress: ProgressCallback | None = None,
+        content_sent: bool = False,
+        context: Any = None,
+    ) -> None:
+        if commands is None:
+            commands = [
+                Mail(sender, tuple(mail_options)),
+                *(Rcpt(r, tuple(rcpt_options)) for r in recipients),
             ]
-        if len(self.commands) < 2:
+        if len(commands) < 2:
             raise ValueError("at least one recipient is required")
+        self.sender = sender
+        self.recipients = recipients
+        self.content = content
+        self.mail_options = mail_options
+        self.rcpt_options = rcpt_options
+        self.commands = commands
+        self.progress = progress
+        self.content_sent = content_sent
+        self.context = context
 
     @property
     def mail(self) -> Mail:
@@ -322,6 +373,7 @@ def _send_content(
     envelope (None for empty content ending a refused envelope) hears of its progress.
     """
     progress = envelope.progress if envelope is not None else None
+    _tracing()  # once for the content, its end and what follows it
     yield DATA_STAGE
     pending: list[bytes] = []
     sent = 0
@@ -346,6 +398,7 @@ def _send_content(
                 if envelope is not None:
                     envelope.content_sent = True
                 yield Write(b"".join(pending))
+                _tracing()  # asked again for each write
                 sent += size
                 pending, size = [], 0
                 if progress is not None:
@@ -657,7 +710,8 @@ class _BdatTxn:
             following = yield from self.source.next()
             item = Bdat(chunk, last=following is None)
             data = conn.send(item)
-            _trace_sent(item)
+            if _tracing():
+                _trace_sent(item)
             self.due += 1
             yield Write(data)
             self._progress(len(chunk))

@@ -170,3 +170,43 @@ def test_trace_redacts_credentials(caplog: pytest.LogCaptureFixture) -> None:
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "C: AUTH PLAIN <redacted>" in text and "S: 235 ok" in text
     assert "hunter2" not in text and "aHVudGVyMg" not in text and "AGFsaWNl" not in text
+
+
+def test_trace_is_asked_once_per_write_and_shows_every_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether the trace is on is asked at each write, not at each line: the lines of
+    that write and of the replies it brings back follow that answer, so turning the
+    trace on between transactions shows every line of the next one, and off, none."""
+    conn, script = session()
+    trace = logging.getLogger("smtp_sansio.protocol")
+    on = True
+    asked: list[int] = []
+    lines: list[str] = []
+
+    def is_enabled_for(level: int) -> bool:
+        asked.append(level)
+        return on
+
+    monkeypatch.setattr(trace, "isEnabledFor", is_enabled_for)
+    monkeypatch.setattr(trace, "debug", lambda msg, *args: lines.append(msg % args))
+
+    def transaction() -> None:
+        script.chunks = [b"250 ok\r\n250 ok\r\n354 go\r\n", b"250 queued\r\n"]
+        script.run(mail_transaction(conn, "a@b.org", ["x@b.org"], b"hi\n"))
+
+    transaction()
+    assert lines == [
+        "C: MAIL FROM:<a@b.org>",
+        "C: RCPT TO:<x@b.org>",
+        "C: DATA",
+        "S: 250 ok",
+        "S: 250 ok",
+        "S: 354 go",
+        "C: <3 bytes of message content>",
+        "C: .",
+        "S: 250 queued",
+    ]
+    assert asked == [logging.DEBUG, logging.DEBUG]  # the envelope's write and the content's
+    on = False
+    lines.clear()
+    transaction()
+    assert lines == [] and len(asked) == 4

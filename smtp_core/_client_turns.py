@@ -455,6 +455,11 @@ class TurnsBase(abc.ABC):
                 elif request is None:
                     value = None
                     self._feed_unsolicited(request)
+                elif kind is Stage:
+                    limit = self._stage_limit(request.name)
+                    if limit is not None:
+                        restart(limit)
+                    value = None
                 elif kind is Progress:
                     restart(None)  # the timeout applies to each message of a batch
                     value = None

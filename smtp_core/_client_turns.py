@@ -440,6 +440,11 @@ class TurnsBase(abc.ABC):
             if transport is None:
                 raise SMTPServerDisconnected("Connection lost")
             request: Any = pipe.request
+            if type(request) is Progress:
+                # Parked between two messages, for as long as its callers were away:
+                # what the server sent meanwhile reaches the machine before the next
+                # message's commands, so that it cannot pass for their replies.
+                self._feed_early()
             while True:
                 # The requests of every message first, without a call each.
                 kind = type(request)
@@ -508,6 +513,11 @@ class TurnsBase(abc.ABC):
         while the client waited for something other than a read (which takes all)."""
         if type(request) is Read or type(request) in _NO_WAIT:
             return
+        self._feed_early()
+
+    def _feed_early(self) -> None:
+        """Bytes the transport holds, or (while no reply is due) the socket has, go to
+        the machine now; while idle, a 421 ends the session and anything else is refused."""
         transport = self._transport
         conn = self._conn
         if transport is None or conn is None:

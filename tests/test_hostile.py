@@ -210,10 +210,13 @@ def test_unsolicited_reply_after_pipelined_group(adapter: Adapter, scripted: Any
     adapter.run(main)
 
 
-def _idle_then(adapter: Adapter, sent_while_idle: bytes, next_step: Any) -> list[bytes]:
+def _idle_then(
+    adapter: Adapter, sent_while_idle: bytes, next_step: Any, message_first: bool = False
+) -> list[bytes]:
     """Over a socketpair, the server sends ``sent_while_idle`` once the client is idle
-    after EHLO; ``next_step(smtp)`` runs then. Returns what the server read afterwards
-    (``[b""]``: nothing, the client closed)."""
+    after EHLO (with ``message_first``: after one message, pipelined, was delivered);
+    ``next_step(smtp)`` runs then. Returns what the server read afterwards (``[b""]``:
+    nothing, the client closed)."""
     import socket
     import threading
 
@@ -224,6 +227,13 @@ def _idle_then(adapter: Adapter, sent_while_idle: bytes, next_step: Any) -> list
     def server() -> None:
         with server_side, server_side.makefile("rb") as lines:
             greet_pipelining(server_side, lines)
+            if message_first:
+                for _ in range(3):  # MAIL, RCPT, DATA
+                    lines.readline()
+                server_side.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
+                while lines.readline() not in (b".\r\n", b""):
+                    pass
+                server_side.sendall(b"250 queued\r\n")
             go.wait(5)
             server_side.sendall(sent_while_idle)
             sent.set()
@@ -250,6 +260,8 @@ def _idle_then(adapter: Adapter, sent_while_idle: bytes, next_step: Any) -> list
         smtp = mod.SMTP(sock=client_side, hostname="localhost", start_tls=False, timeout=5)
         await smtp.connect()
         await smtp.ehlo()
+        if message_first:
+            assert await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE) == ({}, "queued")
         go.set()
         await wait_until_sent()
         await next_step(smtp)
@@ -274,6 +286,21 @@ def test_unsolicited_reply_while_the_client_is_idle(adapter: Adapter) -> None:
             await smtp.noop()
 
     assert _idle_then(adapter, b"250 spoofed reply for the next command\r\n", noop) == [b""]
+
+
+def test_unsolicited_reply_while_idle_between_two_messages(adapter: Adapter) -> None:
+    """A reply sent while the client is idle after a message (its mail pipeline parked
+    between two messages) is refused before the next message's commands go out: it
+    can never pass for the reply to the next MAIL (and shift every reply after it)."""
+    mod = adapter.module
+
+    async def send(smtp: Any) -> None:
+        with pytest.raises(mod.SMTPException, match="unsolicited") as info:
+            await smtp.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+        assert getattr(info.value, "outcome", None) in (None, mod.Outcome.NEVER_SENT)
+
+    after = _idle_then(adapter, b"250 spoofed reply for the next MAIL\r\n", send, message_first=True)
+    assert after == [b""]  # no MAIL followed
 
 
 def test_421_while_idle_is_a_disconnect_before_anything_is_sent(adapter: Adapter) -> None:

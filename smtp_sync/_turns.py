@@ -229,7 +229,10 @@ class Turns:
         if self._holder == me:  # pragma: no cover - the client never does this
             raise RuntimeError("cannot send a message inside a turn of commands")
         batch = _Batch(len(envelopes))
-        ops = [_Op(envelope, me, batch) for envelope in envelopes]
+        if len(envelopes) == 1:  # sendmail's: no comprehension to build and run
+            ops = [_Op(envelopes[0], me, batch)]
+        else:
+            ops = [_Op(envelope, me, batch) for envelope in envelopes]
         with self._lock:
             queue = self._queue
             # Nobody else in the client (the pipeline, if parked, carries nobody's
@@ -265,6 +268,8 @@ class Turns:
         except BaseException:
             self._abandon(ops)
             raise
+        if len(ops) == 1:
+            return [ops[0].outcome]
         return [op.outcome for op in ops]
 
     def _give_up(self, ops: list[_Op]) -> list[Any]:
@@ -306,8 +311,12 @@ class Turns:
                     return
                 raise  # pragma: no cover
             if self._pipe is None:
+                head = None
                 with self._lock:
-                    head = next((op for op in self._queue if not op.gone), None)
+                    for op in self._queue:
+                        if not op.gone:
+                            head = op
+                            break
                 if head is None or head.envelope is None:
                     return  # a turn of commands comes first
                 self._hello_if_needed(channel)

@@ -46,9 +46,11 @@ HOT_MODULES = [
     "smtp_core/_client_auth.py",
     "smtp_core/_client_send.py",
     "smtp_core/_client.py",
-    # smtp_sync's blocking driver and its turns: the trampoline every message runs.
+    # smtp_sync's blocking driver, its turns and sendmail's per-message path: what every
+    # message runs through (the classes users subclass stay Python).
     "smtp_sync/_driver.py",
     "smtp_sync/_turns.py",
+    "smtp_sync/_send.py",
 ]
 # The packages those modules are in: copied whole for mypyc, their extensions shipped.
 PACKAGES = sorted({module.split("/")[0] for module in HOT_MODULES})

@@ -23,6 +23,20 @@ no threads, locks, deadlines or wake-ups (the protocol core's own share)::
 
     python benchmarks/sync_bench.py --calls --baseline /tmp/before
 
+``--instructions`` counts the CPU instructions per ``sendmail`` with valgrind's
+callgrind (also independent of the load; the client process only, the sink not
+counted): smtp_sync's, the baseline's, the bare trampoline's and smtplib's, each the
+difference of two runs (100 and 600 messages), so start-up and imports cancel out.
+Run it with the compiled build's python (from a directory without the sources) to
+count the compiled build::
+
+    python benchmarks/sync_bench.py --instructions --baseline /tmp/before
+    cd /tmp && /tmp/compiled/bin/python /path/to/benchmarks/sync_bench.py --instructions
+
+(Instructions compare builds of smtp_sync with each other and with the bare driver;
+beside smtplib they say less: smtplib's are mostly C loops (``re``) that run several
+instructions per cycle, the client's mostly the interpreter's.)
+
 ``--baseline DIR`` adds a third client, the smtp_sync (and smtp_core) of the checkout
 in DIR (``git worktree add DIR <commit>``, or ``git archive <commit> | tar -x -C DIR``),
 run in the same rounds: before and after a change, on the same machine state.
@@ -36,7 +50,7 @@ batches of 100; smtplib: sendmail in turn), ``newconn`` (a new connection per
 message), ``big`` (one 20 MiB message, most lines starting with a dot) and ``bigfile``
 (the same streamed from a file; smtplib has to read it whole).
 
-Needs /usr/sbin/smtp-sink (Debian package postfix).
+Needs /usr/sbin/smtp-sink (Debian package postfix); ``--instructions`` needs valgrind.
 """
 
 from __future__ import annotations
@@ -44,7 +58,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -215,6 +231,54 @@ def count_calls(client: str, port: int, count: int) -> dict[str, Any]:
     return {"client": client, "calls_per_message": calls / count}
 
 
+def send_only(client: str, port: int, count: int) -> dict[str, Any]:
+    """``count`` sendmails on one connection, nothing measured (callgrind counts)."""
+    if client == "bare":
+        send, done = _bare_sender(port)
+    else:
+        import smtplib
+
+        import smtp_sync
+
+        module: Any = smtp_sync if client == "smtp_sync" else smtplib
+        smtp = module.SMTP(HOST, port, local_hostname=NAME)
+
+        def send() -> None:
+            smtp.sendmail(SENDER, RECIPIENTS, MESSAGE)
+
+        done = smtp.quit
+    for _ in range(count):
+        send()
+    done()
+    return {"client": client}
+
+
+INSTRUCTION_COUNTS = (100, 600)
+
+
+def count_instructions(client: str, port: int, baseline: str | None) -> float:
+    """Instructions per sendmail of ``client``: two callgrind runs, their difference."""
+    totals = []
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # hash randomisation alone moves it
+    if client == "baseline":
+        assert baseline is not None
+        env["PYTHONPATH"] = baseline
+        client = "smtp_sync"
+    for count in INSTRUCTION_COUNTS:
+        with tempfile.TemporaryDirectory() as tmp:
+            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out"]
+            command += [sys.executable, __file__, "--child", client, "send", str(port)]
+            done = subprocess.run(
+                [*command, str(count)], capture_output=True, text=True, env=env, timeout=1800
+            )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise RuntimeError(f"{client} under callgrind failed:\n{done.stderr[-2000:]}")
+        totals.append(int(found.group(1)))
+    low, high = INSTRUCTION_COUNTS
+    return (totals[1] - totals[0]) / (high - low)
+
+
 def _bare_sender(port: int) -> tuple[Any, Any]:
     """The least a blocking driver of smtp_core's mail pipeline does per message."""
     from smtp_core import ClientConnection, Ehlo, Mail, Rcpt
@@ -363,6 +427,10 @@ def main() -> int:
         help="count Python function calls per sendmail with cProfile instead of timing",
     )
     parser.add_argument(
+        "--instructions", action="store_true",
+        help="count CPU instructions per sendmail with callgrind instead of timing",
+    )
+    parser.add_argument(
         "--server", type=int, metavar="PORT",
         help="an SMTP server already listening on 127.0.0.1:PORT instead of smtp-sink",
     )
@@ -376,6 +444,8 @@ def main() -> int:
         client, scenario, port, count = args.child
         if scenario == "calls":
             result = count_calls(client, int(port), int(count))
+        elif scenario == "send":
+            result = send_only(client, int(port), int(count))
         else:
             result = child(client, scenario, int(port), int(count))
         import smtp_sync
@@ -403,6 +473,19 @@ def main() -> int:
     rounds = 1 if args.smoke else args.rounds
     clients = CLIENTS + (["baseline"] if args.baseline else [])
     baseline = str(Path(args.baseline).resolve()) if args.baseline else None
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            _stop(relay, sink)
+            print("--instructions needs valgrind (Debian package valgrind)", file=sys.stderr)
+            return 2
+        try:
+            print("\nCPU instructions per sendmail on one connection (callgrind)")
+            for name in ["smtp_sync", *(["baseline"] if baseline else []), "bare", "smtplib"]:
+                label = {"bare": "bare core driver"}.get(name, name)
+                print(f"  {label:<18} {count_instructions(name, port, baseline):9.0f}")
+        finally:
+            _stop(relay, sink)
+        return 0
     if args.calls:
         try:
             print(f"\nPython function calls per sendmail on one connection ({args.count or 2000})")

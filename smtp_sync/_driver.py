@@ -140,6 +140,7 @@ class Channel:
         self._sock_fd = sock.fileno()  # the same once TLS wraps it
         self._poller: Any = None  # the socket and the wake-up
         self._sock_poller: Any = None  # the socket alone
+        self._sock_events = 0  # what the socket is registered for there
         if _POLL:
             self._poller = select.poll()
             self._poller.register(self._sock_fd, select.POLLIN)
@@ -275,7 +276,9 @@ class Channel:
     def _wait(self, events: int) -> None:
         """Wait until the socket is ready for ``events``, within the limit."""
         poller = self._sock_poller
-        poller.register(self._sock_fd, events)
+        if self._sock_events != events:
+            poller.register(self._sock_fd, events)
+            self._sock_events = events
         if not poller.poll(self._poll_ms):
             raise TimeoutError("timed out")
 
@@ -417,8 +420,9 @@ class Channel:
             return
         try:
             poller = self._sock_poller  # the socket alone: a wake-up left pending is no news
-            if poller is not None:
+            if poller is not None and self._sock_events != select.POLLIN:
                 poller.register(self._sock_fd, select.POLLIN)
+                self._sock_events = select.POLLIN
             if self._tls or poller is None or poller.poll(0):  # something may be waiting
                 early = self._take_waiting()
                 if early:

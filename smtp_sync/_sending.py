@@ -4,30 +4,17 @@ message checked whole before any byte of it is sent, then through the mail pipel
 from __future__ import annotations
 
 import email.message
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import smtp_core
-from smtp_core import (
-    ClientConnection,
-    Mail,
-    Rcpt,
-)
-from smtp_core._client_send import prepare_envelope
+from smtp_core import ClientConnection
 from smtp_core._email import prepare_message
-from smtp_core.flows import (
-    TransactionResult,
-)
+from smtp_core.flows import TransactionResult
 
 from ._auth import AuthMixin
-from ._exceptions import (
-    SMTPException,
-    SMTPRecipientsRefused,
-    SMTPTimeoutError,
-    _carry,
-    convert,
-)
+from ._exceptions import SMTPException, convert
+from ._send import envelope, refused_or_raise, send_detailed
 from ._session import Message, Refused, _reply
 from ._turns import call_deadline
 
@@ -55,10 +42,8 @@ class SendingMixin(AuthMixin):
         ``SMTPRecipientsRefused`` (every recipient refused, or on LMTP not delivered) or
         ``SMTPDataError``, each after RSET; the connection stays usable.
         """
-        return _refused_or_raise(
-            self.sendmail_detailed(
-                from_addr, to_addrs, msg, mail_options, rcpt_options, progress=progress
-            )
+        return refused_or_raise(
+            send_detailed(self, from_addr, to_addrs, msg, mail_options, rcpt_options, progress)
         )
 
     def sendmail_detailed(
@@ -73,42 +58,9 @@ class SendingMixin(AuthMixin):
     ) -> TransactionResult:
         """Like :meth:`sendmail`, returning the typed :class:`smtp_core.flows.TransactionResult`
         (per-recipient replies, LMTP delivery replies); refusals in ``result.error``."""
-        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
-        content: Any = msg.encode("ascii") if isinstance(msg, str) else msg
-        total = self.timeouts.total
-        deadline = None if total is None else time.monotonic() + total
-        outer = call_deadline.get()  # the deadline of a call this one is part of (a pool's)
-        if outer is not None and (deadline is None or outer < deadline):
-            deadline, total = outer, None
-        # The total bounds the whole call: EHLO first, and waiting for other threads.
-        token = call_deadline.set(deadline)
-        try:
-            self.ehlo_or_helo_if_needed()
-            channel = self._require()
-            if not self.does_esmtp:
-                mail_options, rcpt_options = (), ()  # as smtplib: HELO takes none
-            envelope = self._envelope(
-                channel.conn, from_addr, recipients, content, mail_options, rcpt_options
-            )
-            envelope.progress = progress
-            [outcome] = self._submit([envelope], deadline)
-        finally:
-            call_deadline.reset(token)
-        if isinstance(outcome, TransactionResult):
-            return outcome
-        exc = convert(outcome)
-        late = deadline is not None and time.monotonic() >= deadline
-        if isinstance(exc, SMTPTimeoutError) and late:
-            # Say which limit it was: the whole call's, not one reply's.
-            within = "the call's deadline" if total is None else f"its total deadline ({total} s)"
-            exc = _carry(
-                SMTPTimeoutError(f"Timed out: the message was not sent within {within}"), exc
-            )
-        result = getattr(exc, "result", None)
-        if isinstance(result, TransactionResult) and isinstance(exc, Exception):
-            result.error = exc  # a refusal: the typed result tells it
-            return result
-        raise exc
+        return send_detailed(
+            self, from_addr, to_addrs, msg, mail_options, rcpt_options, progress
+        )
 
     def _envelope(
         self,
@@ -119,16 +71,7 @@ class SendingMixin(AuthMixin):
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
     ) -> Any:
-        if not recipients:
-            raise SMTPRecipientsRefused({})
-        mail = Mail(sender, tuple(mail_options), advertised_only=False)
-        rcpts = [Rcpt(r, tuple(rcpt_options), advertised_only=False) for r in recipients]
-        try:
-            # The envelope exactly as the asyncio and anyio clients prepare it: SIZE
-            # checked and added, SMTPUTF8 and BODY=BINARYMIME when needed.
-            return prepare_envelope(conn, mail, rcpts, content, None)
-        except smtp_core.SMTPException as exc:
-            raise convert(exc) from None
+        return envelope(conn, sender, recipients, content, mail_options, rcpt_options)
 
     def send_message(
         self,
@@ -144,7 +87,7 @@ class SendingMixin(AuthMixin):
         (``SMTPNotSupportedError`` if the server lacks it) and BODY=8BITMIME for 8-bit
         content when offered.
         """
-        return _refused_or_raise(
+        return refused_or_raise(
             self.send_message_detailed(msg, from_addr, to_addrs, mail_options, rcpt_options)
         )
 
@@ -235,9 +178,3 @@ class SendingMixin(AuthMixin):
                 results.append(converted)
         return results
 
-
-def _refused_or_raise(result: TransactionResult) -> Refused:
-    """smtplib's return value for one message: its refusal raised, else the refused dict."""
-    if result.error is not None:
-        raise result.error
-    return {rcpt: _reply(reply) for rcpt, reply in result.refused.items()}

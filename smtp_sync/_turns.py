@@ -118,14 +118,14 @@ class _Turn:
                 client._drain()
         except BaseException:
             client._abandon([op])
-            client._release()
+            Turns._release(client)
             raise
         with client._lock:
             op.done = True
             client._queue.remove(op)
 
     def __exit__(self, *exc_info: object) -> None:
-        self.client._release()
+        Turns._release(self.client)
 
 
 _NOTHING = contextlib.nullcontext()
@@ -133,7 +133,12 @@ _NOTHING = contextlib.nullcontext()
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Turns:
-    """The queue, the baton and the mail pipeline of one client."""
+    """The queue, the baton and the mail pipeline of one client.
+
+    The steps every message takes call each other as ``Turns._step(self, ...)``:
+    compiled, that is a direct call, where ``self._step(...)`` on an instance of a
+    Python subclass (every client is one) looks the method up by name each time.
+    """
 
     _channel: Channel | None
     pipeline_window: int
@@ -229,7 +234,10 @@ class Turns:
         if self._holder == me:  # pragma: no cover - the client never does this
             raise RuntimeError("cannot send a message inside a turn of commands")
         batch = _Batch(len(envelopes))
-        ops = [_Op(envelope, me, batch) for envelope in envelopes]
+        if len(envelopes) == 1:  # sendmail's: no comprehension to build and run
+            ops = [_Op(envelopes[0], me, batch)]
+        else:
+            ops = [_Op(envelope, me, batch) for envelope in envelopes]
         with self._lock:
             queue = self._queue
             # Nobody else in the client (the pipeline, if parked, carries nobody's
@@ -251,20 +259,22 @@ class Turns:
         try:
             if alone:
                 try:
-                    self._drive(ops, batch, deadline)
+                    Turns._drive(self, ops, batch, deadline)
                 finally:
-                    self._release()
+                    Turns._release(self)
             while not batch.done and self._wait_for_baton(ops, me, deadline):
                 try:
-                    self._drive(ops, batch, deadline)
+                    Turns._drive(self, ops, batch, deadline)
                 finally:
-                    self._release()
+                    Turns._release(self)
         except _PastDeadline:
             # Another thread's work held the connection past this call's deadline.
             return self._give_up(ops)
         except BaseException:
             self._abandon(ops)
             raise
+        if len(ops) == 1:
+            return [ops[0].outcome]
         return [op.outcome for op in ops]
 
     def _give_up(self, ops: list[_Op]) -> list[Any]:
@@ -306,12 +316,19 @@ class Turns:
                     return
                 raise  # pragma: no cover
             if self._pipe is None:
+                head = None
                 with self._lock:
-                    head = next((op for op in self._queue if not op.gone), None)
+                    for op in self._queue:
+                        if not op.gone:
+                            head = op
+                            break
                 if head is None or head.envelope is None:
                     return  # a turn of commands comes first
-                self._hello_if_needed(channel)
-                self._start_pipe(channel.conn)
+                if channel.conn.state is State.HELLO:
+                    # A turn the message waited behind (STARTTLS) left the session
+                    # needing EHLO again.
+                    self.ehlo_or_helo_if_needed()
+                Turns._start_pipe(self, channel.conn)
             pipe = self._pipe
             assert pipe is not None
             try:
@@ -325,12 +342,6 @@ class Turns:
                 self._pipe = None
                 if channel.conn.state in (State.CLOSED, State.ERROR):  # a 421 ended it
                     self._break(SMTPServerDisconnected("Server closed the connection"))
-
-    def _hello_if_needed(self, channel: Channel) -> None:
-        """As the baton holder, before a message's MAIL: a turn the message waited
-        behind (STARTTLS) may have left the session needing EHLO again."""
-        if channel.conn.state is State.HELLO:
-            self.ehlo_or_helo_if_needed()
 
     def _start_pipe(self, conn: ClientConnection) -> None:
         pipe = _Pipe()

@@ -56,7 +56,7 @@ def test_the_client_is_compiled() -> None:
 def test_smtp_syncs_trampoline_is_compiled() -> None:
     """smtp_sync's driver (the trampoline, the socket, the time limits) and its turns
     (the baton and the mail pipeline) run for every message: compiled too."""
-    for room in ("_driver", "_turns"):
+    for room in ("_driver", "_turns", "_send"):
         assert f"smtp_sync/{room}.py" in HOT_MODULES, room
 
 

@@ -496,7 +496,7 @@ class _Extensions:
 
 def _needs_binarymime(data: bytes) -> bool:
     """True for content that 7bit/8bit SMTP cannot carry: NUL bytes or lines over 998 octets."""
-    if b"\0" in data:
+    if data.find(b"\0") >= 0:
         return True
     return any(len(line) > 999 for line in data.split(b"\n"))
 

@@ -308,7 +308,9 @@ class Command:
         wire = self._wire
         if wire is None:
             line = self._line().encode("utf-8")
-            if b"\r" in line or b"\n" in line or b"\0" in line:
+            # find(), not ``in``: a bytes ``in`` first tries its operand as an int, and
+            # raises and clears a TypeError inside each time (CPython 3.11).
+            if line.find(b"\r") >= 0 or line.find(b"\n") >= 0 or line.find(b"\0") >= 0:
                 # Arguments are checked when the command is built; this catches anything
                 # that changed on the way to the wire (a str subclass formatting itself).
                 raise LocalProtocolError(f"{self.verb} command line holds CR, LF or NUL")

@@ -133,7 +133,7 @@ class DataEncoder:
         self.bytes_out = 0
 
     def _stuff(self, data: bytes, at_line_start: bool) -> bytes:
-        if b"\n." in data:
+        if data.find(b"\n.") >= 0:  # find(), not ``in``: see _commands.Command.to_bytes
             data = data.replace(b"\n.", b"\n..")
         if at_line_start and data.startswith(b"."):
             data = b"." + data
@@ -172,7 +172,7 @@ def unstuff(data: bytes) -> bytes:
     if not data.endswith(b"\r\n.\r\n"):
         raise ValueError("DATA content does not end with CRLF.CRLF")
     body = data[:-3]
-    if b"\r\n.\r\n" in body or body.startswith(b".\r\n"):
+    if body.find(b"\r\n.\r\n") >= 0 or body.startswith(b".\r\n"):
         raise ValueError("DATA content holds an early terminator")
     body = body.replace(b"\r\n..", b"\r\n.")
     if body.startswith(b".."):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,6 +14,8 @@ __all__ = ["with_deadline"]
 
 T = TypeVar("T")
 
+_POOLED = 16  # idle deadlines kept per thread, their timers left running
+
 
 class _Deadline:
     """One operation's deadline: a timer that cancels the task when it passes.
@@ -21,22 +24,36 @@ class _Deadline:
     later only records the new time; the timer checks the record when it fires and, if
     the deadline has moved on, waits again. Only a cancellation this timer made becomes
     a timeout (``Task.uncancel`` tells it from one that came from elsewhere).
+
+    An operation takes far less time than its limit, so once it ends the deadline goes
+    back to a pool with its timer still running, and the next operation on the same
+    loop takes it: a timer that fires before the deadline it now serves only waits
+    again (once per limit's length), so a new connection's stages (connect, greeting,
+    EHLO, the message, QUIT) share one timer instead of scheduling and cancelling one
+    each. A timer that fires while its deadline is idle does nothing.
     """
 
     __slots__ = ("armed_for", "fired", "loop", "target", "task", "timeout", "timer")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], timeout: float | None
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.task = task
-        self.timeout = timeout
+        self.task: asyncio.Task[Any] | None = None
+        self.timeout: float | None = None
         self.fired = False
         self.timer: asyncio.TimerHandle | None = None
         self.armed_for = 0.0  # when the timer fires (uvloop's handles do not say)
-        self.target = None if timeout is None else loop.time() + timeout
-        if self.target is not None:
-            self._arm(self.target)
+        self.target: float | None = None
+
+    def start(self, task: asyncio.Task[Any], timeout: float | None) -> None:
+        self.task = task
+        self.timeout = timeout
+        self.fired = False
+        if timeout is None:
+            self.target = None
+            return
+        target = self.target = self.loop.time() + timeout
+        if self.timer is None or target < self.armed_for:
+            self._arm(target)
 
     def _arm(self, when: float) -> None:
         if self.timer is not None:
@@ -53,6 +70,7 @@ class _Deadline:
             self._arm(target)
         else:
             self.fired = True
+            assert self.task is not None
             self.task.cancel()
 
     def restart(self, seconds: float | None) -> None:
@@ -68,6 +86,36 @@ class _Deadline:
             self.timer = None
 
 
+class _Pool(threading.local):
+    """Idle deadlines of this thread's event loop (an event loop runs in one thread)."""
+
+    def __init__(self) -> None:
+        self.idle: list[_Deadline] = []
+
+
+_pool = _Pool()
+
+
+def _take(loop: asyncio.AbstractEventLoop) -> _Deadline:
+    idle = _pool.idle
+    while idle:
+        deadline = idle.pop()
+        if deadline.loop is loop:
+            return deadline
+        deadline.disarm()  # another loop's (a loop that ended, typically)
+    return _Deadline(loop)
+
+
+def _give_back(deadline: _Deadline) -> None:
+    deadline.target = None
+    deadline.task = None
+    idle = _pool.idle
+    if len(idle) < _POOLED:
+        idle.append(deadline)
+    else:
+        deadline.disarm()
+
+
 async def with_deadline(
     timeout: float | None,
     operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
@@ -80,16 +128,22 @@ async def with_deadline(
     if sys.version_info >= (3, 11):
         task = asyncio.current_task()
         assert task is not None
-        deadline = _Deadline(asyncio.get_running_loop(), task, timeout)
+        deadline = _take(task.get_loop())
+        deadline.start(task, timeout)
         try:
             result = await operation(deadline.restart)
         except asyncio.CancelledError as exc:
-            if deadline.fired and task.uncancel() == 0:
+            fired = deadline.fired
+            _give_back(deadline)
+            if fired and task.uncancel() == 0:
                 raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
             raise
-        finally:
-            deadline.disarm()
-        if deadline.fired:
+        except BaseException:
+            _give_back(deadline)
+            raise
+        fired = deadline.fired
+        _give_back(deadline)
+        if fired:
             task.uncancel()  # it finished as the deadline passed: not a timeout
         return result
     try:  # pragma: no cover - Python 3.10: one deadline for the whole operation

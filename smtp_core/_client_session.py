@@ -11,7 +11,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 from ._client_turns import Timeout, Timeouts, Transport, TurnsBase
 from ._commands import Ehlo
@@ -51,6 +51,9 @@ SMTP_STARTTLS_PORT = 587
 DEFAULT_TIMEOUT = 60
 
 _SelfT = TypeVar("_SelfT", bound="SessionBase")
+
+# The limits of a client given none (frozen, so every such client shares it).
+_NO_TIMEOUTS: Final = Timeouts()
 
 def response(reply: Reply) -> SMTPResponse:
     """aiosmtplib's ``SMTPResponse`` for a reply."""
@@ -142,7 +145,7 @@ class SessionBase(TurnsBase):
         self.cert_bundle = cert_bundle
         self.socket_path = socket_path
         self.sock = sock
-        self.timeouts = timeouts or Timeouts()
+        self.timeouts = timeouts if timeouts is not None else _NO_TIMEOUTS
         #: Most whole transactions on the wire at once (servers with PIPELINING and CHUNKING).
         self.pipeline_window = pipeline_window
 
@@ -153,6 +156,7 @@ class SessionBase(TurnsBase):
         self.esmtp_extensions: dict[str, str] = {}
         self.supports_esmtp = False
         self.server_auth_methods: list[str] = []
+        self._ehlo_checked: tuple[str, str] | None = None  # (local_hostname, its EHLO name)
         self._validate_config()
 
     # -- what an adapter provides ----------
@@ -201,7 +205,8 @@ class SessionBase(TurnsBase):
             raise ValueError("If using a socket with TLS, hostname is required")
         if self.local_hostname is not None:
             self.local_hostname = validate_local_hostname(self.local_hostname)
-        if self.hostname is not None and any(c in self.hostname for c in "\r\n\0"):
+        hostname = self.hostname
+        if hostname is not None and ("\r" in hostname or "\n" in hostname or "\0" in hostname):
             raise ValueError("The hostname param contains prohibited newline characters")
 
     def _get_default_port(self) -> int:
@@ -426,11 +431,16 @@ class SessionBase(TurnsBase):
         name = self.local_hostname
         if name is None:
             return None
+        checked = self._ehlo_checked
+        if checked is not None and checked[0] == name:
+            return checked[1]  # a client connects under one name, again and again
         try:
             Ehlo(name)
+            ehlo_name = name
         except LocalProtocolError:
-            return "[127.0.0.1]"
-        return name
+            ehlo_name = "[127.0.0.1]"
+        self._ehlo_checked = (name, ehlo_name)
+        return ehlo_name
 
     @abc.abstractmethod
     async def quit(self, *, timeout: Timeout = _default) -> SMTPResponse:

@@ -14,7 +14,7 @@ from typing import Any
 
 import smtp_core
 from smtp_core import ClientConnection, Mail, Rcpt
-from smtp_core._client_send import prepare_envelope
+from smtp_core._client_send import _command, prepare_envelope
 from smtp_core._native import caused_by
 from smtp_core.flows import Envelope, TransactionResult
 
@@ -37,11 +37,13 @@ def envelope(
     BODY=BINARYMIME when needed."""
     if not recipients:
         raise SMTPRecipientsRefused({})
-    mail = Mail(sender, tuple(mail_options), advertised_only=False)
+    # Built and validated once per sender or recipient and options: a program sending
+    # many messages repeats the same few (the asyncio and anyio clients share the cache).
+    mail: Mail = _command(Mail, sender, tuple(mail_options))
     options = tuple(rcpt_options)
-    rcpts = []
+    rcpts: list[Rcpt] = []
     for recipient in recipients:
-        rcpts.append(Rcpt(recipient, options, advertised_only=False))
+        rcpts.append(_command(Rcpt, recipient, options))
     try:
         return prepare_envelope(conn, mail, rcpts, content, None)
     except smtp_core.SMTPException as exc:

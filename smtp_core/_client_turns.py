@@ -495,6 +495,7 @@ class TurnsBase(abc.ABC):
             others = [op for op in pipe.inflight if not op.gone and op not in mine]
             if (
                 not isinstance(exc, Exception)
+                and self._pipe is pipe  # (None: the flow itself raised, it is over)
                 and type(pipe.request) is Read
                 and (others or any(not op.gone for op in self._queue))
             ):
@@ -505,7 +506,7 @@ class TurnsBase(abc.ABC):
                 raise
             failure = exc
         # Awaited after the handler, not in it (see smtp_core._native).
-        await self._break_and_raise(failure)
+        await self._break_and_raise(failure, pipe)
 
     def _feed_unsolicited(self, request: Any) -> None:
         """Bytes that arrived unasked go to the machine before the flow sends its next
@@ -572,18 +573,26 @@ class TurnsBase(abc.ABC):
             return self.timeouts.data
         return None
 
-    async def _break_and_raise(self, failure: BaseException) -> NoReturn:
+    async def _break_and_raise(
+        self, failure: BaseException, pipe: _Pipe | None = None
+    ) -> NoReturn:
         """:meth:`_break` the session under ``failure``, then raise what callers are told."""
         mapped = _mapped(failure)
-        await self._break(mapped)
+        await self._break(mapped, pipe)
         if mapped is not failure:
             raise caused_by(mapped, failure)
         raise failure
 
-    async def _break(self, exc: BaseException) -> None:
-        """The session is out of step: close it, and tell every waiting message its fate."""
+    async def _break(self, exc: BaseException, pipe: _Pipe | None = None) -> None:
+        """The session is out of step: close it, and tell every waiting message its fate.
+
+        ``pipe``: the pipeline that broke, when its flow raised (the trampoline has let
+        go of it already); its messages in flight are told too.
+        """
         reason = _mapped(exc)
-        pipe, self._pipe = self._pipe, None
+        if pipe is None:
+            pipe = self._pipe
+        self._pipe = None
         if pipe is not None:
             for op in list(pipe.inflight):
                 assert op.envelope is not None

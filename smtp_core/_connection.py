@@ -410,6 +410,14 @@ class ClientConnection:
             return self._encoder.encode(item.data)
         if isinstance(item, EndOfData):
             assert self._encoder is not None
+            if not self._pending and self._parser.in_reply:
+                # No reply is due while the content goes out: one that came before its
+                # end would be taken as the message's final reply (a 250 before the
+                # server has seen the message).
+                raise RemoteProtocolError(
+                    "server replied before the end of the message data: "
+                    f"{bytes(self._parser.buffer.peek(40))!r}"
+                )
             data = self._encoder.finish()
             self._encoder = None
             self._pending.extend([item] * self._replies_after_content())

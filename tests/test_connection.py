@@ -288,6 +288,21 @@ def test_starttls_refused() -> None:
     assert conn.state is State.READY and not conn.tls_active
 
 
+@pytest.mark.parametrize("early", [b"250 early\r\n", b"250-part of a reply\r\n", b"2"])
+def test_reply_before_the_end_of_data_is_refused(early: bytes) -> None:
+    """No reply is due while the content goes out: one that came before its end would
+    be taken as the message's final reply, before the server has seen the message."""
+    conn = ready()
+    for c in (Mail("a@b.org"), Rcpt("b@c.org"), Data()):
+        conn.send(c)
+    events(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert conn.state is State.CONTENT
+    conn.receive_data(early)  # not read yet: the client reads nothing while it sends
+    conn.send(Content(b"hi\r\n"))
+    with pytest.raises(RemoteProtocolError, match="before the end of the message data"):
+        conn.send(EndOfData())
+
+
 def test_unsolicited_replies() -> None:
     conn = ready()
     with pytest.raises(RemoteProtocolError, match="unsolicited"):

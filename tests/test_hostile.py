@@ -303,6 +303,56 @@ def test_unsolicited_reply_while_idle_between_two_messages(adapter: Adapter) -> 
     assert after == [b""]  # no MAIL followed
 
 
+def test_reply_before_the_end_of_data_is_never_taken_as_the_final_one(
+    adapter: Adapter, scripted: Any
+) -> None:
+    """A 250 sent with the 354, before the content: the message is refused as never
+    sent, not reported delivered (the server's real answer, after the content, was 554)."""
+    server = scripted(
+        [
+            *session_prefix("PIPELINING"),
+            Expect(b"MAIL"),
+            Send(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 early lie\r\n"),
+            Hang(),
+        ]
+    )
+    mod = adapter.module
+
+    async def main() -> None:
+        exc = await expect_failure(
+            adapter, server.port, mod.SMTPException, match="before the end of the message data"
+        )
+        if hasattr(exc, "outcome"):
+            assert exc.outcome is mod.Outcome.NEVER_SENT
+            assert exc.content_started is False
+
+    adapter.run(main)
+
+
+def test_malformed_final_reply_leaves_the_outcome_unknown(adapter: Adapter, scripted: Any) -> None:
+    """The content went out whole and the final reply is garbage: the caller is told
+    the message's fate is unknown (a retry may deliver it twice), not left without one."""
+    server = scripted(
+        [
+            *session_prefix("PIPELINING"),
+            Expect(b"MAIL"),
+            Send(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            ExpectData(),
+            Send(b"xx not a reply\r\n"),
+            Hang(),
+        ]
+    )
+    mod = adapter.module
+
+    async def main() -> None:
+        exc = await expect_failure(adapter, server.port, mod.SMTPException, match="3-digit code")
+        if hasattr(exc, "outcome"):
+            assert exc.outcome is mod.Outcome.UNKNOWN
+            assert exc.content_started is True
+
+    adapter.run(main)
+
+
 def test_421_while_idle_is_a_disconnect_before_anything_is_sent(adapter: Adapter) -> None:
     """A server ending an idle session (421, as Postfix does on its idle timeout): the
     next send raises SMTPServerDisconnected with the server's words, and sends nothing."""

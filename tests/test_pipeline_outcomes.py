@@ -23,6 +23,7 @@ FAULTS: dict[str, list[Step]] = {
     "hang": [Hang()],
     "drop": [Close()],
     "refuse": [Send(b"554 5.6.0 content refused\r\n")],
+    "garbage": [Send(b"xx not a reply\r\n"), Hang()],
 }
 
 
@@ -87,6 +88,11 @@ def check_second(mod: Any, fault: str, second: Any) -> None:
     elif fault == "drop":
         assert isinstance(second, mod.SMTPServerDisconnected), second
         assert second.outcome is Outcome.UNKNOWN
+    elif fault == "garbage":
+        # The session is out of step: the message's fate is unknown, and said so.
+        assert isinstance(second, mod.SMTPResponseException), second
+        assert second.code == -1 and "3-digit code" in second.message
+        assert second.outcome is Outcome.UNKNOWN and second.content_started is True
     else:
         assert isinstance(second, mod.SMTPDataError), second
         assert second.code == 554 and second.outcome is Outcome.DONE

@@ -370,9 +370,10 @@ class ClientConnection:
             if new_state is None:
                 raise LocalProtocolError(f"cannot send {_name(item)} in state {state.name}")
             pending = self._pending
-            if not pending and state is not _CONTENT and self._parser.buffer:
+            if not pending and self._parser.buffer:
                 # Bytes that arrived while nothing was awaiting a reply would otherwise be
-                # taken as the reply to this command.
+                # taken as the reply to this command (or, before the end of the message
+                # data, as the message's final reply).
                 raise RemoteProtocolError(
                     f"server sent unsolicited data before {_name(item)}: "
                     f"{bytes(self._parser.buffer.peek(40))!r}"
@@ -410,14 +411,6 @@ class ClientConnection:
             return self._encoder.encode(item.data)
         if isinstance(item, EndOfData):
             assert self._encoder is not None
-            if not self._pending and self._parser.in_reply:
-                # No reply is due while the content goes out: one that came before its
-                # end would be taken as the message's final reply (a 250 before the
-                # server has seen the message).
-                raise RemoteProtocolError(
-                    "server replied before the end of the message data: "
-                    f"{bytes(self._parser.buffer.peek(40))!r}"
-                )
             data = self._encoder.finish()
             self._encoder = None
             self._pending.extend([item] * self._replies_after_content())
@@ -595,7 +588,7 @@ def _name(item: Sendable) -> str:
     if isinstance(item, Content):
         return "message content"
     if isinstance(item, EndOfData):
-        return "end of data"
+        return "the end of the message data"
     if isinstance(item, AuthResponse):
         return "an AUTH response"
     return item.verb or type(item).__name__

@@ -106,6 +106,8 @@ class ModelTransport(ModelServer):
         self.out.clear()
         return data
 
+    unread: None = None
+
     def take_unread(self) -> bytes:
         return b""
 

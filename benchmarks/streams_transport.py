@@ -31,6 +31,8 @@ class StreamsTransport:
         except ConnectionError as exc:
             raise SMTPServerDisconnected("Connection lost") from exc
 
+    unread: None = None
+
     def take_unread(self) -> bytes:
         return b""
 

@@ -102,8 +102,12 @@ class AnyioTransport:
         except _BROKEN as exc:
             raise SMTPServerDisconnected(f"Connection lost: {exc}") from exc
 
+    # anyio streams hand over everything they have on each receive, and read only when
+    # asked: what the server sent meanwhile waits in the socket (peek_unsolicited).
+    unread: None = None
+
     def take_unread(self) -> bytes:
-        return b""  # anyio streams hand over everything they have on each receive
+        return b""
 
     def peer_closed(self) -> bool:
         # A plain socket the server closed reads as empty at once (peeked, left in

@@ -54,6 +54,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self._read_buffer: memoryview | None = None
         self.transport: asyncio.Transport | None = None
         self._chunks: deque[bytes] = deque()
+        self.unread = self._chunks  # (what take_unread() would return, unjoined)
         self._buffered = 0
         self._eof = False
         self._lost: BaseException | None = None
@@ -77,9 +78,19 @@ class StreamProtocol(asyncio.BufferedProtocol):
         return buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        # data_received's work written out: one call fewer per read.
         buffer = self._read_buffer
         assert buffer is not None
-        self.data_received(bytes(buffer[:nbytes]))
+        self._chunks.append(bytes(buffer[:nbytes]))
+        self._buffered += nbytes
+        if self._buffered > _HIGH_WATER and not self._paused_reading and self.transport:
+            self.transport.pause_reading()
+            self._paused_reading = True
+        waiter = self._read_waiter
+        if waiter is not None:
+            self._read_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -130,12 +141,17 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 return b""
             self._read_waiter = self._loop.create_future()
             await self._read_waiter
-        data = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-        self._chunks.clear()
-        self._buffered = 0
+        data = self._take()
         if self._paused_reading and self.transport is not None and not self._closed:
             self._paused_reading = False
             self.transport.resume_reading()
+        return data
+
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        chunks.clear()
+        self._buffered = 0
         return data
 
     async def read_wakeable(self) -> bytes | None:
@@ -146,6 +162,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
             self._read_waiter = self._loop.create_future()
             await self._read_waiter
         self._woken = False
+        if self._chunks and not self._paused_reading:
+            return self._take()  # (read()'s usual case, without its coroutine)
         return await self.read()
 
     def wake(self) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 import contextvars
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NoReturn, Protocol, TypeVar
 
@@ -95,6 +95,13 @@ class Transport(Protocol):
 
     def take_unread(self) -> bytes:
         """Remove and return bytes received but not yet returned by :meth:`read`."""
+
+    @property
+    def unread(self) -> Sized | None:
+        """Bytes received and not yet returned by :meth:`read`, as a sized collection
+        (empty when there are none: looked at before :meth:`take_unread` is called);
+        None for a transport that reads only when asked (whose :meth:`take_unread` has
+        nothing, and whose :meth:`peek_unsolicited` shows what waits in the socket)."""
 
     def peek_unsolicited(self) -> bytes:
         """Bytes waiting to be read (left in place), asked only when no reply is due.
@@ -440,15 +447,20 @@ class TurnsBase(abc.ABC):
             if transport is None:
                 raise SMTPServerDisconnected("Connection lost")
             request: Any = pipe.request
-            if type(request) is Progress:
-                # Parked between two messages, for as long as its callers were away:
-                # what the server sent meanwhile reaches the machine before the next
-                # message's commands, so that it cannot pass for their replies.
+            # Starting, or parked between two messages for as long as its callers were
+            # away: what the server sent meanwhile reaches the machine before the next
+            # message's commands, so that it cannot pass for their replies. (The
+            # deadline has just started: a parked PROGRESS need not restart it.)
+            resumed = request is None or type(request) is Progress
+            if resumed:
                 self._feed_early()
             while True:
                 # The requests of every message first, without a call each.
                 kind = type(request)
-                if kind is Read:
+                if resumed:
+                    resumed = False
+                    value = None
+                elif kind is Read:
                     if request.wakeable:
                         value = await transport.read_wakeable()
                     else:
@@ -456,10 +468,7 @@ class TurnsBase(abc.ABC):
                 elif kind is Write:
                     await transport.write(request.data)
                     value = None
-                    self._feed_unsolicited(request)
-                elif request is None:
-                    value = None
-                    self._feed_unsolicited(request)
+                    self._feed_early()
                 elif kind is Stage:
                     limit = self._stage_limit(request.name)
                     if limit is not None:
@@ -523,10 +532,12 @@ class TurnsBase(abc.ABC):
         conn = self._conn
         if transport is None or conn is None:
             return
-        early = transport.take_unread()
         idle = not conn.awaiting_replies and conn.state in _OWED_NOTHING
-        if not early and idle:
-            early = transport.peek_unsolicited()
+        unread = transport.unread  # (an attribute: no call when nothing came)
+        if unread is None:
+            early = transport.peek_unsolicited() if idle else b""
+        else:
+            early = transport.take_unread() if unread else b""
         if early:
             conn.receive_data(early)
             if idle:

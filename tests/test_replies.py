@@ -276,3 +276,79 @@ def test_long_reply_lines_are_not_kept() -> None:
     first, second = parser.next_reply(), parser.next_reply()
     assert first == second and first is not second
     assert line.rstrip(b"\r\n") not in parser._single_line_replies
+
+
+def _reference_lines(data: bytes) -> list[tuple[bytes, int]]:
+    """The lines a receive buffer must give for ``data``, each with the offset after it."""
+    lines, start = [], 0
+    while (end := data.find(b"\n", start)) >= 0:
+        line = data[start:end]
+        lines.append((line[:-1] if line.endswith(b"\r") else line, end + 1))
+        start = end + 1
+    return lines
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from([b"250 ok", b"354 go", b"", b"a\rb", b"x\n", b"\r"]), max_size=6),
+            st.sampled_from([b"", b"\r\n", b"\n", b"\r", b"25"]),
+            st.integers(min_value=0, max_value=3),
+        ),
+        max_size=12,
+    )
+)
+def test_lines_are_the_same_however_chunks_arrive_and_are_read(
+    steps: list[tuple[list[bytes], bytes, int]],
+) -> None:
+    """Chunks of whole CRLF lines arriving into an empty buffer are split at once; the
+    lines, their order and the bytes left are those of one search per line ending."""
+    buffer = ReceiveBuffer()
+    received = b""
+    got: list[bytes] = []
+    for parts, tail, reads in steps:
+        chunk = b"\r\n".join(parts) + (b"\r\n" if parts else b"") + tail
+        buffer.append(chunk)
+        received += chunk
+        for _ in range(reads):
+            if (line := buffer.extract_line()) is not None:
+                got.append(line)
+        expected = _reference_lines(received)
+        left = received[expected[len(got) - 1][1] :] if got else received
+        assert len(buffer) == len(left) and bool(buffer) == bool(left)
+        assert buffer.peek(7) == left[:7]
+    while (line := buffer.extract_line()) is not None:
+        got.append(line)
+    expected = _reference_lines(received)
+    assert got == [line for line, _ in expected]
+    assert buffer.take_all() == received[expected[-1][1] if expected else 0 :] and not buffer
+
+
+def test_a_chunk_split_at_once_keeps_its_place_before_later_bytes() -> None:
+    buffer = ReceiveBuffer()
+    buffer.append(b"250 a\r\n250 b\r\n")
+    buffer.append(b"354 c\r\n250 d")
+    assert len(buffer) == 26 and buffer.peek(9) == b"250 a\r\n25"
+    assert buffer.extract_line() == b"250 a"
+    assert buffer.peek(100) == b"250 b\r\n354 c\r\n250 d"
+    assert [buffer.extract_line() for _ in range(3)] == [b"250 b", b"354 c", None]
+    buffer.append(b"\r\n")
+    assert buffer.extract_line() == b"250 d" and not buffer
+
+
+def test_only_short_chunks_into_an_empty_buffer_are_split() -> None:
+    """Lines split at once are an object each: at most one short chunk's worth is held
+    (the rest waits as bytes), however the server sends them."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        buffer = ReceiveBuffer()
+        for _ in range(100_000):
+            buffer.append(b"2\r\n2\r\n")  # short chunks of whole lines, never read
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(buffer) == 600_000
+    assert peak < 3 * 600_000, peak
+    assert len(buffer._lines) == 2

@@ -41,7 +41,8 @@ Exits 1 if any check fails, except those named with ``--known-issue`` (printed a
 KNOWN). Every loop stops by itself at the end of the duration. With ``SOAK_STDERR_DIR``
 set, each client process's stderr (the first traceback of each unexpected exception)
 is written there. With ``SOAK_TRACEMALLOC_DIR`` set, each client process traces its
-allocations and writes what grew since the warm-up there (``soak_client.py``).
+allocations and writes what grew since the warm-up there; with ``SOAK_GC_DIR`` set, what
+each full collection after the warm-up finds in reference cycles (``soak_client.py``).
 """
 
 from __future__ import annotations
@@ -300,6 +301,7 @@ class Report:
         lines = [
             f"  {name} (at {last['when']} s): rss {last['rss_kib'] / 1024:.1f} MiB, "
             f"fds {last['fds']}, tasks {last['tasks']}, objects {last.get('objects')}, "
+            f"TLS sessions alive {last.get('tls_objects')}, "
             f"calls {sum(last['counts'].values())} "
             f"{last['counts']}, longest connect() {last['longest_connect_ms']:.0f} ms, "
             f"event loop late by up to {last.get('max_loop_lag_ms', 0):.0f} ms"

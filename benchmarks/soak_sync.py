@@ -46,6 +46,7 @@ from soak_client import (
     open_fds,
     rss_after_trim_kib,
     rss_kib,
+    tls_sessions,
 )
 
 import smtp_sync
@@ -206,6 +207,7 @@ class SyncSoak:
                     "longest_connect_ms": round(self.longest_connect * 1000, 1),
                     "counts": dict(self.counts),
                     "objects": len(objects),
+                    "tls_objects": tls_sessions(objects),
                     **heap(),
                 }
             )

@@ -207,6 +207,9 @@ class AnyioTransport:
         stream: Any = self._stream
         while isinstance(stream, TLSStream):
             stream = stream.transport_stream
+        # Nothing of TLS is kept past the close (OpenSSL's state and buffers): an error
+        # that ended the session may keep this object alive for a while.
+        self._stream = stream
         # Closing must not mask the error that made the client close.
         with contextlib.suppress(BaseException):
             await stream.aclose()

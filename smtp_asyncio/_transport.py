@@ -110,6 +110,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self._eof = True
         if exc is not None:
             self._lost = exc
+        # Let go of the transport: asyncio's SSL transport keeps this protocol's
+        # get_buffer and buffer_updated past the connection's end, so holding it would
+        # make a reference cycle, and the dead connection (its 256 KiB TLS buffer, its
+        # OpenSSL state) would wait for a full garbage collection instead of being
+        # freed now.
+        self.transport = None
         self._wake_reader()
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():

@@ -203,7 +203,7 @@ class _Turn:
         try:
             await client._wait_for_baton(op)
             if client._pipe is not None and not await client._settle_pipe():
-                await client._drive([op], _default)
+                await _drive(client, [op], _default)
             client._queue.remove(op)
             self.token = _holding.set(_holding.get() | {id(client)})
         except BaseException:
@@ -223,7 +223,7 @@ class _Turn:
         op.done = True
         if op in client._queue:
             client._queue.remove(op)
-        client._release(op)
+        _release(client, op)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -286,18 +286,14 @@ class TurnsBase(abc.ABC):
     def is_connected(self) -> bool:
         """True while a connection is open and usable: False as soon as the server has
         closed it, even while the client was idle."""
-        return self._open() and not self._transport.peer_closed()  # type: ignore[union-attr]
+        return _is_open(self) and not self._transport.peer_closed()  # type: ignore[union-attr]
 
     def _open(self) -> bool:
         """The session is not over as far as the client has seen (no system call)."""
-        return (
-            self._transport is not None
-            and self._conn is not None
-            and self._conn.state not in _ENDED
-        )
+        return _is_open(self)
 
     def _require_connection(self, message: str = "Server not connected") -> ClientConnection:
-        if not self._open() or self._conn is None:
+        if not _is_open(self) or self._conn is None:
             raise SMTPServerDisconnected(message)
         return self._conn
 
@@ -320,7 +316,7 @@ class TurnsBase(abc.ABC):
     async def _wait_for_baton(self, op: _Op) -> None:
         """Wait until ``op``'s caller may drive the connection (or ``op`` is done)."""
         while not op.done:
-            if self._holder is None and self._next_owner() is op:
+            if self._holder is None and _next_owner(self) is op:
                 self._holder = op
             if self._holder is op:
                 return
@@ -329,29 +325,10 @@ class TurnsBase(abc.ABC):
                 await op.event.wait()
             except BaseException:
                 op.gone = True
-                self._release(op)
+                _release(self, op)
                 raise
             finally:
                 op.event = None
-
-    def _next_owner(self) -> _Op | None:
-        """The oldest unfinished operation whose caller still waits for it."""
-        if self._pipe is not None:
-            for op in self._pipe.inflight:
-                if not op.gone and not op.done:
-                    return op
-        for op in self._queue:
-            if not op.gone and not op.done:
-                return op
-        return None
-
-    def _release(self, op: _Op) -> None:
-        """``op``'s caller stops driving (if it did): the baton goes to the next caller."""
-        if self._holder is not op:
-            return
-        self._holder = self._next_owner()
-        if self._holder is not None:
-            self._holder.wake()
 
     async def _settle_pipe(self) -> bool:
         """End a parked pipeline at once when ending it needs no I/O: nothing in flight,
@@ -376,30 +353,6 @@ class TurnsBase(abc.ABC):
             failure = exc
         # Awaited after the handler, not in it (see smtp_core._native).
         await self._break_and_raise(failure)
-
-    async def _drive(self, mine: list[_Op], timeout: Timeout, covered: bool = False) -> None:
-        """Drive the connection for the baton holder until its operations are done.
-
-        Messages at the head of the queue go into the mail pipeline; a turn of plain
-        commands at the head waits until the pipeline has drained. ``covered``: the
-        caller's own deadline passes before ``timeout`` could (see :meth:`_run_pipe`).
-        """
-        while not _all_done(mine):
-            if self._pipe is None:
-                head = _first_waiting(self._queue)
-                if head is None or head.envelope is None:
-                    return  # a turn of commands comes first (maybe ``mine``)
-                if self._conn is not None and self._conn.state is _HELLO:
-                    # A turn the messages waited behind (STARTTLS) left the session
-                    # needing EHLO again: say it before their MAIL.
-                    await self._ehlo_or_helo_if_needed(timeout)
-                self._start_pipe()
-            await self._run_pipe(mine, timeout, covered)
-            if self._pipe is None and not self._open():
-                # The session ended under the pipeline (421, EOF): close it for good.
-                self._fail_queued(SMTPServerDisconnected("Connection lost"))
-                await self._abort()
-                return
 
     def _start_pipe(self) -> None:
         conn = self._require_connection()
@@ -430,119 +383,6 @@ class TurnsBase(abc.ABC):
         )
         self._pipe = pipe
 
-    async def _run_pipe(self, mine: list[_Op], timeout: Timeout, covered: bool = False) -> None:
-        """The trampoline: perform the pipeline's requests until ``mine`` are done.
-
-        Within ``timeout`` (restarted for each message and stage), unless ``covered``:
-        then the caller's total deadline, which runs out first, is the only one (a
-        deadline costs a timer on asyncio and a cancel scope on trio).
-        """
-        pipe = self._pipe
-        assert pipe is not None
-        flow = pipe.flow
-        transport = self._transport
-        only = mine[0] if len(mine) == 1 else None
-
-        async def trampoline(restart: Callable[[float | None], None]) -> None:
-            if transport is None:
-                raise SMTPServerDisconnected("Connection lost")
-            request: Any = pipe.request
-            # Starting, or parked between two messages for as long as its callers were
-            # away: what the server sent meanwhile reaches the machine before the next
-            # message's commands, so that it cannot pass for their replies. (The
-            # deadline has just started: a parked PROGRESS need not restart it.)
-            resumed = request is None or type(request) is Progress
-            if resumed:
-                self._feed_early()
-            while True:
-                # The requests of every message first, without a call each.
-                kind = type(request)
-                if resumed:
-                    resumed = False
-                    value = None
-                elif kind is Read:
-                    if request.wakeable:
-                        value = await transport.read_wakeable()
-                    else:
-                        value = await transport.read()
-                elif kind is Write:
-                    await transport.write(request.data)
-                    value = None
-                    self._feed_early()
-                elif kind is Stage:
-                    limit = self._stage_limit(request.name)
-                    if limit is not None:
-                        restart(limit)
-                    value = None
-                elif kind is Progress:
-                    restart(None)  # the timeout applies to each message of a batch
-                    value = None
-                else:
-                    value = await self._perform(request, restart)
-                    self._feed_unsolicited(request)
-                try:
-                    request = pipe.request = flow.send(value)
-                except StopIteration:
-                    self._pipe = None
-                    return
-                except BaseException:
-                    self._pipe = None
-                    raise
-                if only is not None:
-                    if only.done:
-                        return
-                elif _all_done(mine):
-                    return
-
-        try:
-            if covered:
-                await trampoline(_no_restart)
-            else:
-                await self._within(self._timeout(timeout), trampoline)
-            return
-        except BaseException as exc:
-            others = [op for op in pipe.inflight if not op.gone and op not in mine]
-            if (
-                not isinstance(exc, Exception)
-                and self._pipe is pipe  # (None: the flow itself raised, it is over)
-                and type(pipe.request) is Read
-                and (others or any(not op.gone for op in self._queue))
-            ):
-                # Cancelled while waiting for a reply: nothing is out of step; the
-                # pipeline is handed on as it stands.
-                for op in mine:
-                    op.gone = True
-                raise
-            failure = exc
-        # Awaited after the handler, not in it (see smtp_core._native).
-        await self._break_and_raise(failure, pipe)
-
-    def _feed_unsolicited(self, request: Any) -> None:
-        """Bytes that arrived unasked go to the machine before the flow sends its next
-        command, so they can never pass for that command's reply. They can only arrive
-        while the client waited for something other than a read (which takes all)."""
-        if type(request) is Read or type(request) in _NO_WAIT:
-            return
-        self._feed_early()
-
-    def _feed_early(self) -> None:
-        """Bytes the transport holds, or (while no reply is due) the socket has, go to
-        the machine now; while idle, a 421 ends the session and anything else is refused."""
-        transport = self._transport
-        conn = self._conn
-        if transport is None or conn is None:
-            return
-        idle = not conn.awaiting_replies and conn.state in _OWED_NOTHING
-        unread = transport.unread  # (an attribute: no call when nothing came)
-        if unread is None:
-            early = transport.peek_unsolicited() if idle else b""
-        else:
-            early = transport.take_unread() if unread else b""
-        if early:
-            conn.receive_data(early)
-            if idle:
-                _closed_while_idle(conn)
-
     async def _perform(self, request: Any, restart: Callable[[float | None], None]) -> Any:
         """Carry out one I/O request of a flow and return what the flow is sent back."""
         transport = self._transport
@@ -555,7 +395,7 @@ class TurnsBase(abc.ABC):
         if kind is Read:
             return await transport.read()
         if kind is Stage:
-            limit = self._stage_limit(request.name)
+            limit = _stage_limit(self, request.name)
             if limit is not None:
                 restart(limit)
             return None
@@ -576,13 +416,6 @@ class TurnsBase(abc.ABC):
             await transport.start_tls(self._build_tls_context(), request.server_hostname)
             return None
         raise AssertionError(f"unknown request {request!r}")  # pragma: no cover
-
-    def _stage_limit(self, name: str) -> float | None:
-        if name == "command":
-            return self.timeouts.command
-        if name == "data":
-            return self.timeouts.data
-        return None
 
     async def _break_and_raise(
         self, failure: BaseException, pipe: _Pipe | None = None
@@ -629,9 +462,9 @@ class TurnsBase(abc.ABC):
 
         Returns one outcome per envelope: a ``TransactionResult`` or the exception the
         message met (each telling whether it was never sent or its fate is unknown).
-        ``covered``: see :meth:`_run_pipe`.
+        ``covered``: see :func:`_run_pipe`.
         """
-        if self._holds_turn():
+        if (id(self) in _holding.get()):
             raise LocalProtocolError("cannot send a message inside a turn of commands")
         ops = [_Op(envelope) for envelope in envelopes]
         self._queue.extend(ops)
@@ -641,20 +474,20 @@ class TurnsBase(abc.ABC):
         try:
             while not _all_done(ops):
                 waiting = _first_pending(ops)
-                if self._holder is None and self._next_owner() is waiting:
+                if self._holder is None and _next_owner(self) is waiting:
                     self._holder = waiting  # nobody drives: no wait
                 else:
                     await self._wait_for_baton(waiting)
                 if waiting.done:
                     continue
-                if not self._open() and self._pipe is None:
+                if not _is_open(self) and self._pipe is None:
                     self._fail_queued(SMTPServerDisconnected("Connection lost"))
                     await self._abort()
                     continue
-                await self._drive(ops, timeout, covered)
+                await _drive(self, ops, timeout, covered)
                 if not _all_done(ops):
                     # A turn of commands was queued before the rest of these messages.
-                    self._release(waiting)
+                    _release(self, waiting)
         except Exception as exc:
             if isinstance(exc, SMTPException) and _all_done(ops):
                 return [op.outcome for op in ops]  # each told its own fate
@@ -671,7 +504,7 @@ class TurnsBase(abc.ABC):
             raise
         finally:
             for op in ops:
-                self._release(op)
+                _release(self, op)
         return [op.outcome for op in ops]
 
     async def _run(self, flow: Flow[T], timeout: Timeout = _default) -> T:
@@ -682,7 +515,7 @@ class TurnsBase(abc.ABC):
 
         async def trampoline(restart: Callable[[float | None], None]) -> T:
             value: Any = None
-            self._feed_unsolicited(None)
+            _feed_unsolicited(self, None)
             while True:
                 try:
                     request: Any = flow.send(value)
@@ -696,19 +529,20 @@ class TurnsBase(abc.ABC):
                 elif kind is Write:
                     await transport.write(request.data)
                     value = None
-                    self._feed_unsolicited(request)
+                    _feed_unsolicited(self, request)
                 elif kind is Stage:
-                    limit = self._stage_limit(request.name)
+                    limit = _stage_limit(self, request.name)
                     if limit is not None:
                         restart(limit)
                     value = None
                 else:
                     value = await self._perform(request, restart)
-                    self._feed_unsolicited(request)
+                    _feed_unsolicited(self, request)
 
         failure: BaseException | None = None
         try:
-            result = await self._within(self._timeout(timeout), trampoline)
+            limit = self.timeout if timeout is _default else timeout
+            result = await self._within(limit, trampoline)
         except BaseException as exc:
             failure = exc
         finally:
@@ -740,9 +574,7 @@ class TurnsBase(abc.ABC):
 
         (A plain function returning the deadline's awaitable: one frame fewer.)
         """
-        if timeout is not None and timeout <= 0:
-            raise SMTPReadTimeoutError("Timed out waiting for server response")
-        return self._with_deadline(timeout, operation)
+        return _within(self, timeout, operation)
 
     def _is_clean(self, conn: ClientConnection) -> bool:
         if conn is not self._conn:
@@ -767,6 +599,202 @@ class TurnsBase(abc.ABC):
                 op.finish(lost(op.envelope, "Connection closed"))
             else:
                 op.wake()
+
+
+# -- the turns' per-message helpers: functions, not methods, so that the compiled
+# build calls them directly (a method of a class that interpreted classes extend is
+# looked up by name at each call).
+
+
+async def _drive(
+    client: TurnsBase, mine: list[_Op], timeout: Timeout, covered: bool = False
+) -> None:
+    """Drive the connection for the baton holder until its operations are done.
+
+    Messages at the head of the queue go into the mail pipeline; a turn of plain
+    commands at the head waits until the pipeline has drained. ``covered``: the
+    caller's own deadline passes before ``timeout`` could (see :func:`_run_pipe`).
+    """
+    while not _all_done(mine):
+        if client._pipe is None:
+            head = _first_waiting(client._queue)
+            if head is None or head.envelope is None:
+                return  # a turn of commands comes first (maybe ``mine``)
+            if client._conn is not None and client._conn.state is _HELLO:
+                # A turn the messages waited behind (STARTTLS) left the session
+                # needing EHLO again: say it before their MAIL.
+                await client._ehlo_or_helo_if_needed(timeout)
+            client._start_pipe()
+        await _run_pipe(client, mine, timeout, covered)
+        if client._pipe is None and not _is_open(client):
+            # The session ended under the pipeline (421, EOF): close it for good.
+            client._fail_queued(SMTPServerDisconnected("Connection lost"))
+            await client._abort()
+            return
+
+
+async def _run_pipe(
+    client: TurnsBase, mine: list[_Op], timeout: Timeout, covered: bool = False
+) -> None:
+    """The trampoline: perform the pipeline's requests until ``mine`` are done.
+
+    Within ``timeout`` (restarted for each message and stage), unless ``covered``:
+    then the caller's total deadline, which runs out first, is the only one (a
+    deadline costs a timer on asyncio and a cancel scope on trio).
+    """
+    pipe = client._pipe
+    assert pipe is not None
+    flow = pipe.flow
+    transport = client._transport
+    only = mine[0] if len(mine) == 1 else None
+
+    async def trampoline(restart: Callable[[float | None], None]) -> None:
+        if transport is None:
+            raise SMTPServerDisconnected("Connection lost")
+        request: Any = pipe.request
+        # Starting, or parked between two messages for as long as its callers were
+        # away: what the server sent meanwhile reaches the machine before the next
+        # message's commands, so that it cannot pass for their replies. (The
+        # deadline has just started: a parked PROGRESS need not restart it.)
+        resumed = request is None or type(request) is Progress
+        if resumed:
+            _feed_early(client)
+        while True:
+            # The requests of every message first, without a call each.
+            kind = type(request)
+            if resumed:
+                resumed = False
+                value = None
+            elif kind is Read:
+                if request.wakeable:
+                    value = await transport.read_wakeable()
+                else:
+                    value = await transport.read()
+            elif kind is Write:
+                await transport.write(request.data)
+                value = None
+                _feed_early(client)
+            elif kind is Stage:
+                limit = _stage_limit(client, request.name)
+                if limit is not None:
+                    restart(limit)
+                value = None
+            elif kind is Progress:
+                restart(None)  # the timeout applies to each message of a batch
+                value = None
+            else:
+                value = await client._perform(request, restart)
+                _feed_unsolicited(client, request)
+            try:
+                request = pipe.request = flow.send(value)
+            except StopIteration:
+                client._pipe = None
+                return
+            except BaseException:
+                client._pipe = None
+                raise
+            if only is not None:
+                if only.done:
+                    return
+            elif _all_done(mine):
+                return
+
+    try:
+        if covered:
+            await trampoline(_no_restart)
+        else:
+            await _within(client, client.timeout if timeout is _default else timeout, trampoline)
+        return
+    except BaseException as exc:
+        others = [op for op in pipe.inflight if not op.gone and op not in mine]
+        if (
+            not isinstance(exc, Exception)
+            and client._pipe is pipe  # (None: the flow itself raised, it is over)
+            and type(pipe.request) is Read
+            and (others or any(not op.gone for op in client._queue))
+        ):
+            # Cancelled while waiting for a reply: nothing is out of step; the
+            # pipeline is handed on as it stands.
+            for op in mine:
+                op.gone = True
+            raise
+        failure = exc
+    # Awaited after the handler, not in it (see smtp_core._native).
+    await client._break_and_raise(failure, pipe)
+
+
+def _next_owner(client: TurnsBase) -> _Op | None:
+    """The oldest unfinished operation whose caller still waits for it."""
+    if client._pipe is not None:
+        for op in client._pipe.inflight:
+            if not op.gone and not op.done:
+                return op
+    for op in client._queue:
+        if not op.gone and not op.done:
+            return op
+    return None
+
+
+def _release(client: TurnsBase, op: _Op) -> None:
+    """``op``'s caller stops driving (if it did): the baton goes to the next caller."""
+    if client._holder is not op:
+        return
+    client._holder = _next_owner(client)
+    if client._holder is not None:
+        client._holder.wake()
+
+
+def _feed_unsolicited(client: TurnsBase, request: Any) -> None:
+    """Bytes that arrived unasked go to the machine before the flow sends its next
+    command, so they can never pass for that command's reply. They can only arrive
+    while the client waited for something other than a read (which takes all)."""
+    if type(request) is Read or type(request) in _NO_WAIT:
+        return
+    _feed_early(client)
+
+
+def _feed_early(client: TurnsBase) -> None:
+    """Bytes the transport holds, or (while no reply is due) the socket has, go to
+    the machine now; while idle, a 421 ends the session and anything else is refused."""
+    transport = client._transport
+    conn = client._conn
+    if transport is None or conn is None:
+        return
+    idle = not conn.awaiting_replies and conn.state in _OWED_NOTHING
+    unread = transport.unread  # (an attribute: no call when nothing came)
+    if unread is None:
+        early = transport.peek_unsolicited() if idle else b""
+    else:
+        early = transport.take_unread() if unread else b""
+    if early:
+        conn.receive_data(early)
+        if idle:
+            _closed_while_idle(conn)
+
+
+def _stage_limit(client: TurnsBase, name: str) -> float | None:
+    if name == "command":
+        return client.timeouts.command
+    if name == "data":
+        return client.timeouts.data
+    return None
+
+
+def _within(
+    client: TurnsBase,
+    timeout: float | None,
+    operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
+) -> Awaitable[T]:
+    """:meth:`TurnsBase._within`."""
+    if timeout is not None and timeout <= 0:
+        raise SMTPReadTimeoutError("Timed out waiting for server response")
+    return client._with_deadline(timeout, operation)
+
+
+def _is_open(client: TurnsBase) -> bool:
+    """:meth:`TurnsBase._open`."""
+    conn = client._conn
+    return client._transport is not None and conn is not None and conn.state not in _ENDED
 
 
 _NO_WAIT = frozenset({Stage, Progress})

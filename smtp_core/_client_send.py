@@ -12,6 +12,7 @@ from typing import Any
 
 from ._client_auth import AuthMixin
 from ._client_session import Timeout, response
+from ._client_turns import _is_open, _submit
 from ._commands import Mail, Rcpt
 from ._connection import ClientConnection
 from ._email import prepare_message
@@ -88,7 +89,8 @@ class SendingMixin(AuthMixin):
         when offered). ``progress(sent, total)`` is called as the content goes out
         (``total`` is None when the size cannot be known in advance).
         """
-        outcome = await self._sendmail_outcome(
+        outcome = await _sendmail_outcome(
+            self,
             sender,
             recipients,
             message,
@@ -101,91 +103,6 @@ class SendingMixin(AuthMixin):
             progress,
         )
         return _sendmail_result(outcome)
-
-    async def _sendmail_outcome(
-        self,
-        sender: object,
-        recipients: str | Sequence[str],
-        message: Any,
-        mail_options: Iterable[str] | None,
-        rcpt_options: Iterable[str] | None,
-        timeout: Timeout,
-        extensions: _Extensions | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> Any:
-        # Validate everything before any byte is sent (and before connecting).
-        # Any: the commands refuse what is not a str (compiled code would check list[str]).
-        recipients_list: list[Any] = (
-            [recipients] if isinstance(recipients, str) else list(recipients)
-        )
-        mail: Mail = _command(Mail, sender, tuple(mail_options or ()))
-        rcpt_opts = tuple(rcpt_options or ())
-        rcpts: list[Rcpt] = [_command(Rcpt, rcpt, rcpt_opts) for rcpt in recipients_list]
-        if not recipients_list:
-            raise ValueError("No recipients given")
-        content: Any = message.encode("ascii") if isinstance(message, str) else message
-
-        total = self.timeouts.total
-        left = call_deadline.get()
-        if left is not None and (total is None or left < total):
-            total = left
-        if total is None:
-            return await self._send_one(
-                mail, rcpts, content, extensions, progress, timeout, False, None
-            )
-        # The message's own deadline can only pass after the total one (it starts later,
-        # and only stage limits shorten it): the total one alone bounds the pipeline.
-        stage = self._timeout(timeout)
-        covered = (
-            (stage is None or stage >= total)
-            and self.timeouts.command is None
-            and self.timeouts.data is None
-        )
-        prepared: list[Envelope] = []
-
-        def now(restart: Callable[[float | None], None]) -> Awaitable[Any]:
-            return self._send_one(
-                mail, rcpts, content, extensions, progress, timeout, covered, prepared
-            )
-
-        try:
-            return await self._within(total, now)
-        except SMTPTimeoutError as exc:
-            op = prepared[0].context if prepared else None
-            fate = getattr(op.outcome, "outcome", None) if op is not None and op.done else None
-            if fate is Outcome.DONE and op is not None:
-                return op.outcome  # the server answered it as the deadline passed
-            timed_out = SMTPReadTimeoutError(
-                f"Timed out: the message was not sent within its total deadline ({total} s)"
-            )
-            # Once the pipeline took the message it goes on without this caller, and its
-            # content may still go out, unless the session ended with it (fate known).
-            if fate is None:
-                fate = Outcome.UNKNOWN if op is not None else Outcome.NEVER_SENT
-            timed_out.outcome = fate
-            timed_out.content_started = bool(prepared) and prepared[0].content_sent
-            raise caused_by(timed_out, exc)  # noqa: B904 - mypyc ignores ``from``
-
-    async def _send_one(
-        self,
-        mail: Mail,
-        rcpts: list[Rcpt],
-        content: Any,
-        extensions: _Extensions | None,
-        progress: ProgressCallback | None,
-        timeout: Timeout,
-        covered: bool,
-        prepared: list[Envelope] | None,
-    ) -> Any:
-        """Connect if needed, check the envelope against the session, send it: its
-        outcome. ``prepared`` (when given) is told the envelope once it is built."""
-        conn = await self._ensure_session(timeout)
-        envelope = prepare_envelope(conn, mail, rcpts, content, extensions)
-        envelope.progress = progress
-        if prepared is not None:
-            prepared.append(envelope)
-        [outcome] = await self._submit([envelope], timeout, covered)
-        return outcome
 
     async def sendmail_detailed(
         self,
@@ -210,7 +127,8 @@ class SendingMixin(AuthMixin):
         and ``result.error``: the refusal ``sendmail`` would have raised, or None.
         Connection failures (timeouts, disconnects) still raise, with ``outcome``.
         """
-        outcome = await self._sendmail_outcome(
+        outcome = await _sendmail_outcome(
+            self,
             sender,
             recipients,
             message,
@@ -349,6 +267,95 @@ class SendingMixin(AuthMixin):
                     await self.connect()
                 await self._ehlo_or_helo_if_needed(timeout)
         return self._require_connection()
+
+
+async def _sendmail_outcome(
+    client: SendingMixin,
+    sender: object,
+    recipients: str | Sequence[str],
+    message: Any,
+    mail_options: Iterable[str] | None,
+    rcpt_options: Iterable[str] | None,
+    timeout: Timeout,
+    extensions: _Extensions | None = None,
+    progress: ProgressCallback | None = None,
+) -> Any:
+    # Validate everything before any byte is sent (and before connecting).
+    # Any: the commands refuse what is not a str (compiled code would check list[str]).
+    recipients_list: list[Any] = (
+        [recipients] if isinstance(recipients, str) else list(recipients)
+    )
+    mail: Mail = _command(Mail, sender, tuple(mail_options or ()))
+    rcpt_opts = tuple(rcpt_options or ())
+    rcpts: list[Rcpt] = [_command(Rcpt, rcpt, rcpt_opts) for rcpt in recipients_list]
+    if not recipients_list:
+        raise ValueError("No recipients given")
+    content: Any = message.encode("ascii") if isinstance(message, str) else message
+
+    total = client.timeouts.total
+    left = call_deadline.get()
+    if left is not None and (total is None or left < total):
+        total = left
+    if total is None:
+        return await _send_one(
+            client, mail, rcpts, content, extensions, progress, timeout, False, None
+        )
+    # The message's own deadline can only pass after the total one (it starts later,
+    # and only stage limits shorten it): the total one alone bounds the pipeline.
+    stage = client._timeout(timeout)
+    covered = (
+        (stage is None or stage >= total)
+        and client.timeouts.command is None
+        and client.timeouts.data is None
+    )
+    prepared: list[Envelope] = []
+
+    def now(restart: Callable[[float | None], None]) -> Awaitable[Any]:
+        return _send_one(
+            client, mail, rcpts, content, extensions, progress, timeout, covered, prepared
+        )
+
+    try:
+        return await client._within(total, now)
+    except SMTPTimeoutError as exc:
+        op = prepared[0].context if prepared else None
+        fate = getattr(op.outcome, "outcome", None) if op is not None and op.done else None
+        if fate is Outcome.DONE and op is not None:
+            return op.outcome  # the server answered it as the deadline passed
+        timed_out = SMTPReadTimeoutError(
+            f"Timed out: the message was not sent within its total deadline ({total} s)"
+        )
+        # Once the pipeline took the message it goes on without this caller, and its
+        # content may still go out, unless the session ended with it (fate known).
+        if fate is None:
+            fate = Outcome.UNKNOWN if op is not None else Outcome.NEVER_SENT
+        timed_out.outcome = fate
+        timed_out.content_started = bool(prepared) and prepared[0].content_sent
+        raise caused_by(timed_out, exc)  # noqa: B904 - mypyc ignores ``from``
+
+
+async def _send_one(
+    client: SendingMixin,
+    mail: Mail,
+    rcpts: list[Rcpt],
+    content: Any,
+    extensions: _Extensions | None,
+    progress: ProgressCallback | None,
+    timeout: Timeout,
+    covered: bool,
+    prepared: list[Envelope] | None,
+) -> Any:
+    """Connect if needed, check the envelope against the session, send it: its
+    outcome. ``prepared`` (when given) is told the envelope once it is built."""
+    conn = client._conn
+    if conn is None or not _is_open(client) or client.is_ehlo_or_helo_needed:
+        conn = await client._ensure_session(timeout)
+    envelope = prepare_envelope(conn, mail, rcpts, content, extensions)
+    envelope.progress = progress
+    if prepared is not None:
+        prepared.append(envelope)
+    [outcome] = await _submit(client, [envelope], timeout, covered)
+    return outcome
 
 
 # The commands of recent envelopes: a program sending many messages repeats the same

@@ -455,57 +455,11 @@ class TurnsBase(abc.ABC):
             else:
                 op.wake()
 
-    async def _submit(
+    def _submit(
         self, envelopes: list[Envelope], timeout: Timeout, covered: bool = False
-    ) -> list[Any]:
-        """Send ``envelopes`` through the mail pipeline, with whatever else is being sent.
-
-        Returns one outcome per envelope: a ``TransactionResult`` or the exception the
-        message met (each telling whether it was never sent or its fate is unknown).
-        ``covered``: see :func:`_run_pipe`.
-        """
-        if (id(self) in _holding.get()):
-            raise LocalProtocolError("cannot send a message inside a turn of commands")
-        ops = [_Op(envelope) for envelope in envelopes]
-        self._queue.extend(ops)
-        if self._pipe is not None and self._holder is not None and self._transport is not None:
-            # The pipeline may be waiting for a reply with room for these: wake it.
-            self._transport.wake()
-        try:
-            while not _all_done(ops):
-                waiting = _first_pending(ops)
-                if self._holder is None and _next_owner(self) is waiting:
-                    self._holder = waiting  # nobody drives: no wait
-                else:
-                    await self._wait_for_baton(waiting)
-                if waiting.done:
-                    continue
-                if not _is_open(self) and self._pipe is None:
-                    self._fail_queued(SMTPServerDisconnected("Connection lost"))
-                    await self._abort()
-                    continue
-                await _drive(self, ops, timeout, covered)
-                if not _all_done(ops):
-                    # A turn of commands was queued before the rest of these messages.
-                    _release(self, waiting)
-        except Exception as exc:
-            if isinstance(exc, SMTPException) and _all_done(ops):
-                return [op.outcome for op in ops]  # each told its own fate
-            for op in ops:
-                op.gone = True
-                if op in self._queue:
-                    self._queue.remove(op)
-            raise
-        except BaseException:
-            for op in ops:
-                op.gone = True
-                if op in self._queue:
-                    self._queue.remove(op)  # never sent
-            raise
-        finally:
-            for op in ops:
-                _release(self, op)
-        return [op.outcome for op in ops]
+    ) -> Awaitable[list[Any]]:
+        """Send ``envelopes`` through the mail pipeline (see :func:`_submit`)."""
+        return _submit(self, envelopes, timeout, covered)
 
     async def _run(self, flow: Flow[T], timeout: Timeout = _default) -> T:
         """Run a flow of plain commands (inside a turn); close the session when it breaks."""
@@ -604,6 +558,59 @@ class TurnsBase(abc.ABC):
 # -- the turns' per-message helpers: functions, not methods, so that the compiled
 # build calls them directly (a method of a class that interpreted classes extend is
 # looked up by name at each call).
+
+
+async def _submit(
+    client: TurnsBase, envelopes: list[Envelope], timeout: Timeout, covered: bool = False
+) -> list[Any]:
+    """Send ``envelopes`` through the mail pipeline, with whatever else is being sent.
+
+    Returns one outcome per envelope: a ``TransactionResult`` or the exception the
+    message met (each telling whether it was never sent or its fate is unknown).
+    ``covered``: see :func:`_run_pipe`.
+    """
+    if id(client) in _holding.get():
+        raise LocalProtocolError("cannot send a message inside a turn of commands")
+    ops = [_Op(envelope) for envelope in envelopes]
+    client._queue.extend(ops)
+    if client._pipe is not None and client._holder is not None and client._transport is not None:
+        # The pipeline may be waiting for a reply with room for these: wake it.
+        client._transport.wake()
+    try:
+        while not _all_done(ops):
+            waiting = _first_pending(ops)
+            if client._holder is None and _next_owner(client) is waiting:
+                client._holder = waiting  # nobody drives: no wait
+            else:
+                await client._wait_for_baton(waiting)
+            if waiting.done:
+                continue
+            if not _is_open(client) and client._pipe is None:
+                client._fail_queued(SMTPServerDisconnected("Connection lost"))
+                await client._abort()
+                continue
+            await _drive(client, ops, timeout, covered)
+            if not _all_done(ops):
+                # A turn of commands was queued before the rest of these messages.
+                _release(client, waiting)
+    except Exception as exc:
+        if isinstance(exc, SMTPException) and _all_done(ops):
+            return [op.outcome for op in ops]  # each told its own fate
+        for op in ops:
+            op.gone = True
+            if op in client._queue:
+                client._queue.remove(op)
+        raise
+    except BaseException:
+        for op in ops:
+            op.gone = True
+            if op in client._queue:
+                client._queue.remove(op)  # never sent
+        raise
+    finally:
+        for op in ops:
+            _release(client, op)
+    return [op.outcome for op in ops]
 
 
 async def _drive(

@@ -352,7 +352,10 @@ class TurnsBase(abc.ABC):
         except BaseException as exc:
             failure = exc
         # Awaited after the handler, not in it (see smtp_core._native).
-        await self._break_and_raise(failure)
+        try:
+            await self._break_and_raise(failure)
+        finally:
+            del failure  # no reference cycle through this frame (see _run)
 
     def _start_pipe(self) -> None:
         conn = self._require_connection()
@@ -423,9 +426,12 @@ class TurnsBase(abc.ABC):
         """:meth:`_break` the session under ``failure``, then raise what callers are told."""
         mapped = _mapped(failure)
         await self._break(mapped, pipe)
-        if mapped is not failure:
-            raise caused_by(mapped, failure)
-        raise failure
+        try:
+            if mapped is not failure:
+                raise caused_by(mapped, failure)
+            raise failure
+        finally:
+            del failure, mapped  # no reference cycle through this frame (see _run)
 
     async def _break(self, exc: BaseException, pipe: _Pipe | None = None) -> None:
         """The session is out of step: close it, and tell every waiting message its fate.
@@ -506,18 +512,26 @@ class TurnsBase(abc.ABC):
             if not self._is_clean(conn):
                 await self._abort()
             return result
-        if isinstance(failure, RemoteProtocolError):
-            await self._abort()
-            raise caused_by(
-                SMTPResponseException(-1, f"Malformed SMTP response: {failure}"), failure
-            )
-        if isinstance(failure, (SMTPResponseException, SMTPRecipientsRefused, LocalProtocolError)):
-            if not self._is_clean(conn):
+        try:
+            if isinstance(failure, RemoteProtocolError):
                 await self._abort()
+                raise caused_by(
+                    SMTPResponseException(-1, f"Malformed SMTP response: {failure}"), failure
+                )
+            if isinstance(
+                failure, (SMTPResponseException, SMTPRecipientsRefused, LocalProtocolError)
+            ):
+                if not self._is_clean(conn):
+                    await self._abort()
+                raise failure
+            # Timeouts, disconnects, cancellation: the session is out of step; never
+            # reuse it.
+            await self._abort()
             raise failure
-        # Timeouts, disconnects, cancellation: the session is out of step; never reuse it.
-        await self._abort()
-        raise failure
+        finally:
+            # The exception's traceback holds this frame: no reference cycle through it
+            # (which would keep the connection's objects until a garbage collection).
+            failure = None
 
     def _within(
         self,
@@ -727,7 +741,10 @@ async def _run_pipe(
             raise
         failure = exc
     # Awaited after the handler, not in it (see smtp_core._native).
-    await client._break_and_raise(failure, pipe)
+    try:
+        await client._break_and_raise(failure, pipe)
+    finally:
+        del failure  # no reference cycle through this frame (see TurnsBase._run)
 
 
 def _next_owner(client: TurnsBase) -> _Op | None:

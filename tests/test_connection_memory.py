@@ -21,8 +21,6 @@ from typing import Any
 
 import pytest
 
-import smtp_core._client_turns
-
 from .conftest import Adapter, Certs
 from .servers import Close, Expect, Send, StartTLS, session_prefix
 
@@ -147,23 +145,11 @@ def drop_script(certs: Certs) -> list[Any]:
 def test_a_tls_connection_the_server_drops_frees_its_tls_state_without_the_collector(
     adapter: Adapter, scripted: Any, certs: Certs
 ) -> None:
-    """The command's exception may keep the client's stream object for a while (see the
-    next test); the TLS state (OpenSSL's, and asyncio's 256 KiB buffer) goes at once."""
+    """The TLS state (OpenSSL's, and asyncio's 256 KiB buffer) goes at once."""
     tls_left, _ = dropped_session(adapter, scripted(drop_script(certs)), certs)
     assert tls_left == []
 
 
-# Compiled (mypyc), the client's traceback entries keep no local variables: no such cycle.
-_PURE_CLIENT = smtp_core._client_turns.__file__.endswith(".py")
-
-
-@pytest.mark.xfail(
-    _PURE_CLIENT,
-    strict=True,
-    reason="the shared client keeps a failed command's exception in a local of a frame "
-    "that the exception's traceback holds (TurnsBase._run's failure): a reference cycle "
-    "through the flow's closure to the stream",
-)
 @pytest.mark.usefixtures("no_gc")
 def test_a_failed_command_leaves_no_cycle_that_holds_the_stream(
     adapter: Adapter, scripted: Any, certs: Certs

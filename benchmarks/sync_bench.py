@@ -107,6 +107,37 @@ def _rss_kib() -> int:
     return 0
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_counters(pid: int | None) -> tuple[float, int]:
+    """A process's CPU seconds (user + system) and voluntary context switches (its
+    sleeps), from /proc; zeros where there is none."""
+    if pid is None or not os.path.exists(f"/proc/{pid}/stat"):
+        return 0.0, 0
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    seconds = (int(fields[11]) + int(fields[12])) / _TICK
+    waits = 0
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("voluntary_ctxt_switches"):
+                waits = int(line.split()[1])
+    return seconds, waits
+
+
+def _machine_busy() -> tuple[float, float]:
+    """CPU seconds the whole machine has spent busy (all cores), and those a hypervisor
+    took from it (steal), from /proc/stat."""
+    if not os.path.exists("/proc/stat"):
+        return 0.0, 0.0
+    with open("/proc/stat") as handle:
+        fields = [int(f) for f in handle.readline().split()[1:]] + [0] * 8
+    # user nice system idle iowait irq softirq steal
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+    return busy / _TICK, fields[7] / _TICK
+
+
 def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -146,6 +177,7 @@ def child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
                 smtp.sendmail(SENDER, RECIPIENTS, payload)
 
     base_rss = _rss_kib()
+    machine0 = _machine_busy()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     if scenario in ("sequential", "big"):
@@ -186,6 +218,7 @@ def child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
         raise SystemExit(f"unknown scenario {scenario}")
     elapsed = time.perf_counter() - started
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    machine1 = _machine_busy()
     if path is not None:
         os.unlink(path)
     return {
@@ -194,8 +227,14 @@ def child(client: str, scenario: str, port: int, count: int) -> dict[str, Any]:
         "messages": count,
         "seconds": elapsed,
         "cpu_seconds": (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime),
+        "user_seconds": usage1.ru_utime - usage0.ru_utime,
+        "sys_seconds": usage1.ru_stime - usage0.ru_stime,
+        "waits": usage1.ru_nvcsw - usage0.ru_nvcsw,  # voluntary switches: the process slept
+        "preempted": usage1.ru_nivcsw - usage0.ru_nivcsw,
         "bytes": size * count,
         "rss_growth_kib": max(0, usage1.ru_maxrss - base_rss),
+        "machine_busy_seconds": machine1[0] - machine0[0],
+        "steal_seconds": machine1[1] - machine0[1],
     }
 
 
@@ -387,13 +426,19 @@ def _start_sink(port: int) -> subprocess.Popen[bytes]:
 
 
 def _run_child(
-    client: str, scenario: str, port: int, count: int, baseline: str | None = None
+    client: str,
+    scenario: str,
+    port: int,
+    count: int,
+    baseline: str | None = None,
+    sink_pid: int | None = None,
 ) -> dict[str, Any]:
     env = None
     if client == "baseline":
         assert baseline is not None
         env = {**os.environ, "PYTHONPATH": baseline}  # its smtp_sync and smtp_core first
         client = "smtp_sync"
+    sink0 = _process_counters(sink_pid)
     result = subprocess.run(
         [sys.executable, __file__, "--child", client, scenario, str(port), str(count)],
         capture_output=True,
@@ -401,9 +446,45 @@ def _run_child(
         timeout=1800,
         env=env,
     )
+    sink1 = _process_counters(sink_pid)
     if result.returncode != 0:
         raise RuntimeError(f"{client} {scenario} failed:\n{result.stderr[-2000:]}")
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    found = dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    found["sink_cpu_seconds"] = sink1[0] - sink0[0]
+    found["sink_waits"] = sink1[1] - sink0[1]
+    return found
+
+
+def _breakdown(scenario: str, count: int, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Where each client's time per message goes: its own CPU (user, system), the sink's,
+    and what is left of the wall time (waits in which neither runs: wake-ups, other
+    processes holding the cores); beside, the machine's other load and the time a
+    hypervisor took from it (steal), in cores."""
+    cores = os.cpu_count() or 1
+    print(f"  per message (us, medians): wall = client user + sys + sink + rest; busy: "
+          f"client + sink in cores; other load and steal in cores of {cores}")
+    print(f"  {'client':<10} {'wall':>7} {'user':>7} {'sys':>7} {'sink':>7} {'rest':>7} "
+          f"{'waits':>6} {'sink w':>6} {'busy':>5} {'other':>6} {'steal':>6}")
+    for c, found in runs.items():
+        def median(key: str, found: list[dict[str, Any]] = found) -> float:
+            return float(statistics.median(r[key] for r in found))
+
+        wall, user, system = median("seconds"), median("user_seconds"), median("sys_seconds")
+        sink = median("sink_cpu_seconds")
+        ours = statistics.median(
+            r["cpu_seconds"] + r["sink_cpu_seconds"] for r in found
+        )
+        other = statistics.median(
+            max(0.0, r["machine_busy_seconds"] - r["cpu_seconds"] - r["sink_cpu_seconds"])
+            / r["seconds"]
+            for r in found
+        )
+        steal = statistics.median(r["steal_seconds"] / r["seconds"] for r in found)
+        us = 1e6 / count
+        print(f"  {c:<10} {wall * us:>7.1f} {user * us:>7.1f} {system * us:>7.1f} "
+              f"{sink * us:>7.1f} {(wall - user - system - sink) * us:>7.1f} "
+              f"{median('waits') / count:>6.2f} {median('sink_waits') / count:>6.2f} "
+              f"{ours / wall:>5.2f} {other:>6.2f} {steal:>6.2f}")
 
 
 def main() -> int:
@@ -433,6 +514,11 @@ def main() -> int:
     parser.add_argument(
         "--server", type=int, metavar="PORT",
         help="an SMTP server already listening on 127.0.0.1:PORT instead of smtp-sink",
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="also print where each client's time per message goes (its CPU, the sink's, "
+        "waits, the machine's other load)",
     )
     parser.add_argument("--child", nargs=4, metavar=("CLIENT", "SCENARIO", "PORT", "COUNT"))
     parser.add_argument("--proxy", nargs=3, help=argparse.SUPPRESS)
@@ -508,7 +594,10 @@ def main() -> int:
             }
             for index in range(rounds):
                 order = clients if index % 2 == 0 else clients[::-1]
-                this = {c: _run_child(c, scenario, port, count, baseline) for c in order}
+                this = {
+                    c: _run_child(c, scenario, port, count, baseline, sink.pid if sink else None)
+                    for c in order
+                }
                 if baseline is not None and this["baseline"]["imported"] != baseline:
                     raise SystemExit(f"the baseline imported {this['baseline']['imported']}")
                 for c in clients:
@@ -539,6 +628,8 @@ def main() -> int:
                 speed = statistics.median(ratios["base speed"])
                 cpu_ratio = statistics.median(ratios["base cpu"])
                 print(f"  baseline  vs smtplib: {speed:.2f}x as fast, {cpu_ratio:.2f}x the CPU")
+            if args.breakdown:
+                _breakdown(scenario, count, runs)
     finally:
         _stop(relay, sink)
     return 0

@@ -4,12 +4,14 @@ Everything here is transport: connecting, TLS, time limits (within a monotonic
 deadline) and turning ``OSError`` into smtplib's exceptions. What to send and how to
 read replies comes from the flows.
 
-A plain TCP (or Unix) socket is driven non-blocking: a write that fits the socket's
-buffer is one ``send``, and a read is one ``poll`` (on the socket and, for a read the
-pipeline may cut short, the wake-up socket) and one ``recv``; ``poll`` is where every
-wait is bounded. (A socket with a timeout would poll before each ``send`` and ``recv``
-as well.) A TLS socket keeps a socket timeout, which ``ssl`` needs for its handshake and
-records.
+A plain TCP (or Unix) socket stays blocking, its waits bounded by the kernel
+(``SO_RCVTIMEO``, ``SO_SNDTIMEO``): a write is one ``send`` and a read one ``recv``,
+which sleeps in the kernel until the reply comes. (A socket with a timeout would poll
+before each ``send`` and ``recv``: two system calls, and in a threaded program two
+releases of the GIL, for each.) A read the pipeline may cut short (another thread's
+message may come meanwhile) must wait for the wake-up socket too: it tries ``recv``
+without waiting first, and polls both when that finds nothing. A TLS socket keeps a
+socket timeout, which ``ssl`` needs for its handshake and records.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import select
 import socket
 import ssl
+import struct
 import time
 from typing import Any, Protocol, TypeVar
 
@@ -82,11 +85,21 @@ class Parked:
 
 
 _POLL = hasattr(select, "poll")
+# A recv that must not wait on the blocking socket (it finds bytes there, or none).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
-# A reply usually arrives while the flow is still busy with what it wrote: a read tries
-# ``recv`` first (one system call). When that finds nothing (other threads hold the
-# CPU, the network has a round trip), the next reads poll first, as this many.
+# A reply often arrives while the flow is still busy with what it wrote: a read the
+# pipeline may cut short tries ``recv`` first (one system call). When that finds
+# nothing (the server is not that quick), the next such reads poll first, as this many.
 _POLL_FIRST = 8
+
+
+def _timeval(seconds: float | None) -> bytes:
+    """``seconds`` as SO_RCVTIMEO and SO_SNDTIMEO take it (0: no limit)."""
+    if seconds is None:
+        return struct.pack("ll", 0, 0)
+    whole, micro = divmod(max(1, math.ceil(seconds * 1_000_000)), 1_000_000)
+    return struct.pack("ll", whole, micro)
 
 
 def _milliseconds(timeout: float | None) -> int | None:
@@ -126,11 +139,16 @@ class Channel:
         self._limit = timeout  # the limit of each wait (seconds; None: none)
         self._poll_ms = _milliseconds(timeout)  # the same, for poll()
         self._tls = isinstance(sock, ssl.SSLSocket)
-        # Non-blocking: this driver polls, and only when a send or recv would block.
+        # Blocking, the kernel bounding each wait (where poll() exists, for the wake-up).
         self._plain = _POLL and not self._tls
-        self._poll_first = 0  # reads left that poll before recv (see _POLL_FIRST)
+        self._poll_first = 0  # wakeable reads left that poll before recv (_POLL_FIRST)
+        # What SO_RCVTIMEO and SO_SNDTIMEO are set to (plain sockets; None: no limit).
+        self._recv_limit = self._send_limit = timeout
         if self._plain:
-            sock.setblocking(False)
+            sock.setblocking(True)
+            limit = _timeval(timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
         else:
             sock.settimeout(timeout)
         # Another thread ends a wakeable read early by writing a byte here (wake()).
@@ -140,12 +158,12 @@ class Channel:
         self._sock_fd = sock.fileno()  # the same once TLS wraps it
         self._poller: Any = None  # the socket and the wake-up
         self._sock_poller: Any = None  # the socket alone
-        self._sock_events = 0  # what the socket is registered for there
         if _POLL:
             self._poller = select.poll()
             self._poller.register(self._sock_fd, select.POLLIN)
             self._poller.register(self._wake_r.fileno(), select.POLLIN)
             self._sock_poller = select.poll()
+            self._sock_poller.register(self._sock_fd, select.POLLIN)
 
     # -- the trampoline ----------
 
@@ -179,12 +197,14 @@ class Channel:
                     if not self._plain:
                         self.sock.sendall(data)
                     else:
+                        if self._send_limit != self._limit:
+                            self._set_send_limit()
                         try:
-                            sent = self.sock.send(data)
-                        except BlockingIOError:
-                            sent = 0
+                            sent = self.sock.send(data)  # all of it, unless the limit passes
+                        except BlockingIOError:  # SO_SNDTIMEO: the limit passed
+                            raise TimeoutError("timed out")  # noqa: B904 - the limit, not EAGAIN
                         if sent != len(data):
-                            self._send_rest(data, sent)
+                            self._send_rest(data, sent, limit)
                     value: Any = None
                 elif kind is Read:
                     if limit is not None:
@@ -193,15 +213,15 @@ class Channel:
                         value = (
                             self._read_or_wake() if request.wakeable else self.sock.recv(READ_SIZE)
                         )
-                    elif self._poll_first:
-                        self._poll_first -= 1
-                        value = self._poll_and_read(request.wakeable)
+                    elif request.wakeable:
+                        value = self._read_or_wake_plain()
                     else:
+                        if self._recv_limit != self._limit:
+                            self._set_recv_limit()
                         try:
-                            value = self.sock.recv(READ_SIZE)  # the reply is there already
-                        except BlockingIOError:
-                            self._poll_first = _POLL_FIRST
-                            value = self._poll_and_read(request.wakeable)
+                            value = self.sock.recv(READ_SIZE)
+                        except BlockingIOError:  # SO_RCVTIMEO: the limit passed
+                            raise TimeoutError("timed out")  # noqa: B904 - the limit, not EAGAIN
                 elif kind is Stage:
                     seconds = (
                         self.command_limit
@@ -271,44 +291,55 @@ class Channel:
         self._limit = left
         self._armed = True
 
-    # -- a plain socket, non-blocking ----------
+    # -- a plain socket, blocking within kernel limits ----------
 
-    def _wait(self, events: int) -> None:
-        """Wait until the socket is ready for ``events``, within the limit."""
-        poller = self._sock_poller
-        if self._sock_events != events:
-            poller.register(self._sock_fd, events)
-            self._sock_events = events
-        if not poller.poll(self._poll_ms):
-            raise TimeoutError("timed out")
+    def _set_recv_limit(self) -> None:
+        """Each recv waits the current limit at most, then fails with EAGAIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(self._limit))
+        self._recv_limit = self._limit
 
-    def _send_rest(self, data: bytes, sent: int) -> None:
-        """The rest of ``data`` after ``sent`` bytes, as the socket's buffer drains."""
+    def _set_send_limit(self) -> None:
+        """Each send waits the current limit at most (for room in the socket's buffer),
+        then returns what it sent, or fails with EAGAIN having sent nothing."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self._limit))
+        self._send_limit = self._limit
+
+    def _send_rest(self, data: bytes, sent: int, limit: float | None) -> None:
+        """The rest of ``data`` after ``sent`` bytes (a send cut short by a signal, or
+        by SO_SNDTIMEO having sent some), each send within what is left of ``limit``."""
         sock = self.sock
         view = memoryview(data)[sent:]
         while view:
-            self._wait(select.POLLOUT)
-            with contextlib.suppress(BlockingIOError):
-                view = view[sock.send(view) :]
-
-    def _poll_and_read(self, wakeable: bool) -> bytes | None:
-        """Bytes from the server once they come; with ``wakeable``, None when
-        :meth:`wake` was called first."""
-        if wakeable:
-            events = self._poller.poll(self._poll_ms)
-            if not events:
-                raise TimeoutError("timed out")
-            if len(events) > 1 or events[0][0] != self._sock_fd:  # woken
-                self._drain_wakes()
-                if len(events) == 1:
-                    return None
-        else:
-            self._wait(select.POLLIN)
-        while True:
+            if limit is not None:
+                self._arm(limit)
+            if self._send_limit != self._limit:
+                self._set_send_limit()
             try:
-                return self.sock.recv(READ_SIZE)
-            except BlockingIOError:  # pragma: no cover - a spurious readiness
-                self._wait(select.POLLIN)
+                view = view[sock.send(view) :]
+            except BlockingIOError:  # SO_SNDTIMEO: the limit passed
+                raise TimeoutError("timed out")  # noqa: B904 - the limit, not EAGAIN
+
+    def _read_or_wake_plain(self) -> bytes | None:
+        """Bytes from the server once they come, or None when :meth:`wake` was called
+        first (a read the pipeline may cut short)."""
+        if self._poll_first:
+            self._poll_first -= 1
+        elif _DONTWAIT:
+            try:
+                return self.sock.recv(READ_SIZE, _DONTWAIT)  # the reply is there already
+            except BlockingIOError:
+                self._poll_first = _POLL_FIRST
+        events = self._poller.poll(self._poll_ms)
+        if not events:
+            raise TimeoutError("timed out")
+        if len(events) > 1 or events[0][0] != self._sock_fd:  # woken
+            self._drain_wakes()
+            if len(events) == 1:
+                return None
+        try:
+            return self.sock.recv(READ_SIZE, _DONTWAIT)
+        except BlockingIOError:  # pragma: no cover - a spurious readiness
+            return None  # the flow asks again
 
     # -- either socket ----------
 
@@ -394,7 +425,7 @@ class Channel:
             if not self._readable_now():
                 return b""
             try:
-                data = sock.recv(READ_SIZE)
+                data = sock.recv(READ_SIZE, _DONTWAIT)
             except BlockingIOError:  # pragma: no cover - a spurious readiness
                 return b""
         if not data:
@@ -420,9 +451,6 @@ class Channel:
             return
         try:
             poller = self._sock_poller  # the socket alone: a wake-up left pending is no news
-            if poller is not None and self._sock_events != select.POLLIN:
-                poller.register(self._sock_fd, select.POLLIN)
-                self._sock_events = select.POLLIN
             if self._tls or poller is None or poller.poll(0):  # something may be waiting
                 early = self._take_waiting()
                 if early:

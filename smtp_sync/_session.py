@@ -223,9 +223,9 @@ class Session(Turns):
     def sock(self) -> socket.socket | None:
         """The socket (an ``ssl.SSLSocket`` once TLS is active), None when closed.
 
-        A plain TCP or Unix socket is in non-blocking mode while the client holds it
-        (where ``select.poll`` exists):
-        the client polls when a send or receive would block, within ``timeout`` and the
+        A plain TCP or Unix socket is blocking, with no socket timeout, while the
+        client holds it (where ``select.poll`` exists): the kernel bounds each send and
+        receive (``SO_SNDTIMEO``, ``SO_RCVTIMEO``) by ``timeout`` and the
         :class:`Timeouts`. A TLS socket has ``timeout`` as its socket timeout."""
         channel = self._channel
         return None if channel is None or channel.closed else channel.sock

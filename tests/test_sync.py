@@ -698,3 +698,71 @@ def test_smtplib_surface() -> None:
             assert all(p in have for p in wanted), f"{cls_name}.{name}{inspect.signature(member)}"
         for attribute in ("debuglevel", "helo_resp", "ehlo_resp", "does_esmtp", "ehlo_msg", "default_port"):
             assert getattr(ours, attribute) == getattr(theirs, attribute), attribute
+
+
+def test_a_shared_clients_pipeline_is_woken_for_a_message_that_comes_while_it_waits() -> None:
+    """A message sent while the pipeline waits for a reply goes out at once (the wait is
+    woken), not after that reply: here the server holds the second message's final reply
+    until it has the third's envelope (the reads before it found their replies there)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    release, in_flight, holding = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+
+            def content() -> None:
+                while lines.readline() != b".\r\n":
+                    pass
+
+            greet_pipelining(conn, lines)
+            for _ in range(3):  # the first message's MAIL, RCPT, DATA
+                lines.readline()
+            in_flight.set()
+            release.wait(5)  # the second is queued by now: the client is shared
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            content()
+            seen["second"] = [lines.readline() for _ in range(3)]  # with the first's content
+            conn.sendall(b"250 first queued\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+            content()
+            holding.set()  # the second's final reply is held until the third's envelope
+            # comes, which it does before that reply only if the wait is woken
+            seen["woken"] = bool(select.select([conn], [], [], 3)[0])
+            conn.sendall(b"250 second queued\r\n")
+            seen["third"] = [lines.readline() for _ in range(3)]
+            conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            content()
+            conn.sendall(b"250 third queued\r\n")
+            lines.readline()
+            conn.sendall(b"221 bye\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    smtp = smtp_sync.SMTP("127.0.0.1", listener.getsockname()[1], timeout=10)
+    results: dict[str, Any] = {}
+
+    def send(name: str) -> None:
+        results[name] = smtp.sendmail("a@example.org", [f"{name}@example.org"], MESSAGE)
+
+    try:
+        threads = {name: threading.Thread(target=send, args=(name,)) for name in ("first", "second", "third")}
+        threads["first"].start()
+        assert in_flight.wait(5)
+        threads["second"].start()
+        with smtp._cv:
+            assert smtp._cv.wait_for(lambda: len(smtp._queue) == 1, 5)
+        release.set()
+        assert holding.wait(5)
+        threads["third"].start()
+        for thread in threads.values():
+            thread.join(10)
+        assert results == {"first": {}, "second": {}, "third": {}}
+        assert smtp.quit()[0] == 221
+    finally:
+        release.set()
+        server.join(10)
+        listener.close()
+    assert seen["second"][1] == b"RCPT TO:<second@example.org>\r\n"
+    assert seen["third"] == [b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<third@example.org>\r\n", b"DATA\r\n"]
+    assert seen["woken"] is True  # the third's envelope came before the second's reply

@@ -4,6 +4,7 @@ holds its reply (or its TLS handshake) on each path."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -187,3 +188,29 @@ def test_content_a_server_stops_reading_ends_within_the_data_limit() -> None:
         done.set()
         server.join(5)
         listener.close()
+
+
+def test_a_held_reply_on_a_plain_socket_ends_within_the_command_limit(scripted: Any) -> None:
+    """A plain socket stays blocking, each wait bounded by the kernel (SO_RCVTIMEO):
+    ``timeout`` between calls, and a limit nearer than it (Timeouts.command) while a
+    command waits for its reply."""
+    server = scripted([Send(b"220 scripted ESMTP\r\n"), Expect(b"NOOP"), Hang()])
+    smtp = smtp_sync.SMTP(
+        "127.0.0.1", server.port, local_hostname="client.test", timeout=30,
+        timeouts=smtp_sync.Timeouts(command=0.5),
+    )
+    sock = smtp.sock
+    assert sock is not None and sock.getblocking()
+    limit = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+    assert struct.unpack("ll", limit) == (30, 0)
+    started = time.monotonic()
+    try:
+        smtp.noop()
+    except smtp_sync.SMTPTimeoutError as exc:
+        error: BaseException | None = exc
+    else:
+        error = None
+    took = time.monotonic() - started
+    smtp.close()
+    assert isinstance(error, smtp_sync.SMTPTimeoutError)
+    assert 0.5 - 0.05 <= took < 0.5 + SLACK

@@ -24,7 +24,7 @@ import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sized
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NoReturn, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from ._connection import ClientConnection
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -350,12 +350,13 @@ class TurnsBase(abc.ABC):
             self._pipe = None
             return True
         except BaseException as exc:
-            failure = exc
+            failure: BaseException | None = exc
         # Awaited after the handler, not in it (see smtp_core._native).
         try:
-            await self._break_and_raise(failure)
+            assert failure is not None
+            raise await self._broken(failure)
         finally:
-            del failure  # no reference cycle through this frame (see _run)
+            failure = None  # no reference cycle through this frame (see _run)
 
     def _start_pipe(self) -> None:
         conn = self._require_connection()
@@ -420,18 +421,12 @@ class TurnsBase(abc.ABC):
             return None
         raise AssertionError(f"unknown request {request!r}")  # pragma: no cover
 
-    async def _break_and_raise(
-        self, failure: BaseException, pipe: _Pipe | None = None
-    ) -> NoReturn:
-        """:meth:`_break` the session under ``failure``, then raise what callers are told."""
+    async def _broken(self, failure: BaseException, pipe: _Pipe | None = None) -> BaseException:
+        """:meth:`_break` the session under ``failure``; what callers are told (raised by
+        the caller, whose frame then lets go of it: see :meth:`_run`)."""
         mapped = _mapped(failure)
         await self._break(mapped, pipe)
-        try:
-            if mapped is not failure:
-                raise caused_by(mapped, failure)
-            raise failure
-        finally:
-            del failure, mapped  # no reference cycle through this frame (see _run)
+        return caused_by(mapped, failure) if mapped is not failure else failure
 
     async def _break(self, exc: BaseException, pipe: _Pipe | None = None) -> None:
         """The session is out of step: close it, and tell every waiting message its fate.
@@ -739,12 +734,13 @@ async def _run_pipe(
             for op in mine:
                 op.gone = True
             raise
-        failure = exc
+        failure: BaseException | None = exc
     # Awaited after the handler, not in it (see smtp_core._native).
     try:
-        await client._break_and_raise(failure, pipe)
+        assert failure is not None
+        raise await client._broken(failure, pipe)
     finally:
-        del failure  # no reference cycle through this frame (see TurnsBase._run)
+        failure = None  # no reference cycle through this frame (see TurnsBase._run)
 
 
 def _next_owner(client: TurnsBase) -> _Op | None:

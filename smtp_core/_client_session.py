@@ -14,8 +14,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, TypeVar
 
 from ._client_turns import Timeout, Timeouts, Transport, TurnsBase
-from ._commands import Ehlo
-from ._connection import ClientConnection
+from ._connection import ClientConnection, hello_command
 from ._errors import LocalProtocolError
 from ._exceptions import (
     SMTPConnectError,
@@ -57,7 +56,11 @@ _NO_TIMEOUTS: Final = Timeouts()
 
 def response(reply: Reply) -> SMTPResponse:
     """aiosmtplib's ``SMTPResponse`` for a reply."""
-    return SMTPResponse(reply.code, reply.message)
+    # The named tuple's own __new__ is Python code that calls this.
+    return _new_tuple(SMTPResponse, (reply.code, reply.message))
+
+
+_new_tuple: Final = tuple.__new__
 
 
 # Whitespace (the same test as str.isspace: \s in a str pattern), controls, DEL.
@@ -66,6 +69,23 @@ _PROHIBITED_IN_HOSTNAME = re.compile(r"[\s\x00-\x1f\x7f]")
 
 def validate_local_hostname(hostname: str) -> str:
     """Strip whitespace around a local host name and refuse control characters inside."""
+    if type(hostname) is not str:
+        return _check_local_hostname(hostname)  # (a str subclass: checked as it is each time)
+    known = _CHECKED_NAMES.get(hostname)
+    if known is not None:
+        return known  # a program gives one name to every client it makes
+    checked = _check_local_hostname(hostname)
+    if len(_CHECKED_NAMES) >= _CACHED_NAMES:
+        _CHECKED_NAMES.clear()
+    _CHECKED_NAMES[hostname] = checked
+    return checked
+
+
+_CHECKED_NAMES: Final[dict[str, str]] = {}  # local host names accepted, and as stripped
+_CACHED_NAMES: Final = 16
+
+
+def _check_local_hostname(hostname: str) -> str:
     hostname = hostname.strip()
     if hostname == "":
         raise ValueError("The local_hostname param must not be empty")
@@ -76,7 +96,7 @@ def validate_local_hostname(hostname: str) -> str:
     return hostname
 
 
-@dataclass
+@dataclass(init=False)
 class ConnectOptions:
     """Everything :meth:`SessionBase._open_transport` needs to open a transport."""
 
@@ -89,6 +109,29 @@ class ConnectOptions:
     sock: Any
     source_address: tuple[str, int] | None
     timeout: float | None
+
+    # Written out: the generated one would run interpreted in the compiled build.
+    def __init__(
+        self,
+        hostname: str,
+        port: int | None,
+        use_tls: bool,
+        tls_context: Any,
+        server_hostname: str | None,
+        socket_path: Any,
+        sock: Any,
+        source_address: tuple[str, int] | None,
+        timeout: float | None,
+    ) -> None:
+        self.hostname = hostname
+        self.port = port
+        self.use_tls = use_tls
+        self.tls_context = tls_context
+        self.server_hostname = server_hostname
+        self.socket_path = socket_path
+        self.sock = sock
+        self.source_address = source_address
+        self.timeout = timeout
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -349,24 +392,43 @@ class SessionBase(TurnsBase):
         STARTTLS; ``True`` requires it (``SMTPException`` when not offered); ``False``
         never.
         """
-        self._update_settings_from_kwargs(
-            hostname=hostname,
-            port=port,
-            username=username,
-            password=password,
-            oauth_token_generator=oauth_token_generator,
-            local_hostname=local_hostname,
-            source_address=source_address,
-            use_tls=use_tls,
-            start_tls=start_tls,
-            validate_certs=validate_certs,
-            client_cert=client_cert,
-            client_key=client_key,
-            tls_context=tls_context,
-            cert_bundle=cert_bundle,
-            socket_path=socket_path,
-            sock=sock,
-        )
+        if not (
+            hostname is _default
+            and port is _default
+            and username is _default
+            and password is _default
+            and oauth_token_generator is _default
+            and local_hostname is _default
+            and source_address is _default
+            and use_tls is None
+            and start_tls is _default
+            and validate_certs is None
+            and client_cert is _default
+            and client_key is _default
+            and tls_context is _default
+            and cert_bundle is _default
+            and socket_path is _default
+            and sock is _default
+        ):
+            # (Not for ``async with client``: connect() without arguments.)
+            self._update_settings_from_kwargs(
+                hostname=hostname,
+                port=port,
+                username=username,
+                password=password,
+                oauth_token_generator=oauth_token_generator,
+                local_hostname=local_hostname,
+                source_address=source_address,
+                use_tls=use_tls,
+                start_tls=start_tls,
+                validate_certs=validate_certs,
+                client_cert=client_cert,
+                client_key=client_key,
+                tls_context=tls_context,
+                cert_bundle=cert_bundle,
+                socket_path=socket_path,
+                sock=sock,
+            )
         self._validate_config()
         async with self._turn():
             if self.is_connected:
@@ -435,7 +497,7 @@ class SessionBase(TurnsBase):
         if checked is not None and checked[0] == name:
             return checked[1]  # a client connects under one name, again and again
         try:
-            Ehlo(name)
+            hello_command(name)
             ehlo_name = name
         except LocalProtocolError:
             ehlo_name = "[127.0.0.1]"

@@ -136,7 +136,13 @@ class ConnectOptions:
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class SessionBase(TurnsBase):
-    """Configuration, connection and the session's state; the commands and sending build on it."""
+    """Configuration, connection and the session's state; the commands and sending build on it.
+
+    Its private methods call each other as ``SessionBase._method(self, ...)`` (and
+    ``TurnsBase._method``): compiled, a call through ``self`` goes through Python's
+    attribute lookup, since an interpreted subclass could override the method; these
+    are never overridden, and a direct call costs nothing of the kind.
+    """
 
     #: True for LMTP (RFC 2033): LHLO, and one reply per recipient after the content.
     _lmtp: ClassVar[bool] = False
@@ -192,7 +198,7 @@ class SessionBase(TurnsBase):
         #: Most whole transactions on the wire at once (servers with PIPELINING and CHUNKING).
         self.pipeline_window = pipeline_window
 
-        self._init_turns()
+        TurnsBase._init_turns(self)
         self._users = 0  # callers inside ``async with client``
         self.last_helo_response: SMTPResponse | None = None
         self._last_ehlo_response: SMTPResponse | None = None
@@ -200,7 +206,7 @@ class SessionBase(TurnsBase):
         self.supports_esmtp = False
         self.server_auth_methods: list[str] = []
         self._ehlo_checked: tuple[str, str] | None = None  # (local_hostname, its EHLO name)
-        self._validate_config()
+        SessionBase._validate_config(self)
 
     # -- what an adapter provides ----------
 
@@ -297,7 +303,7 @@ class SessionBase(TurnsBase):
     @property
     def is_ehlo_or_helo_needed(self) -> bool:
         """True until an EHLO or HELO succeeded on this connection."""
-        return self.last_ehlo_response is None and self.last_helo_response is None
+        return self._last_ehlo_response is None and self.last_helo_response is None
 
     def supports_extension(self, extension: str, /) -> bool:
         """Whether the server advertised ``extension`` in its EHLO reply."""
@@ -330,7 +336,7 @@ class SessionBase(TurnsBase):
     async def __aenter__(self: _SelfT) -> _SelfT:
         self._users += 1
         try:
-            async with self._turn():
+            async with TurnsBase._turn(self):
                 if not self.is_connected:
                     await self.connect()
         except BaseException:
@@ -348,7 +354,7 @@ class SessionBase(TurnsBase):
         if self._users:
             return  # another caller still uses the session
         if isinstance(exc, (ConnectionError, TimeoutError)):
-            await self._abort()
+            await SessionBase._abort(self)
             return
         failure: BaseException | None = None
         try:
@@ -359,7 +365,7 @@ class SessionBase(TurnsBase):
         except BaseException as caught:
             failure = caught
         # Awaited after the handler, not in it (see smtp_core._native).
-        await self._abort()
+        await SessionBase._abort(self)
         if failure is not None:
             raise failure
 
@@ -411,7 +417,8 @@ class SessionBase(TurnsBase):
             and sock is _default
         ):
             # (Not for ``async with client``: connect() without arguments.)
-            self._update_settings_from_kwargs(
+            SessionBase._update_settings_from_kwargs(
+                self,
                 hostname=hostname,
                 port=port,
                 username=username,
@@ -429,24 +436,25 @@ class SessionBase(TurnsBase):
                 socket_path=socket_path,
                 sock=sock,
             )
-        self._validate_config()
-        async with self._turn():
+        SessionBase._validate_config(self)
+        async with TurnsBase._turn(self):
             if self.is_connected:
                 raise SMTPException("SMTP instance is already connected")
             if self._transport is not None:
-                await self._abort()  # a session the server ended: release it, forget it
+                await SessionBase._abort(self)  # a session the server ended: release it, forget it
             if self.local_hostname is None:
                 self.local_hostname = validate_local_hostname(await self._default_local_hostname())
             failure: BaseException | None = None
             try:
-                response = await self._create_connection(self._timeout(timeout))
+                limit = TurnsBase._timeout(self, timeout)
+                response = await SessionBase._create_connection(self, limit)
                 await self._maybe_start_tls_on_connect(timeout)
                 await self._maybe_login_on_connect(timeout)
             except BaseException as exc:
                 failure = exc
             if failure is not None:
                 # Awaited after the handler, not in it (see smtp_core._native).
-                await self._abort()
+                await SessionBase._abort(self)
                 raise failure
         return response
 
@@ -470,14 +478,15 @@ class SessionBase(TurnsBase):
             timeout=connect_timeout,
         )
         self._transport = await self._open_transport(options)
-        self._conn = ClientConnection(local_hostname=self._ehlo_name(), lmtp=self._lmtp)
+        conn = self._conn = ClientConnection(
+            local_hostname=SessionBase._ehlo_name(self), lmtp=self._lmtp
+        )
         if self.use_tls:
-            self._conn.mark_tls()
+            conn.mark_tls()
         try:
             greeting_timeout = self.timeouts.greeting
-            reply = await self._run(
-                greeting(self._conn), timeout if greeting_timeout is None else greeting_timeout
-            )
+            limit = timeout if greeting_timeout is None else greeting_timeout
+            reply = await TurnsBase._run(self, greeting(conn), limit)
         except SMTPServerDisconnected as exc:
             raise caused_by(  # noqa: B904 - mypyc ignores ``from``
                 SMTPConnectError(f"Error connecting to {hostname} on port {port}: {exc}"), exc
@@ -517,10 +526,10 @@ class SessionBase(TurnsBase):
         """Log in after connecting, as configured (see AUTH)."""
 
     async def _ehlo_or_helo_if_needed(self, timeout: Timeout = _default) -> None:
-        if self.is_ehlo_or_helo_needed:
-            conn = self._require_connection()
-            reply = await self._run(hello(conn, self.local_hostname), timeout)
-            self._record_hello(reply)
+        if self._last_ehlo_response is None and self.last_helo_response is None:
+            conn = TurnsBase._require_connection(self)
+            reply = await TurnsBase._run(self, hello(conn, self.local_hostname), timeout)
+            SessionBase._record_hello(self, reply)
 
     def _record_hello(self, reply: Reply) -> None:
         conn = self._conn
@@ -528,16 +537,16 @@ class SessionBase(TurnsBase):
             self._last_ehlo_response = response(reply)
         else:
             self.last_helo_response = response(reply)
-        self._sync_capabilities()
+        SessionBase._sync_capabilities(self)
 
     def close(self) -> None:
         """Close the connection at once (no QUIT) and forget the server's state."""
         transport, self._transport = self._transport, None
         self._conn = None
-        self._forget_pipe()
+        TurnsBase._forget_pipe(self)
         if transport is not None:
             transport.close()
-        self._reset_server_state()
+        SessionBase._reset_server_state(self)
 
     async def aclose_quietly(self) -> None:
         """Close the connection (no QUIT) and release the transport; never raises."""
@@ -547,7 +556,7 @@ class SessionBase(TurnsBase):
         """Close from async code: also releases the transport's resources (even when cancelled)."""
         transport, self._transport = self._transport, None
         self._conn = None
-        self._forget_pipe()
-        self._reset_server_state()
+        TurnsBase._forget_pipe(self)
+        SessionBase._reset_server_state(self)
         if transport is not None:
             await transport.aclose()

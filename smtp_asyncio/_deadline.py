@@ -44,17 +44,6 @@ class _Deadline:
         self.armed_for = 0.0  # when the timer fires (uvloop's handles do not say)
         self.target: float | None = None
 
-    def start(self, task: asyncio.Task[Any], timeout: float | None) -> None:
-        self.task = task
-        self.timeout = timeout
-        self.fired = False
-        if timeout is None:
-            self.target = None
-            return
-        target = self.target = self.loop.time() + timeout
-        if self.timer is None or target < self.armed_for:
-            self._arm(target)
-
     def _arm(self, when: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -97,6 +86,7 @@ _pool = _Pool()
 
 
 def _take(loop: asyncio.AbstractEventLoop) -> _Deadline:
+    """An idle deadline of ``loop`` (the last one given back, usually), or a new one."""
     idle = _pool.idle
     while idle:
         deadline = idle.pop()
@@ -116,20 +106,38 @@ def _give_back(deadline: _Deadline) -> None:
         deadline.disarm()
 
 
-async def with_deadline(
-    timeout: float | None,
-    operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
-) -> T:
-    """Await ``operation(restart)``; past the deadline raise ``SMTPReadTimeoutError``.
+if sys.version_info >= (3, 11):
+    _current_task = asyncio.current_task
 
-    The deadline is ``timeout`` seconds from now, or ``seconds`` from the last call of
-    ``restart(seconds)`` (``timeout`` when None).
-    """
-    if sys.version_info >= (3, 11):
-        task = asyncio.current_task()
+    async def with_deadline(
+        timeout: float | None,
+        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
+    ) -> T:
+        """Await ``operation(restart)``; past the deadline raise ``SMTPReadTimeoutError``.
+
+        The deadline is ``timeout`` seconds from now, or ``seconds`` from the last call of
+        ``restart(seconds)`` (``timeout`` when None).
+        """
+        # Once per stage of every connection: taking and starting the deadline and
+        # giving it back are written out here, without a call each.
+        task = _current_task()
         assert task is not None
-        deadline = _take(task.get_loop())
-        deadline.start(task, timeout)
+        loop = task.get_loop()
+        idle = _pool.idle
+        deadline = idle.pop() if idle else None
+        if deadline is None or deadline.loop is not loop:
+            if deadline is not None:
+                deadline.disarm()  # another loop's (a loop that ended, typically)
+            deadline = _take(loop)
+        deadline.task = task
+        deadline.timeout = timeout
+        deadline.fired = False
+        if timeout is None:
+            deadline.target = None
+        else:
+            target = deadline.target = loop.time() + timeout
+            if deadline.timer is None or target < deadline.armed_for:
+                deadline._arm(target)
         try:
             result = await operation(deadline.restart)
         except asyncio.CancelledError as exc:
@@ -142,14 +150,27 @@ async def with_deadline(
             _give_back(deadline)
             raise
         fired = deadline.fired
-        _give_back(deadline)
+        deadline.target = None
+        deadline.task = None
+        if len(idle) < _POOLED:
+            idle.append(deadline)
+        else:
+            deadline.disarm()
         if fired:
             task.uncancel()  # it finished as the deadline passed: not a timeout
         return result
-    try:  # pragma: no cover - Python 3.10: one deadline for the whole operation
-        return await asyncio.wait_for(operation(_no_restart), timeout)
-    except asyncio.TimeoutError as exc:  # pragma: no cover
-        raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+
+else:  # pragma: no cover - Python 3.10: one deadline for the whole operation
+
+    async def with_deadline(
+        timeout: float | None,
+        operation: Callable[[Callable[[float | None], None]], Awaitable[T]],
+    ) -> T:
+        """Await ``operation(restart)``; past the deadline raise ``SMTPReadTimeoutError``."""
+        try:
+            return await asyncio.wait_for(operation(_no_restart), timeout)
+        except asyncio.TimeoutError as exc:
+            raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
 
 
 def _no_restart(seconds: float | None) -> None:

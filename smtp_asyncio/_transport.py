@@ -242,13 +242,24 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.close()
 
 
+_LITERALS: dict[str, bool] = {}  # hosts already asked about (a client connects to a few)
+_CACHED_HOSTS = 64
+
+
 def is_ip_literal(host: str) -> bool:
     """True for an IPv4 or IPv6 address (which needs no resolution, nor a race)."""
+    known = _LITERALS.get(host)
+    if known is not None:
+        return known
     try:
         ipaddress.ip_address(host)
+        literal = True
     except ValueError:
-        return False
-    return True
+        literal = False
+    if len(_LITERALS) >= _CACHED_HOSTS:
+        _LITERALS.clear()
+    _LITERALS[host] = literal
+    return literal
 
 
 async def open_stream_protocol(options: ConnectOptions, with_deadline: Deadline) -> StreamProtocol:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Final
 
 __all__ = ["Capabilities"]
 
-_KEYWORD_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:[ =](.*))?\Z", re.DOTALL)
+# The characters of an EHLO keyword after its first (RFC 5321: ALPHA / DIGIT / "-").
+_KEYWORD_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+_CACHED: Final = 32  # distinct EHLO replies whose capabilities are remembered
+_CACHED_SIZE: Final = 4096  # characters: larger replies are parsed every time (bounds the memory)
 
 
 class Capabilities(Mapping[str, str]):
@@ -19,53 +22,57 @@ class Capabilities(Mapping[str, str]):
 
     Structured values: :attr:`size` (SIZE, RFC 1870) and :attr:`auth_mechanisms`
     (AUTH, RFC 4954, including the pre-standard ``AUTH=LOGIN PLAIN`` form).
+
+    A ``Capabilities`` never changes once built (a server that sends the same EHLO
+    reply again gets the same object back from :meth:`from_ehlo_lines`).
     """
 
-    __slots__ = ("_auth", "_items", "_size", "server_name", "unparsed")
+    __slots__ = ("_auth", "_esmtp", "_items", "_server_name", "_size", "_unparsed")
 
     def __init__(self, lines: Iterable[str] = (), *, server_name: str = "") -> None:
-        self._items: dict[str, str] = {}
+        items: dict[str, str] = {}
         auth: list[str] = []
-        self.server_name = server_name
         unparsed: list[str] = []
         for line in lines:
-            line = line.strip()
-            if not line:
-                continue  # e.g. a bare "250 " last line
-            match = _KEYWORD_RE.match(line)
-            if match is None:
-                unparsed.append(line)
-                continue
-            keyword = match.group(1).upper()
-            value = (match.group(2) or "").strip()
-            if keyword == "AUTH":
-                for mech in value.upper().split():
-                    if mech not in auth:
-                        auth.append(mech)
-                self._items["AUTH"] = " ".join(auth)
-            elif keyword not in self._items:
-                self._items[keyword] = value
+            _parse_line(line, items, auth, unparsed)
+        if auth:
+            items["AUTH"] = " ".join(auth)
+        self._items = items
         self._auth = tuple(auth)
-        self._size = self._parse_size(self._items.get("SIZE"))
-        self.unparsed = tuple(unparsed)
+        self._size = _parse_size(items.get("SIZE"))
+        self._server_name = server_name
+        self._unparsed = tuple(unparsed)
+        self._esmtp: dict[str, str] | None = None
 
     @classmethod
     def from_ehlo_lines(cls, lines: Iterable[str]) -> Capabilities:
-        """Build from all lines of a 250 EHLO reply (the first line names the server)."""
-        lines = list(lines)
-        if not lines:
-            return cls()
-        first, *rest = lines
-        return cls(rest, server_name=first.split(" ", 1)[0])
+        """Build from all lines of a 250 EHLO reply (the first line names the server).
 
-    @staticmethod
-    def _parse_size(value: str | None) -> int | None:
-        if value is None:
-            return None
-        value = value.strip()
-        if value.isdigit() and value.isascii():
-            return int(value)
-        return None
+        A server answers every connection's EHLO alike: the capabilities of a reply
+        seen lately are not parsed again.
+        """
+        key: tuple[str, ...] = lines if isinstance(lines, tuple) else tuple(lines)
+        known = _PARSED.get(key)
+        if known is not None:
+            return known
+        if not key:
+            return cls()
+        caps = cls(key[1:], server_name=key[0].split(" ", 1)[0])
+        if sum(map(len, key)) <= _CACHED_SIZE:
+            if len(_PARSED) >= _CACHED:
+                _PARSED.clear()
+            _PARSED[key] = caps
+        return caps
+
+    @property
+    def server_name(self) -> str:
+        """The name the server gave in the first line of its reply."""
+        return self._server_name
+
+    @property
+    def unparsed(self) -> tuple[str, ...]:
+        """Lines that are not an EHLO keyword (with or without parameters), as sent."""
+        return self._unparsed
 
     def __getitem__(self, keyword: str) -> str:
         return self._items[keyword.upper()]
@@ -123,5 +130,56 @@ class Capabilities(Mapping[str, str]):
         return "ENHANCEDSTATUSCODES" in self._items
 
     def as_esmtp_extensions(self) -> dict[str, str]:
-        """The aiosmtplib ``esmtp_extensions`` view: lower-case keyword to parameters."""
-        return {key.lower(): value for key, value in self._items.items()}
+        """The aiosmtplib ``esmtp_extensions`` view: lower-case keyword to parameters.
+
+        A new dict each call (the caller may change it).
+        """
+        esmtp = self._esmtp
+        if esmtp is None:
+            esmtp = self._esmtp = {key.lower(): value for key, value in self._items.items()}
+        return dict(esmtp)
+
+
+_PARSED: Final[dict[tuple[str, ...], Capabilities]] = {}
+"""Capabilities by the lines of the EHLO reply they were parsed from."""
+
+def _parse_line(line: str, items: dict[str, str], auth: list[str], unparsed: list[str]) -> None:
+    """One capability line: ``KEYWORD``, ``KEYWORD params`` or the old ``KEYWORD=params``.
+
+    The keyword is a letter or digit, then letters, digits and hyphens; anything else
+    (after stripping whitespace) is kept in ``unparsed``. AUTH's mechanisms from all
+    its lines are merged, in order, without repeats; otherwise the first line of a
+    keyword wins.
+    """
+    line = line.strip()
+    if not line:
+        return  # e.g. a bare "250 " last line
+    space = line.find(" ")
+    equals = line.find("=")
+    end = space if equals < 0 or 0 <= space < equals else equals
+    keyword = line if end < 0 else line[:end]
+    if not keyword or keyword[0] == "-" or not _KEYWORD_CHARS.issuperset(keyword):
+        unparsed.append(line)
+        return
+    keyword = keyword.upper()
+    value = "" if end < 0 else line[end + 1 :].strip()
+    if keyword == "AUTH":
+        for mech in value.upper().split():
+            if mech not in auth:
+                auth.append(mech)
+        items["AUTH"] = ""  # its place in the order; the merged list is set at the end
+    elif keyword not in items:
+        items[keyword] = value
+
+
+def _parse_size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit() and value.isascii():
+        return int(value)
+    return None
+
+
+NO_CAPABILITIES: Final = Capabilities()
+"""What a session knows before EHLO, and after HELO or STARTTLS (shared: it never changes)."""

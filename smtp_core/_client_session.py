@@ -14,8 +14,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, TypeVar
 
 from ._client_turns import Timeout, Timeouts, Transport, TurnsBase
-from ._commands import Ehlo
-from ._connection import ClientConnection
+from ._connection import ClientConnection, hello_command
 from ._errors import LocalProtocolError
 from ._exceptions import (
     SMTPConnectError,
@@ -57,7 +56,11 @@ _NO_TIMEOUTS: Final = Timeouts()
 
 def response(reply: Reply) -> SMTPResponse:
     """aiosmtplib's ``SMTPResponse`` for a reply."""
-    return SMTPResponse(reply.code, reply.message)
+    # The named tuple's own __new__ is Python code that calls this.
+    return _new_tuple(SMTPResponse, (reply.code, reply.message))
+
+
+_new_tuple: Final = tuple.__new__
 
 
 # Whitespace (the same test as str.isspace: \s in a str pattern), controls, DEL.
@@ -66,6 +69,23 @@ _PROHIBITED_IN_HOSTNAME = re.compile(r"[\s\x00-\x1f\x7f]")
 
 def validate_local_hostname(hostname: str) -> str:
     """Strip whitespace around a local host name and refuse control characters inside."""
+    if type(hostname) is not str:
+        return _check_local_hostname(hostname)  # (a str subclass: checked as it is each time)
+    known = _CHECKED_NAMES.get(hostname)
+    if known is not None:
+        return known  # a program gives one name to every client it makes
+    checked = _check_local_hostname(hostname)
+    if len(_CHECKED_NAMES) >= _CACHED_NAMES:
+        _CHECKED_NAMES.clear()
+    _CHECKED_NAMES[hostname] = checked
+    return checked
+
+
+_CHECKED_NAMES: Final[dict[str, str]] = {}  # local host names accepted, and as stripped
+_CACHED_NAMES: Final = 16
+
+
+def _check_local_hostname(hostname: str) -> str:
     hostname = hostname.strip()
     if hostname == "":
         raise ValueError("The local_hostname param must not be empty")
@@ -76,7 +96,7 @@ def validate_local_hostname(hostname: str) -> str:
     return hostname
 
 
-@dataclass
+@dataclass(init=False)
 class ConnectOptions:
     """Everything :meth:`SessionBase._open_transport` needs to open a transport."""
 
@@ -90,10 +110,39 @@ class ConnectOptions:
     source_address: tuple[str, int] | None
     timeout: float | None
 
+    # Written out: the generated one would run interpreted in the compiled build.
+    def __init__(
+        self,
+        hostname: str,
+        port: int | None,
+        use_tls: bool,
+        tls_context: Any,
+        server_hostname: str | None,
+        socket_path: Any,
+        sock: Any,
+        source_address: tuple[str, int] | None,
+        timeout: float | None,
+    ) -> None:
+        self.hostname = hostname
+        self.port = port
+        self.use_tls = use_tls
+        self.tls_context = tls_context
+        self.server_hostname = server_hostname
+        self.socket_path = socket_path
+        self.sock = sock
+        self.source_address = source_address
+        self.timeout = timeout
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class SessionBase(TurnsBase):
-    """Configuration, connection and the session's state; the commands and sending build on it."""
+    """Configuration, connection and the session's state; the commands and sending build on it.
+
+    Its private methods call each other as ``SessionBase._method(self, ...)`` (and
+    ``TurnsBase._method``): compiled, a call through ``self`` goes through Python's
+    attribute lookup, since an interpreted subclass could override the method; these
+    are never overridden, and a direct call costs nothing of the kind.
+    """
 
     #: True for LMTP (RFC 2033): LHLO, and one reply per recipient after the content.
     _lmtp: ClassVar[bool] = False
@@ -149,7 +198,7 @@ class SessionBase(TurnsBase):
         #: Most whole transactions on the wire at once (servers with PIPELINING and CHUNKING).
         self.pipeline_window = pipeline_window
 
-        self._init_turns()
+        TurnsBase._init_turns(self)
         self._users = 0  # callers inside ``async with client``
         self.last_helo_response: SMTPResponse | None = None
         self._last_ehlo_response: SMTPResponse | None = None
@@ -157,7 +206,7 @@ class SessionBase(TurnsBase):
         self.supports_esmtp = False
         self.server_auth_methods: list[str] = []
         self._ehlo_checked: tuple[str, str] | None = None  # (local_hostname, its EHLO name)
-        self._validate_config()
+        SessionBase._validate_config(self)
 
     # -- what an adapter provides ----------
 
@@ -254,7 +303,7 @@ class SessionBase(TurnsBase):
     @property
     def is_ehlo_or_helo_needed(self) -> bool:
         """True until an EHLO or HELO succeeded on this connection."""
-        return self.last_ehlo_response is None and self.last_helo_response is None
+        return self._last_ehlo_response is None and self.last_helo_response is None
 
     def supports_extension(self, extension: str, /) -> bool:
         """Whether the server advertised ``extension`` in its EHLO reply."""
@@ -287,7 +336,7 @@ class SessionBase(TurnsBase):
     async def __aenter__(self: _SelfT) -> _SelfT:
         self._users += 1
         try:
-            async with self._turn():
+            async with TurnsBase._turn(self):
                 if not self.is_connected:
                     await self.connect()
         except BaseException:
@@ -305,7 +354,7 @@ class SessionBase(TurnsBase):
         if self._users:
             return  # another caller still uses the session
         if isinstance(exc, (ConnectionError, TimeoutError)):
-            await self._abort()
+            await SessionBase._abort(self)
             return
         failure: BaseException | None = None
         try:
@@ -316,7 +365,7 @@ class SessionBase(TurnsBase):
         except BaseException as caught:
             failure = caught
         # Awaited after the handler, not in it (see smtp_core._native).
-        await self._abort()
+        await SessionBase._abort(self)
         if failure is not None:
             raise failure
 
@@ -349,42 +398,63 @@ class SessionBase(TurnsBase):
         STARTTLS; ``True`` requires it (``SMTPException`` when not offered); ``False``
         never.
         """
-        self._update_settings_from_kwargs(
-            hostname=hostname,
-            port=port,
-            username=username,
-            password=password,
-            oauth_token_generator=oauth_token_generator,
-            local_hostname=local_hostname,
-            source_address=source_address,
-            use_tls=use_tls,
-            start_tls=start_tls,
-            validate_certs=validate_certs,
-            client_cert=client_cert,
-            client_key=client_key,
-            tls_context=tls_context,
-            cert_bundle=cert_bundle,
-            socket_path=socket_path,
-            sock=sock,
-        )
-        self._validate_config()
-        async with self._turn():
+        if not (
+            hostname is _default
+            and port is _default
+            and username is _default
+            and password is _default
+            and oauth_token_generator is _default
+            and local_hostname is _default
+            and source_address is _default
+            and use_tls is None
+            and start_tls is _default
+            and validate_certs is None
+            and client_cert is _default
+            and client_key is _default
+            and tls_context is _default
+            and cert_bundle is _default
+            and socket_path is _default
+            and sock is _default
+        ):
+            # (Not for ``async with client``: connect() without arguments.)
+            SessionBase._update_settings_from_kwargs(
+                self,
+                hostname=hostname,
+                port=port,
+                username=username,
+                password=password,
+                oauth_token_generator=oauth_token_generator,
+                local_hostname=local_hostname,
+                source_address=source_address,
+                use_tls=use_tls,
+                start_tls=start_tls,
+                validate_certs=validate_certs,
+                client_cert=client_cert,
+                client_key=client_key,
+                tls_context=tls_context,
+                cert_bundle=cert_bundle,
+                socket_path=socket_path,
+                sock=sock,
+            )
+        SessionBase._validate_config(self)
+        async with TurnsBase._turn(self):
             if self.is_connected:
                 raise SMTPException("SMTP instance is already connected")
             if self._transport is not None:
-                await self._abort()  # a session the server ended: release it, forget it
+                await SessionBase._abort(self)  # a session the server ended: release it, forget it
             if self.local_hostname is None:
                 self.local_hostname = validate_local_hostname(await self._default_local_hostname())
             failure: BaseException | None = None
             try:
-                response = await self._create_connection(self._timeout(timeout))
+                limit = TurnsBase._timeout(self, timeout)
+                response = await SessionBase._create_connection(self, limit)
                 await self._maybe_start_tls_on_connect(timeout)
                 await self._maybe_login_on_connect(timeout)
             except BaseException as exc:
                 failure = exc
             if failure is not None:
                 # Awaited after the handler, not in it (see smtp_core._native).
-                await self._abort()
+                await SessionBase._abort(self)
                 raise failure
         return response
 
@@ -408,14 +478,15 @@ class SessionBase(TurnsBase):
             timeout=connect_timeout,
         )
         self._transport = await self._open_transport(options)
-        self._conn = ClientConnection(local_hostname=self._ehlo_name(), lmtp=self._lmtp)
+        conn = self._conn = ClientConnection(
+            local_hostname=SessionBase._ehlo_name(self), lmtp=self._lmtp
+        )
         if self.use_tls:
-            self._conn.mark_tls()
+            conn.mark_tls()
         try:
             greeting_timeout = self.timeouts.greeting
-            reply = await self._run(
-                greeting(self._conn), timeout if greeting_timeout is None else greeting_timeout
-            )
+            limit = timeout if greeting_timeout is None else greeting_timeout
+            reply = await TurnsBase._run(self, greeting(conn), limit)
         except SMTPServerDisconnected as exc:
             raise caused_by(  # noqa: B904 - mypyc ignores ``from``
                 SMTPConnectError(f"Error connecting to {hostname} on port {port}: {exc}"), exc
@@ -435,7 +506,7 @@ class SessionBase(TurnsBase):
         if checked is not None and checked[0] == name:
             return checked[1]  # a client connects under one name, again and again
         try:
-            Ehlo(name)
+            hello_command(name)
             ehlo_name = name
         except LocalProtocolError:
             ehlo_name = "[127.0.0.1]"
@@ -455,10 +526,10 @@ class SessionBase(TurnsBase):
         """Log in after connecting, as configured (see AUTH)."""
 
     async def _ehlo_or_helo_if_needed(self, timeout: Timeout = _default) -> None:
-        if self.is_ehlo_or_helo_needed:
-            conn = self._require_connection()
-            reply = await self._run(hello(conn, self.local_hostname), timeout)
-            self._record_hello(reply)
+        if self._last_ehlo_response is None and self.last_helo_response is None:
+            conn = TurnsBase._require_connection(self)
+            reply = await TurnsBase._run(self, hello(conn, self.local_hostname), timeout)
+            SessionBase._record_hello(self, reply)
 
     def _record_hello(self, reply: Reply) -> None:
         conn = self._conn
@@ -466,16 +537,16 @@ class SessionBase(TurnsBase):
             self._last_ehlo_response = response(reply)
         else:
             self.last_helo_response = response(reply)
-        self._sync_capabilities()
+        SessionBase._sync_capabilities(self)
 
     def close(self) -> None:
         """Close the connection at once (no QUIT) and forget the server's state."""
         transport, self._transport = self._transport, None
         self._conn = None
-        self._forget_pipe()
+        TurnsBase._forget_pipe(self)
         if transport is not None:
             transport.close()
-        self._reset_server_state()
+        SessionBase._reset_server_state(self)
 
     async def aclose_quietly(self) -> None:
         """Close the connection (no QUIT) and release the transport; never raises."""
@@ -485,7 +556,7 @@ class SessionBase(TurnsBase):
         """Close from async code: also releases the transport's resources (even when cancelled)."""
         transport, self._transport = self._transport, None
         self._conn = None
-        self._forget_pipe()
-        self._reset_server_state()
+        TurnsBase._forget_pipe(self)
+        SessionBase._reset_server_state(self)
         if transport is not None:
             await transport.aclose()

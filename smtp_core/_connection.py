@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Final, Literal, NoReturn
 
-from ._capabilities import Capabilities
+from ._capabilities import NO_CAPABILITIES, Capabilities
 from ._commands import (
     Auth,
     AuthResponse,
@@ -35,7 +35,7 @@ from ._events import (
 from ._replies import Reply, ReplyParser
 from ._state import TRANSITIONS, State, Trigger
 
-__all__ = ["ClientConnection", "Sendable"]
+__all__ = ["ClientConnection", "Sendable", "hello_command"]
 
 Sendable = Command | Content | EndOfData
 """Anything :meth:`ClientConnection.send` accepts."""
@@ -102,7 +102,7 @@ class ClientConnection:
         lmtp: bool = False,
     ) -> None:
         if local_hostname is not None:
-            Ehlo(local_hostname)  # validates
+            hello_command(local_hostname)  # validates
         self.local_hostname = local_hostname or "localhost"
         self.max_auth_rounds = max_auth_rounds
         self.bare_line_endings: Literal["normalize", "reject"] = bare_line_endings
@@ -113,7 +113,7 @@ class ClientConnection:
         )
         self._state = _GREETING
         self._pending: deque[_Pending] = deque()
-        self._capabilities = Capabilities()
+        self._capabilities = NO_CAPABILITIES
         self._extended = False
         self._tls = False
         self._eof = False
@@ -310,7 +310,7 @@ class ClientConnection:
                 return Trigger.HELLO_FAILED
             self._checked.clear()
             if isinstance(command, Helo):
-                self._capabilities = Capabilities()
+                self._capabilities = NO_CAPABILITIES
                 self._extended = False
             else:
                 self._capabilities = Capabilities.from_ehlo_lines(reply.lines)
@@ -531,7 +531,7 @@ class ClientConnection:
 
     def _reset_session(self) -> None:
         self._checked.clear()
-        self._capabilities = Capabilities()
+        self._capabilities = NO_CAPABILITIES
         self._extended = False
         self._parser.parse_enhanced_codes = False
 
@@ -552,6 +552,24 @@ class ClientConnection:
         self._pending.clear()
         self._pending_starts = 0
         raise exc
+
+
+_HELLO_COMMANDS: Final[dict[str, Ehlo]] = {}
+_CACHED_NAMES: Final = 16  # local host names whose EHLO is remembered
+
+
+def hello_command(hostname: str) -> Ehlo:
+    """``Ehlo(hostname)``, which checks the name (:class:`LocalProtocolError`), remembered:
+    a program connects under one name, again and again, and the command never changes."""
+    if type(hostname) is not str:
+        return Ehlo(hostname)  # (a str subclass: checked as it is each time)
+    command = _HELLO_COMMANDS.get(hostname)
+    if command is None:
+        command = Ehlo(hostname)
+        if len(_HELLO_COMMANDS) >= _CACHED_NAMES:
+            _HELLO_COMMANDS.clear()
+        _HELLO_COMMANDS[hostname] = command
+    return command
 
 
 _SEND_TRIGGERS: Final[tuple[tuple[type[Command], Trigger], ...]] = (

@@ -51,13 +51,12 @@ from ._commands import (
     Auth,
     AuthResponse,
     Command,
-    Ehlo,
     Helo,
     Lhlo,
     Quit,
     StartTLS,
 )
-from ._connection import ClientConnection
+from ._connection import ClientConnection, hello_command
 from ._events import NEED_DATA, ConnectionClosed, Content, EndOfData
 from ._exceptions import (
     SMTPConnectResponseError,
@@ -274,7 +273,7 @@ def greeting(conn: ClientConnection) -> Flow[Reply]:
 
 def ehlo(conn: ClientConnection, hostname: str | None = None) -> Flow[Reply]:
     """EHLO; a refusal raises ``SMTPHeloError``."""
-    reply = yield from command(conn, Ehlo(hostname or conn.local_hostname))
+    reply = yield from command(conn, hello_command(hostname or conn.local_hostname))
     if reply.code != 250:
         raise SMTPHeloError(reply.code, reply.message)
     return reply

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from smtp_core import Capabilities
 
 
@@ -47,3 +52,61 @@ def test_junk_and_bare_last_line() -> None:
 def test_empty() -> None:
     assert len(Capabilities()) == 0
     assert Capabilities.from_ehlo_lines([]).size is None
+
+
+# -- the parser against its specification ------------------------------------------
+
+_REFERENCE_KEYWORD = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:[ =](.*))?\Z", re.DOTALL)
+
+
+def reference(lines: list[str]) -> tuple[dict[str, str], tuple[str, ...], tuple[str, ...]]:
+    """The capability grammar written as a regular expression: (items, AUTH, unparsed)."""
+    items: dict[str, str] = {}
+    auth: list[str] = []
+    unparsed: list[str] = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        match = _REFERENCE_KEYWORD.match(line)
+        if match is None:
+            unparsed.append(line)
+            continue
+        keyword, value = match.group(1).upper(), (match.group(2) or "").strip()
+        if keyword == "AUTH":
+            auth += [mech for mech in dict.fromkeys(value.upper().split()) if mech not in auth]
+            items["AUTH"] = " ".join(auth)
+        elif keyword not in items:
+            items[keyword] = value
+    return items, tuple(auth), tuple(unparsed)
+
+
+_LINE = st.text(alphabet=st.sampled_from("AUTHSIZEplain-=_ 9\t\u00a0\u0130x\n"), max_size=14)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_LINE, max_size=8))
+def test_parsing_matches_the_grammar(lines: list[str]) -> None:
+    c = caps(*lines)
+    items, auth, unparsed = reference(lines)
+    assert dict(c) == items and list(c) == list(items)
+    assert c.auth_mechanisms == auth
+    assert c.unparsed == unparsed
+    assert c.as_esmtp_extensions() == {key.lower(): value for key, value in items.items()}
+
+
+def test_a_reply_seen_again_gives_the_same_capabilities() -> None:
+    lines = ("mx.test", "PIPELINING", "SIZE 1000", "AUTH PLAIN")
+    first = Capabilities.from_ehlo_lines(lines)
+    assert Capabilities.from_ehlo_lines(list(lines)) is first
+    assert Capabilities.from_ehlo_lines((*lines[:3], "AUTH LOGIN")) is not first
+    view = first.as_esmtp_extensions()
+    view["size"] = "1"  # the caller's own copy
+    assert first.as_esmtp_extensions() == {"pipelining": "", "size": "1000", "auth": "PLAIN"}
+    assert first.size == 1000 and first.server_name == "mx.test"
+
+
+def test_a_large_reply_is_not_remembered() -> None:
+    lines = ["mx.test", *(f"X-{index} {'v' * 300}" for index in range(20))]
+    assert Capabilities.from_ehlo_lines(lines) is not Capabilities.from_ehlo_lines(lines)
+    assert len(Capabilities.from_ehlo_lines(lines)) == 20

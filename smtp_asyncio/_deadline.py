@@ -85,27 +85,6 @@ class _Pool(threading.local):
 _pool = _Pool()
 
 
-def _take(loop: asyncio.AbstractEventLoop) -> _Deadline:
-    """An idle deadline of ``loop`` (the last one given back, usually), or a new one."""
-    idle = _pool.idle
-    while idle:
-        deadline = idle.pop()
-        if deadline.loop is loop:
-            return deadline
-        deadline.disarm()  # another loop's (a loop that ended, typically)
-    return _Deadline(loop)
-
-
-def _give_back(deadline: _Deadline) -> None:
-    deadline.target = None
-    deadline.task = None
-    idle = _pool.idle
-    if len(idle) < _POOLED:
-        idle.append(deadline)
-    else:
-        deadline.disarm()
-
-
 if sys.version_info >= (3, 11):
     _current_task = asyncio.current_task
 
@@ -124,11 +103,13 @@ if sys.version_info >= (3, 11):
         assert task is not None
         loop = task.get_loop()
         idle = _pool.idle
-        deadline = idle.pop() if idle else None
-        if deadline is None or deadline.loop is not loop:
-            if deadline is not None:
-                deadline.disarm()  # another loop's (a loop that ended, typically)
-            deadline = _take(loop)
+        while idle:  # the last one given back, usually
+            deadline = idle.pop()
+            if deadline.loop is loop:
+                break
+            deadline.disarm()  # another loop's (a loop that ended, typically)
+        else:
+            deadline = _Deadline(loop)
         deadline.task = task
         deadline.timeout = timeout
         deadline.fired = False
@@ -141,21 +122,19 @@ if sys.version_info >= (3, 11):
         try:
             result = await operation(deadline.restart)
         except asyncio.CancelledError as exc:
-            fired = deadline.fired
-            _give_back(deadline)
-            if fired and task.uncancel() == 0:
+            if deadline.fired and task.uncancel() == 0:
                 raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
             raise
-        except BaseException:
-            _give_back(deadline)
-            raise
-        fired = deadline.fired
-        deadline.target = None
-        deadline.task = None
-        if len(idle) < _POOLED:
-            idle.append(deadline)
-        else:
-            deadline.disarm()
+        finally:
+            # Given back, its timer left running for the next operation (or disarmed
+            # when the pool is full).
+            fired = deadline.fired
+            deadline.target = None
+            deadline.task = None
+            if len(idle) < _POOLED:
+                idle.append(deadline)
+            else:
+                deadline.disarm()
         if fired:
             task.uncancel()  # it finished as the deadline passed: not a timeout
         return result

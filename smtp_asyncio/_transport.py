@@ -78,7 +78,6 @@ class StreamProtocol(asyncio.BufferedProtocol):
         return buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        # data_received's work written out: one call fewer per read.
         buffer = self._read_buffer
         assert buffer is not None
         self._chunks.append(bytes(buffer[:nbytes]))
@@ -93,12 +92,9 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > _HIGH_WATER and not self._paused_reading and self.transport:
-            self.transport.pause_reading()
-            self._paused_reading = True
-        self._wake_reader()
+        # (An event loop without buffered protocols: the same as a read into the buffer.)
+        self._read_buffer = memoryview(data)
+        self.buffer_updated(len(data))
 
     def eof_received(self) -> bool:
         self._eof = True

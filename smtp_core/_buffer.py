@@ -61,10 +61,6 @@ class ReceiveBuffer:
                 return
         self._data += data
 
-    def pending_line_length(self) -> int:
-        """Length of the incomplete line at the front (bytes without a line ending)."""
-        return len(self._data) - self._start
-
     def extract_line(self) -> bytes | None:
         """Remove and return the next line, without its line ending, or None if incomplete.
 

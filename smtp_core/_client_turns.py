@@ -196,7 +196,7 @@ class _Turn:
 
     async def __aenter__(self) -> None:
         client = self.client
-        if client._holds_turn():
+        if _holds_turn(client):
             return  # re-entered: the outer turn goes on
         op = self.op = _Op()
         client._queue.append(op)
@@ -298,12 +298,12 @@ class TurnsBase(abc.ABC):
         return self._conn
 
     def _timeout(self, timeout: Timeout) -> float | None:
-        return self.timeout if timeout is _default else timeout
+        return _timeout_of(self, timeout)
 
     # -- turns ----------
 
     def _holds_turn(self) -> bool:
-        return id(self) in _holding.get()
+        return _holds_turn(self)
 
     def _turn(self) -> _Turn:
         """Hold the connection for a run of plain commands, in call order.
@@ -496,8 +496,7 @@ class TurnsBase(abc.ABC):
 
         failure: BaseException | None = None
         try:
-            limit = self.timeout if timeout is _default else timeout
-            result = await self._within(limit, trampoline)
+            result = await _within(self, _timeout_of(self, timeout), trampoline)
         except BaseException as exc:
             failure = exc
         finally:
@@ -578,7 +577,7 @@ async def _submit(
     message met (each telling whether it was never sent or its fate is unknown).
     ``covered``: see :func:`_run_pipe`.
     """
-    if id(client) in _holding.get():
+    if _holds_turn(client):
         raise LocalProtocolError("cannot send a message inside a turn of commands")
     ops = [_Op(envelope) for envelope in envelopes]
     client._queue.extend(ops)
@@ -719,7 +718,7 @@ async def _run_pipe(
         if covered:
             await trampoline(_no_restart)
         else:
-            await _within(client, client.timeout if timeout is _default else timeout, trampoline)
+            await _within(client, _timeout_of(client, timeout), trampoline)
         return
     except BaseException as exc:
         others = [op for op in pipe.inflight if not op.gone and op not in mine]
@@ -809,6 +808,16 @@ def _within(
     if timeout is not None and timeout <= 0:
         raise SMTPReadTimeoutError("Timed out waiting for server response")
     return client._with_deadline(timeout, operation)
+
+
+def _timeout_of(client: TurnsBase, timeout: Timeout) -> float | None:
+    """:meth:`TurnsBase._timeout`."""
+    return client.timeout if timeout is _default else timeout
+
+
+def _holds_turn(client: TurnsBase) -> bool:
+    """:meth:`TurnsBase._holds_turn`."""
+    return id(client) in _holding.get()
 
 
 def _is_open(client: TurnsBase) -> bool:

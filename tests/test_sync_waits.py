@@ -7,6 +7,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import smtp_core
@@ -17,6 +18,16 @@ from .servers import Expect, Hang, Send, greet_pipelining, session_prefix
 
 MESSAGE = b"Subject: held\r\n\r\nhello\r\n"
 SLACK = 2.0  # scheduling on a loaded machine (and the exchanges before the stall); far below the 30 s socket timeouts a missing limit would take
+
+
+def timed(call: Callable[..., object], *args: object) -> tuple[BaseException | None, float]:
+    """The timeout ``call(*args)`` raised (None if it raised none) and the seconds it took."""
+    started = time.monotonic()
+    try:
+        call(*args)
+    except smtp_sync.SMTPTimeoutError as exc:
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
 
 
 def test_a_pipeline_left_by_a_caller_that_gave_up_drains_within_its_stage_limit() -> None:
@@ -81,14 +92,7 @@ def test_a_pipeline_left_by_a_caller_that_gave_up_drains_within_its_stage_limit(
         assert results["a"] == [{}]
         assert isinstance(results["b"], smtp_sync.SMTPTimeoutError)
         assert results["b"].outcome is smtp_core.Outcome.UNKNOWN
-        started = time.monotonic()
-        try:
-            smtp.noop()
-        except smtp_sync.SMTPTimeoutError as exc:
-            error: BaseException | None = exc
-        else:
-            error = None
-        took = time.monotonic() - started
+        error, took = timed(smtp.noop)
         assert isinstance(error, smtp_sync.SMTPTimeoutError)
         assert took < data_limit + SLACK
         assert smtp.sock is None  # the session was out of step: closed
@@ -106,14 +110,7 @@ def test_a_stalled_starttls_handshake_ends_within_the_command_limit(scripted: An
         "127.0.0.1", server.port, local_hostname="client.test", timeout=30,
         timeouts=smtp_sync.Timeouts(command=0.5),
     )
-    started = time.monotonic()
-    try:
-        smtp.starttls()
-    except smtp_sync.SMTPTimeoutError as exc:
-        error: BaseException | None = exc
-    else:
-        error = None
-    took = time.monotonic() - started
+    error, took = timed(smtp.starttls)
     smtp.close()
     assert isinstance(error, smtp_sync.SMTPTimeoutError)
     assert took < 0.5 + SLACK, took
@@ -133,14 +130,7 @@ def test_a_pools_stalled_handshakes_end_at_its_deadline(scripted: Any, certs: Ce
             "127.0.0.1", port, local_hostname="client.test", timeout=30, context=certs.client_context(),
             timeouts=smtp_sync.Timeouts(total=deadline), **options,
         )
-        started = time.monotonic()
-        try:
-            pool.sendmail("a@example.org", ["b@example.org"], MESSAGE)
-        except smtp_sync.SMTPTimeoutError as exc:
-            error: BaseException | None = exc
-        else:
-            error = None
-        took = time.monotonic() - started
+        error, took = timed(pool.sendmail, "a@example.org", ["b@example.org"], MESSAGE)
         pool.close()
         assert isinstance(error, smtp_core.SMTPTimeoutError), (options, error)
         assert took < deadline + SLACK, options
@@ -170,14 +160,7 @@ def test_content_a_server_stops_reading_ends_within_the_data_limit() -> None:
         timeouts=smtp_sync.Timeouts(data=data_limit),
     )
     content = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * (16 * 1024 * 1024 // 80)
-    started = time.monotonic()
-    try:
-        smtp.sendmail("a@example.org", ["b@example.org"], content)
-    except smtp_sync.SMTPTimeoutError as exc:
-        error: BaseException | None = exc
-    else:
-        error = None
-    took = time.monotonic() - started
+    error, took = timed(smtp.sendmail, "a@example.org", ["b@example.org"], content)
     try:
         assert isinstance(error, smtp_sync.SMTPTimeoutError)
         assert getattr(error, "outcome", None) is smtp_core.Outcome.UNKNOWN
@@ -203,14 +186,7 @@ def test_a_held_reply_on_a_plain_socket_ends_within_the_command_limit(scripted: 
     assert sock is not None and sock.getblocking()
     limit = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
     assert struct.unpack("ll", limit) == (30, 0)
-    started = time.monotonic()
-    try:
-        smtp.noop()
-    except smtp_sync.SMTPTimeoutError as exc:
-        error: BaseException | None = exc
-    else:
-        error = None
-    took = time.monotonic() - started
+    error, took = timed(smtp.noop)
     smtp.close()
     assert isinstance(error, smtp_sync.SMTPTimeoutError)
     assert 0.5 - 0.05 <= took < 0.5 + SLACK
